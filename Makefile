@@ -1,0 +1,43 @@
+# Two commands for a new machine: `make train` and `make test` (each installs into .venv first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup train test test-slow bench lock clean
+
+setup: $(STAMP)
+
+# Exact versions from requirements.lock, then the project itself (editable, no dependency resolution).
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock "setuptools>=64"
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+# The flagship run with the paper's defaults. Shorten it with e.g. ARGS="--total-timesteps 100000".
+train: setup
+	$(BIN)/python algos/td3.py --env-id Hopper-v4 $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+# Re-resolve the ranges in pyproject.toml into requirements.lock (in a throw-away venv).
+lock:
+	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info MUJOCO_LOG.TXT
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,17 @@
+"""Thin adapters between environment suites and the algorithms in ``algos/``.
+
+The contract every algorithm relies on (pinned by ``tests/test_envs.py``):
+
+* one environment per seed; seed ``i`` of a run with ``--seed s`` is seeded ``s + i``;
+* observations are float32 vectors; the algorithm acts in ``[-1, 1]`` and the adapter maps
+  actions affinely onto the env's bounds (Humanoid's are +-0.4);
+* every step reports ``reward``, ``terminated`` and ``truncated`` separately, and when an
+  episode ends the *true final observation* as ``next_obs``, while ``obs`` already holds the
+  first observation of the next episode. A time-limit end (``truncated``) must bootstrap, a
+  termination must not: store ``terminated``, never ``terminated | truncated``;
+* evaluation is deterministic, on separate envs seeded ``seed + 100``.
+"""
+
+from envs.gym import EnvStep, Evaluator, SeedEnvs, make_env
+
+__all__ = ["EnvStep", "Evaluator", "SeedEnvs", "make_env"]

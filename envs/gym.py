@@ -1,0 +1,206 @@
+"""Gymnasium (MuJoCo and classic-control) adapter: one env per seed, stepped together on the host.
+
+Gymnasium 1.x vector envs reset a finished sub-env on the *next* call to ``step`` and hide the
+final observation; we do not use them. Each seed owns a plain ``gym.make`` env and this module
+resets it explicitly right after an episode ends, so the caller gets the true final observation
+(``EnvStep.next_obs``) and the next episode's first observation (``EnvStep.obs``) in one step.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` with the checks a continuous-control algorithm needs, failing with clear errors."""
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
+        raise ValueError(f"Unknown env id {env_id!r}.{hint}")
+    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    act, obs = env.action_space, env.observation_space
+    if not isinstance(act, gym.spaces.Box):
+        env.close()
+        raise TypeError(
+            f"{env_id} has a {type(act).__name__} action space; this algorithm needs a continuous "
+            "(Box) action space."
+        )
+    if len(act.shape) != 1 or not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+        env.close()
+        raise TypeError(f"{env_id}: the action space must be a 1-D Box with finite bounds, got {act}.")
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        env.close()
+        raise TypeError(f"{env_id}: the observation space must be a 1-D Box, got {obs}.")
+    return env
+
+
+@dataclass
+class EnvStep:
+    """What one step of all seeds returns. Arrays have a leading seed axis ``[N, ...]``."""
+
+    obs: np.ndarray  # [N, obs_dim] observation to act on next (a reset obs where an episode ended)
+    next_obs: np.ndarray  # [N, obs_dim] true s' of this transition (the final obs where one ended)
+    reward: np.ndarray  # [N] float32
+    terminated: np.ndarray  # [N] bool: s' is terminal, do not bootstrap
+    truncated: np.ndarray  # [N] bool: time limit, bootstrap from next_obs
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (seed idx, return, length)
+
+
+def _scale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> [low, high], affinely (a * max_action for symmetric boxes)."""
+    return low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+
+
+class SeedEnvs:
+    """``len(seeds)`` independent copies of ``env_id``, env ``i`` seeded ``seeds[i]``.
+
+    Resumable: ``get_state`` records, per seed, the reset RNG state at the start of the current
+    episode and the actions taken since; ``set_state`` rebuilds the exact env state by replaying
+    them (gymnasium envs are deterministic given their RNG and actions), so no simulator state
+    has to be pickled.
+    """
+
+    def __init__(self, env_id: str, seeds: Sequence[int]):
+        self.env_id, self.seeds = env_id, [int(s) for s in seeds]
+        self.envs = [make_env(env_id) for _ in self.seeds]
+        space = self.envs[0].action_space
+        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+        self.obs_dim = int(self.envs[0].observation_space.shape[0])
+        self.action_dim = int(space.shape[0])
+        self.max_episode_steps = self.envs[0].spec.max_episode_steps if self.envs[0].spec else None
+        self.num = len(self.seeds)
+
+    def to_env_action(self, action: np.ndarray) -> np.ndarray:
+        return _scale_action(action, self.low, self.high)
+
+    def _reset_one(self, i: int, seed: int | None = None) -> np.ndarray:
+        env = self.envs[i]
+        self._reset_rng[i] = None if seed is not None else env.unwrapped.np_random.bit_generator.state
+        self._actions[i] = []
+        self.ep_return[i], self.ep_length[i] = 0.0, 0
+        obs, _ = env.reset(seed=seed)
+        return np.asarray(obs, dtype=np.float32)
+
+    def reset(self) -> np.ndarray:
+        """First reset of every env, seeded. Returns ``[N, obs_dim]`` float32."""
+        self._reset_rng: list[dict | None] = [None] * self.num
+        self._actions: list[list[np.ndarray]] = [[] for _ in range(self.num)]
+        self.ep_return = np.zeros(self.num, np.float64)
+        self.ep_length = np.zeros(self.num, np.int64)
+        self.obs = np.stack([self._reset_one(i, seed=s) for i, s in enumerate(self.seeds)])
+        return self.obs
+
+    def step(self, action: np.ndarray) -> EnvStep:
+        """Step every env with ``action`` in ``[-1, 1]``, shape ``[N, action_dim]``."""
+        action = np.asarray(action)
+        if action.shape != (self.num, self.action_dim):
+            raise ValueError(f"expected actions of shape {(self.num, self.action_dim)}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(action))[0]})
+            raise FloatingPointError(f"non-finite action for seed index {bad}: the policy has diverged (NaN/inf).")
+        next_obs = np.empty((self.num, self.obs_dim), np.float32)
+        obs = np.empty_like(next_obs)
+        reward = np.empty(self.num, np.float32)
+        terminated = np.zeros(self.num, bool)
+        truncated = np.zeros(self.num, bool)
+        episodes = []
+        for i, env in enumerate(self.envs):
+            self._actions[i].append(action[i].copy())
+            o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
+            next_obs[i], reward[i] = o, r
+            terminated[i], truncated[i] = term, trunc and not term
+            self.ep_return[i] += r
+            self.ep_length[i] += 1
+            if term or trunc:
+                episodes.append((i, float(self.ep_return[i]), int(self.ep_length[i])))
+                obs[i] = self._reset_one(i)
+            else:
+                obs[i] = o
+        self.obs = obs
+        return EnvStep(obs, next_obs, reward, terminated, truncated, episodes)
+
+    # Checkpointing ----------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        return {
+            "env_id": self.env_id,
+            "seeds": list(self.seeds),
+            "reset_rng": list(self._reset_rng),
+            "actions": [np.asarray(a, np.float32).reshape(-1, self.action_dim) for a in self._actions],
+        }
+
+    def set_state(self, state: dict) -> np.ndarray:
+        """Restore the envs to ``state`` (from ``get_state``); returns the current observations."""
+        if state["env_id"] != self.env_id or list(state["seeds"]) != self.seeds:
+            raise ValueError(
+                f"env state is for {state['env_id']} seeds {state['seeds']}, not {self.env_id} seeds {self.seeds}"
+            )
+        self.reset()
+        obs = []
+        for i, env in enumerate(self.envs):
+            o = self.obs[i]
+            if state["reset_rng"][i] is not None:  # not the first (seeded) episode
+                env.unwrapped.np_random.bit_generator.state = state["reset_rng"][i]
+                o = self._reset_one(i)
+            for a in state["actions"][i]:
+                self._actions[i].append(a.copy())
+                o, r, term, trunc, _ = env.step(self.to_env_action(a))
+                self.ep_return[i] += r
+                self.ep_length[i] += 1
+                if term or trunc:
+                    raise RuntimeError(f"{self.env_id}: replaying seed {self.seeds[i]}'s episode ended it early")
+            obs.append(np.asarray(o, np.float32))
+        self.obs = np.stack(obs)
+        return self.obs
+
+    def close(self):
+        for env in self.envs:
+            env.close()
+
+
+class Evaluator:
+    """Deterministic evaluation as the TD3 repo does it: per seed, ``episodes`` episodes run one
+    after another on a separate env whose first reset of *every* evaluation is seeded
+    ``eval_seed`` (so every evaluation sees the same initial states). Seeds step together so the
+    policy is called once per step for all of them.
+    """
+
+    def __init__(self, env_id: str, eval_seeds: Sequence[int], episodes: int, video_dir: str | None = None):
+        if episodes < 1:
+            raise ValueError(f"eval episodes must be >= 1, got {episodes}")
+        self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
+        self.envs = [make_env(env_id, render_mode="rgb_array" if video_dir and i == 0 else None)
+                     for i in range(len(self.eval_seeds))]
+        if video_dir:
+            self.envs[0] = gym.wrappers.RecordVideo(self.envs[0], video_dir, episode_trigger=lambda _: True,
+                                                    disable_logger=True)
+        space = self.envs[0].action_space
+        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+
+    def __call__(self, policy: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``policy``: ``[N, obs_dim]`` float32 -> ``[N, action_dim]`` in [-1, 1]. Returns ``[N]`` mean returns."""
+        n = len(self.envs)
+        obs = np.stack([np.asarray(env.reset(seed=s)[0], np.float32) for env, s in zip(self.envs, self.eval_seeds)])
+        done_eps = np.zeros(n, np.int64)
+        totals = np.zeros(n, np.float64)
+        while np.any(done_eps < self.episodes):
+            action = np.asarray(policy(obs))
+            for i, env in enumerate(self.envs):
+                if done_eps[i] >= self.episodes:
+                    continue
+                o, r, term, trunc, _ = env.step(_scale_action(action[i], self.low, self.high))
+                totals[i] += r
+                if term or trunc:
+                    done_eps[i] += 1
+                    if done_eps[i] < self.episodes:
+                        o, _ = env.reset()
+                obs[i] = o
+        return totals / self.episodes
+
+    def close(self):
+        for env in self.envs:
+            env.close()
