@@ -173,7 +173,7 @@ class Evaluator:
         if episodes < 1:
             raise ValueError(f"eval episodes must be >= 1, got {episodes}")
         self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
-        self.envs = [make_env(env_id, render_mode="rgb_array" if video_dir and i == 0 else None)
+        self.envs = [make_env(env_id, **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))
                      for i in range(len(self.eval_seeds))]
         if video_dir:
             self.envs[0] = gym.wrappers.RecordVideo(self.envs[0], video_dir, episode_trigger=lambda _: True,

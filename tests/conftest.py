@@ -1,0 +1,41 @@
+"""Shared test fixtures: a tiny env whose terminations and truncations are known in advance."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+
+class CountEnv(gym.Env):
+    """obs = [terminating, step, u]. At reset u ~ U(0, 1) from the env's RNG; an episode with
+    u < 0.5 ("terminating") terminates after 3 steps, any other runs into the 5-step time limit
+    (truncated). The reward is the env action itself, so stored rewards reveal the action scaling
+    onto the asymmetric bounds [0, 4]."""
+
+    TERMINATE_AT = 3
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(0.0, 4.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        u = self.np_random.uniform()
+        self.terminating, self.t, self.u = float(u < 0.5), 0, u
+        return self._obs(), {}
+
+    def _obs(self):
+        return np.array([self.terminating, self.t, self.u], np.float32)
+
+    def step(self, action):
+        self.t += 1
+        terminated = bool(self.terminating and self.t == self.TERMINATE_AT)
+        return self._obs(), float(action[0]), terminated, False, {}
+
+
+if "CountEnv-v0" not in gym.registry:
+    gym.register("CountEnv-v0", entry_point=CountEnv, max_episode_steps=5)
+
+
+@pytest.fixture
+def tiny_td3_args(tmp_path):
+    """Small, fast TD3/DDPG settings; tests override what they exercise."""
+    return dict(env_id="CountEnv-v0", total_timesteps=40, learning_starts=10, eval_freq=20, eval_episodes=2,
+                batch_size=8, hidden_dim=16, results_dir=str(tmp_path), run_name="run")
