@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
@@ -150,13 +149,13 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """One Q network: (state, action) -> 256 -> 256 -> 1, the action at the first layer."""
+    """One Q network."""
 
     hidden_dim: int = 256
 
     @nn.compact
     def __call__(self, obs, action):
-        x = jnp.concatenate([obs, action], -1)
+        x = jnp.concatenate([obs, action], -1)  # the action enters at the first layer
         x = nn.relu(Linear(self.hidden_dim)(x))
         x = nn.relu(Linear(self.hidden_dim)(x))
         return Linear(1)(x)[..., 0]
@@ -262,33 +261,36 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
                           actor_opt, critic_opt, key)
         return learner, {"critic_loss": critic_loss, "actor_loss": actor_loss, "idx": idx}
 
-    def step(learner, buffer, transition, obs, t, train, random_next):
-        """Store transition t, train once if due, then pick the action for obs (step t + 1)."""
-        buffer = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, t % capacity, 0),
-                              buffer, transition)
+    def add(buffer, transition, t):
+        """Store transition t ([N, ...]) of every seed in slot t (the seeds step in lockstep)."""
+        return jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, t % capacity, 1), buffer, transition)
+
+    def train_and_act(learner, buffer, obs, t, train, random_next):
+        """One training iteration if due, then the action for obs (env step t + 1), for all seeds."""
         metrics = {}
         if train:
-            learner, metrics = update(learner, buffer, jnp.minimum(t + 1, capacity))
+            learner, metrics = jax.vmap(update, in_axes=(0, 0, None))(learner, buffer, jnp.minimum(t + 1, capacity))
             metrics.pop("idx")
-        learner, action = act(learner, obs, random_next)
+        learner, action = jax.vmap(act, in_axes=(0, 0, None))(learner, obs, random_next)
+        return learner, action, metrics
+
+    # The write and the update are two jitted calls: fused into one, XLA copies the whole buffer
+    # every step to keep the batch gather apart from the in-place write. Both donate their state.
+    add = jax.jit(add, donate_argnums=0)
+    train_and_act = jax.jit(train_and_act, static_argnames=("train", "random_next"), donate_argnums=0)
+
+    def step(learner, buffer, transition, obs, t, train, random_next):
+        """Store transition t, train once if due, then pick the action for obs (step t + 1)."""
+        buffer = add(buffer, transition, t)
+        learner, action, metrics = train_and_act(learner, buffer, obs, t, train=train, random_next=random_next)
         return learner, buffer, action, metrics
-
-    # One jit(vmap(.)) per static flag combination; buffers and learner are donated (updated in place).
-    step_fns = {}
-
-    def vstep(learner, buffer, transition, obs, t, train, random_next):
-        flags = (train, random_next)
-        if flags not in step_fns:
-            fn = partial(step, train=train, random_next=random_next)
-            step_fns[flags] = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, 0, None)), donate_argnums=(0, 1))
-        return step_fns[flags](learner, buffer, transition, obs, t)
 
     return Agent(
         init=jax.jit(jax.vmap(init)),
         act=jax.jit(jax.vmap(act, in_axes=(0, 0, None)), static_argnums=2),
         policy=jax.jit(jax.vmap(actor.apply)),
         update=jax.jit(jax.vmap(update, in_axes=(0, 0, None))),
-        step=vstep,
+        step=step,
         capacity=capacity,
     )
 
@@ -516,7 +518,7 @@ def train(args: Args) -> dict:
 
     start = time.time()
     progress, task = _progress(args.total_timesteps, t0)
-    compile_s, sps_from = None, None  # (t, time) after compilation, for the steps/s figure
+    compile_s, sps_from, loop_end = None, None, None  # for the steps/s figure, compilation excluded
     metrics, last_eval = {}, None
 
     def evaluate(step):
@@ -558,21 +560,23 @@ def train(args: Args) -> dict:
                 if sps_from and t > sps_from[0]:
                     progress.update(task, sps=f"{(t - sps_from[0]) / (time.time() - sps_from[1]):.0f}")
                 progress.update(task, completed=t + 1)
+            if t + 1 == args.total_timesteps:
+                jax.block_until_ready(action)  # wait for the last update before reading the clock
+                loop_end = time.time()
             if (t + 1) % args.eval_freq == 0 or t + 1 == args.total_timesteps:
                 evaluate(t + 1)
                 if args.save_model:
                     save_checkpoint(run_dir, learner, buffer, min(t + 1, agent.capacity), action,
                                     {"t": t + 1, "envs": train_envs.get_state()})
         progress.update(task, completed=args.total_timesteps)
-    jax.block_until_ready(learner)
-    end = time.time()
     logger.close()
     train_envs.close()
     evaluator.close()
     steps_timed = (args.total_timesteps - 1 - sps_from[0]) if sps_from else 0
     return {
         "run_dir": run_dir, "learner": learner, "buffer": buffer, "final_eval": last_eval,
-        "compile_s": compile_s, "train_loop_steps_per_s": steps_timed / (end - sps_from[1]) if steps_timed > 0 else None,
+        "compile_s": compile_s,
+        "train_loop_steps_per_s": steps_timed / (loop_end - sps_from[1]) if steps_timed > 0 else None,
     }
 
 

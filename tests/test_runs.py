@@ -1,0 +1,147 @@
+"""Whole runs: seed independence, reproducibility, kill-and-resume, eval-only, results files, CLI."""
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algos import ddpg, td3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small Pendulum run: 300 random steps, then training; evaluations every 300 steps.
+PENDULUM = dict(env_id="Pendulum-v1", total_timesteps=1200, learning_starts=300, eval_freq=300, eval_episodes=2,
+                batch_size=64, hidden_dim=64)
+
+
+def _eval_rows(run_dir):
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        return [(r["seed"], int(r["step"]), float(r["return"])) for r in csv.DictReader(f)]
+
+
+def _cli(script, *args, **kwargs):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "algos", script), *args], cwd=kwargs.pop("cwd", ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _flags(d):
+    return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.mark.parametrize("algo", [td3, ddpg])
+def test_seeds_have_own_params_and_own_sampled_indices(algo):
+    args = algo.Args(batch_size=32, hidden_dim=16, total_timesteps=1000)
+    agent = algo.make_agent(args, 3, 1)
+    learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)]))
+    for leaf in jax.tree.leaves((learner.actor, learner.critic)):
+        assert not np.array_equal(leaf[0], leaf[1])
+    assert not np.array_equal(learner.key[0], learner.key[1])
+    update = (lambda l: agent.update(l, buffer, jnp.int32(1000), True)) if algo is td3 else \
+        (lambda l: agent.update(l, buffer, jnp.int32(1000)))
+    for _ in range(2):
+        learner, metrics = update(learner)
+        idx = np.asarray(metrics["idx"])
+        assert idx.shape == (2, 32) and (idx[0] != idx[1]).mean() > 0.9
+
+
+def test_seed_i_of_a_vmapped_run_is_seed_plus_i(tmp_path):
+    """The agent keys follow the seed, so --seed 1 alone and seed index 1 of --seed 0 start alike."""
+    args = td3.Args(**PENDULUM)
+    agent = td3.make_agent(args, 3, 1)
+    both, _ = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)]))
+    alone, _ = agent.init(jnp.stack([jax.random.PRNGKey(1)]))
+    for a, b in zip(jax.tree.leaves(both.actor), jax.tree.leaves(alone.actor)):
+        np.testing.assert_array_equal(a[1], b[0])
+
+
+def test_same_seed_twice_gives_identical_eval_csv(tmp_path):
+    runs = [td3.train(td3.Args(**PENDULUM, num_seeds=2, results_dir=str(tmp_path), run_name=f"r{k}"))
+            for k in range(2)]
+    a, b = (_eval_rows(r["run_dir"]) for r in runs)
+    assert a == b
+    assert [s for s, _, _ in a] == ["0", "1"] * 5 and sorted({st for _, st, _ in a}) == [0, 300, 600, 900, 1200]
+    # the two seeds learn different things
+    assert a[-1][2] != a[-2][2]
+
+
+def test_killed_run_resumes_to_the_same_returns(tmp_path):
+    cfg = dict(PENDULUM, total_timesteps=2400, num_seeds=2)
+    full = td3.train(td3.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
+    run_dir = tmp_path / "killed"
+    proc = _cli("td3.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
+    host = run_dir / "checkpoint" / "host.pkl"
+    deadline = time.time() + 240
+    while not host.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(host, "rb") as f:
+        killed_at = pickle.load(f)["t"]
+    assert 0 < killed_at < cfg["total_timesteps"]
+    # rows written after the checkpoint (if any) are dropped on resume
+    resumed = _cli("td3.py", "--resume", str(run_dir))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert _eval_rows(run_dir) == _eval_rows(full["run_dir"])
+    with open(run_dir / "train_episodes.csv") as f, open(os.path.join(full["run_dir"], "train_episodes.csv")) as g:
+        assert f.read() == g.read()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumed"][0]["step"] == killed_at
+
+
+def test_results_files_and_eval_only(tmp_path):
+    out = ddpg.train(ddpg.Args(**dict(PENDULUM, total_timesteps=600), results_dir=str(tmp_path), run_name="r",
+                               save_model=True, tb=True))
+    run_dir = out["run_dir"]
+    rows = _eval_rows(run_dir)
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        assert f.readline().strip().split(",")[:5] == ["algo", "env", "seed", "step", "return"]
+    config = json.loads(open(os.path.join(run_dir, "config.json")).read())
+    assert config["algo"] == "ddpg" and config["args"]["total_timesteps"] == 600
+    assert {"jax", "flax", "optax", "gymnasium", "mujoco", "numpy"} <= set(config["versions"])
+    assert "commit" in config["git"] and config["command"]
+    assert any(name.startswith("events") for name in os.listdir(os.path.join(run_dir, "tb")))
+    # the saved policy evaluates to the last logged return (same eval seeds, deterministic policy)
+    proc = _cli("ddpg.py", "--eval-only", "--checkpoint", run_dir, "--eval-episodes", "2")
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    report = json.load(open(os.path.join(run_dir, "eval_only.json")))
+    assert report["step"] == 600
+    assert report["returns"]["0"] == pytest.approx(rows[-1][2], rel=1e-4)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_results(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        td3.train(td3.Args(**dict(PENDULUM, total_timesteps=600), critic_lr=1e30, results_dir=str(tmp_path),
+                           run_name="nan"))
+    rows = _eval_rows(tmp_path / "nan")
+    assert rows and all(np.isfinite(r) for _, _, r in rows)
+
+
+def test_cli_rejects_unknown_env_and_discrete_actions():
+    for env_id, message in (("Hoper-v4", "Did you mean: Hopper-v4"), ("CartPole-v1", "continuous")):
+        proc = _cli("td3.py", "--env-id", env_id, "--results-dir", "/tmp/never-written")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and message in out
+
+
+def test_a_copied_algorithm_file_runs_on_its_own(tmp_path):
+    """The fork promise: copy one file anywhere, keep `envs` importable, run it."""
+    shutil.copy(os.path.join(ROOT, "algos", "td3.py"), tmp_path / "my_td3.py")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "my_td3.py", "--env-id", "Pendulum-v1", "--total-timesteps", "300",
+                           "--learning-starts", "100", "--eval-freq", "300", "--eval-episodes", "1",
+                           "--results-dir", "out"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = os.listdir(tmp_path / "out")
+    assert len(_eval_rows(tmp_path / "out" / run)) == 2  # steps 0 and 300
