@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import jax
@@ -22,25 +23,28 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import envs  # noqa: E402
 from algos import td3  # noqa: E402
 
 
-def pure_update_rate(num_seeds: int, iters: int, obs_dim: int, action_dim: int) -> tuple[float, float]:
-    args = td3.Args(total_timesteps=100_000)
-    agent = td3.make_agent(args, obs_dim, action_dim)
-    learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]))
-    buffer = jax.tree.map(lambda x: x + jax.random.normal(jax.random.PRNGKey(1), x.shape), buffer)
-    size = jnp.int32(agent.capacity)
-    t0 = time.time()
-    for flag in (False, True):  # compile both variants
-        learner, _ = agent.update(learner, buffer, size, flag)
-    jax.block_until_ready(learner)
-    compile_s = time.time() - t0
-    t0 = time.time()
-    for i in range(iters):
-        learner, _ = agent.update(learner, buffer, size, i % 2 == 1)
-    jax.block_until_ready(learner)
-    return iters / (time.time() - t0), compile_s
+class PureUpdate:
+    """TD3 updates on a random buffer of Hopper shapes, no env: the compute-bound ceiling."""
+
+    def __init__(self, num_seeds: int, obs_dim: int, action_dim: int):
+        self.agent = td3.make_agent(td3.Args(total_timesteps=100_000), obs_dim, action_dim)
+        self.learner, buffer = self.agent.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]))
+        self.buffer = jax.tree.map(lambda x: x + jax.random.normal(jax.random.PRNGKey(1), x.shape), buffer)
+        t0 = time.time()
+        self.run(2)  # compiles both variants (critic only, critic + actor)
+        self.compile_s = time.time() - t0
+
+    def run(self, iters: int) -> float:
+        size = jnp.int32(self.agent.capacity)
+        t0 = time.time()
+        for i in range(iters):  # the training schedule: the actor on every second iteration
+            self.learner, _ = self.agent.update(self.learner, self.buffer, size, i % 2 == 1)
+        jax.block_until_ready(self.learner)
+        return iters / (time.time() - t0)
 
 
 def loop_rate(num_seeds: int, steps: int, env_id: str, out_dir: str) -> dict:
@@ -55,28 +59,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="Hopper-v4")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--steps", type=int, default=3_000, help="timed training steps per seed count")
+    parser.add_argument("--steps", type=int, default=1_500, help="timed training steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved loop/update rounds; medians are reported")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     opts = parser.parse_args()
-    import tempfile
-
-    import envs
-
     probe = envs.SeedEnvs(opts.env_id, [0])
     obs_dim, action_dim = probe.obs_dim, probe.action_dim
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in opts.seeds:
-            upd, upd_compile = pure_update_rate(n, opts.steps, obs_dim, action_dim)
-            loop = loop_rate(n, opts.steps, opts.env_id, tmp)
-            rows.append({"num_seeds": n, "loop_steps_per_s": loop["loop_steps_per_s"],
-                         "loop_env_steps_per_s": loop["loop_steps_per_s"] * n, "loop_compile_s": loop["compile_s"],
-                         "update_per_s": upd, "update_compile_s": upd_compile,
-                         "loop_over_update": loop["loop_steps_per_s"] / upd})
+            pure = PureUpdate(n, obs_dim, action_dim)
+            rounds = []
+            for _ in range(opts.rounds):  # interleaved, so machine noise hits both figures alike
+                loop = loop_rate(n, opts.steps, opts.env_id, tmp)
+                rounds.append((loop["loop_steps_per_s"], pure.run(opts.steps), loop["compile_s"]))
+            loop_sps, update_sps, compile_s = (float(np.median(x)) for x in zip(*rounds))
+            rows.append({"num_seeds": n, "loop_steps_per_s": loop_sps, "loop_env_steps_per_s": loop_sps * n,
+                         "update_per_s": update_sps, "loop_over_update": float(np.median([a / b for a, b, _ in rounds])),
+                         "loop_compile_s": compile_s, "update_compile_s": pure.compile_s,
+                         "rounds": [{"loop_steps_per_s": a, "update_per_s": b} for a, b, _ in rounds]})
             print(json.dumps(rows[-1]), flush=True)
     device = jax.devices()[0]
     report = {
-        "benchmark": f"TD3 {opts.env_id}, paper shapes (256-256, batch 256), {opts.steps} timed steps",
+        "benchmark": f"TD3 {opts.env_id}, paper shapes (256-256, batch 256), median of {opts.rounds} rounds "
+                     f"of {opts.steps} timed steps",
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                     "jax_device": f"{device.platform}:{device.device_kind}"},
@@ -89,7 +95,7 @@ def main():
     lines = [f"# {report['benchmark']}", "", f"`{report['command']}` on {report['machine']['platform']}, "
              f"{report['machine']['cpu_count']} CPUs, JAX device {report['machine']['jax_device']}, "
              f"jax {report['versions']['jax']}, {report['date']}, commit {report['git']['commit']}.", "",
-             "| seeds | loop steps/s (per seed) | env steps/s (all seeds) | pure update/s | loop / update | compile s |",
+             "| seeds | loop steps/s (per seed) | env steps/s (all seeds) | pure update/s | loop / update | compile s (loop) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['num_seeds']} | {r['loop_steps_per_s']:.1f} | {r['loop_env_steps_per_s']:.1f} | "

@@ -9,6 +9,7 @@ resets it explicitly right after an episode ends, so the caller gets the true fi
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,7 +23,9 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
         raise ValueError(f"Unknown env id {env_id!r}.{hint}")
-    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        env = gym.make(env_id, disable_env_checker=True, **kwargs)
     act, obs = env.action_space, env.observation_space
     if not isinstance(act, gym.spaces.Box):
         env.close()
