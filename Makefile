@@ -35,7 +35,7 @@ bench: setup
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video]"
 	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
 
 clean:

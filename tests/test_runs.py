@@ -112,12 +112,15 @@ def test_results_files_and_eval_only(tmp_path):
     assert "commit" in config["git"] and config["command"]
     assert any(name.startswith("events") for name in os.listdir(os.path.join(run_dir, "tb")))
     # the saved policy evaluates to the last logged return (same eval seeds, deterministic policy)
-    proc = _cli("ddpg.py", "--eval-only", "--checkpoint", run_dir, "--eval-episodes", "2")
+    proc = _cli("ddpg.py", "--eval-only", "--checkpoint", run_dir, "--eval-episodes", "2", "--capture-video",
+                env=dict(os.environ, SDL_VIDEODRIVER="dummy"))
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, text
     report = json.load(open(os.path.join(run_dir, "eval_only.json")))
     assert report["step"] == 600
     assert report["returns"]["0"] == pytest.approx(rows[-1][2], rel=1e-4)
+    videos = sorted(os.listdir(os.path.join(run_dir, "videos")))  # seed 0's two episodes
+    assert len(videos) == 2 and all(os.path.getsize(os.path.join(run_dir, "videos", v)) > 1000 for v in videos)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_results(tmp_path):
