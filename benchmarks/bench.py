@@ -5,6 +5,8 @@ Measures, for each seed count:
     shapes, after the warm-up steps and compilation, evaluation excluded;
   * the pure jitted update: TD3 updates per second on the same network and batch shapes
     (random buffer, no env), half of them with the delayed actor step, as in training.
+  * the same loop's device calls with a fixed transition instead of the env, and the env step
+    alone, to show where the loop's time goes.
 The loop's overhead is the ratio loop / update. Results go to results/bench/td3_<platform>.json
 and .md, with the machine, library versions and the command.
 """
@@ -46,6 +48,36 @@ class PureUpdate:
         jax.block_until_ready(self.learner)
         return iters / (time.time() - t0)
 
+    def run_loop_without_env(self, iters: int, obs: np.ndarray) -> float:
+        """The training loop's device calls (buffer write, update, action, action to host) with a
+        fixed transition instead of the env: what the loop would reach with a free env."""
+        n = obs.shape[0]
+        action = jnp.zeros((n, self.buffer.action.shape[-1]))
+        transition = td3.Buffer(obs, np.zeros((n, self.buffer.action.shape[-1]), np.float32), np.zeros(n, np.float32),
+                                obs, np.zeros(n, np.float32))
+        buffer = jax.tree.map(jnp.copy, self.buffer)
+        learner = jax.tree.map(jnp.copy, self.learner)
+        t_start = self.agent.capacity  # a full buffer
+        for warm in (True, False):
+            t0 = time.time()
+            for t in range(t_start, t_start + (4 if warm else iters)):
+                np.asarray(action)
+                learner, buffer, action, _ = self.agent.step(learner, buffer, transition, obs, t,
+                                                             *td3.schedule(t, 0, 2))
+            jax.block_until_ready(action)
+        return iters / (time.time() - t0)
+
+
+def env_step_us(env_id: str, num_seeds: int, steps: int = 2000) -> float:
+    """Microseconds per SeedEnvs.step of all seeds, alone (random actions)."""
+    e = envs.SeedEnvs(env_id, list(range(num_seeds)))
+    e.reset()
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, num_seeds, e.action_dim)).astype(np.float32)
+    t0 = time.perf_counter()
+    for a in actions:
+        e.step(a)
+    return (time.perf_counter() - t0) / steps * 1e6
+
 
 def loop_rate(num_seeds: int, steps: int, env_id: str, out_dir: str) -> dict:
     warmup = 1_000
@@ -69,15 +101,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for n in opts.seeds:
             pure = PureUpdate(n, obs_dim, action_dim)
+            obs = envs.SeedEnvs(opts.env_id, list(range(n))).reset()
             rounds = []
-            for _ in range(opts.rounds):  # interleaved, so machine noise hits both figures alike
+            for _ in range(opts.rounds):  # interleaved, so machine noise hits all figures alike
                 loop = loop_rate(n, opts.steps, opts.env_id, tmp)
-                rounds.append((loop["loop_steps_per_s"], pure.run(opts.steps), loop["compile_s"]))
-            loop_sps, update_sps, compile_s = (float(np.median(x)) for x in zip(*rounds))
+                rounds.append((loop["loop_steps_per_s"], pure.run(opts.steps), pure.run_loop_without_env(opts.steps, obs),
+                               loop["compile_s"]))
+            loop_sps, update_sps, noenv_sps, compile_s = (float(np.median(x)) for x in zip(*rounds))
             rows.append({"num_seeds": n, "loop_steps_per_s": loop_sps, "loop_env_steps_per_s": loop_sps * n,
-                         "update_per_s": update_sps, "loop_over_update": float(np.median([a / b for a, b, _ in rounds])),
+                         "update_per_s": update_sps, "loop_over_update": float(np.median([r[0] / r[1] for r in rounds])),
+                         "loop_without_env_per_s": noenv_sps, "env_step_us": env_step_us(opts.env_id, n),
                          "loop_compile_s": compile_s, "update_compile_s": pure.compile_s,
-                         "rounds": [{"loop_steps_per_s": a, "update_per_s": b} for a, b, _ in rounds]})
+                         "rounds": [{"loop_steps_per_s": a, "update_per_s": b, "loop_without_env_per_s": c}
+                                    for a, b, c, _ in rounds]})
             print(json.dumps(rows[-1]), flush=True)
     device = jax.devices()[0]
     report = {
@@ -95,11 +131,13 @@ def main():
     lines = [f"# {report['benchmark']}", "", f"`{report['command']}` on {report['machine']['platform']}, "
              f"{report['machine']['cpu_count']} CPUs, JAX device {report['machine']['jax_device']}, "
              f"jax {report['versions']['jax']}, {report['date']}, commit {report['git']['commit']}.", "",
-             "| seeds | loop steps/s (per seed) | env steps/s (all seeds) | pure update/s | loop / update | compile s (loop) |",
-             "|---|---|---|---|---|---|"]
+             "| seeds | loop steps/s (per seed) | env steps/s (all seeds) | pure update/s | loop / update "
+             "| loop without env, steps/s | env step alone, us | compile s (loop) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['num_seeds']} | {r['loop_steps_per_s']:.1f} | {r['loop_env_steps_per_s']:.1f} | "
-                     f"{r['update_per_s']:.1f} | {r['loop_over_update']:.3f} | {r['loop_compile_s']:.2f} |")
+                     f"{r['update_per_s']:.1f} | {r['loop_over_update']:.3f} | {r['loop_without_env_per_s']:.1f} | "
+                     f"{r['env_step_us']:.0f} | {r['loop_compile_s']:.2f} |")
     with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
