@@ -25,8 +25,9 @@ train: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Tests marked @pytest.mark.slow (none yet: the default suite covers everything today).
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
