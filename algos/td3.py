@@ -21,6 +21,8 @@ Deviations and notes (none changes the algorithm):
   `env.action_space.sample()` (same distribution, another random stream).
 - The buffer holds min(buffer_size, total_timesteps) transitions: identical behaviour, since a
   run never wraps a buffer larger than its length, and less memory for short runs.
+- Besides every eval_freq steps (and step 0, as the repo), the final step is evaluated when
+  total_timesteps is not a multiple of eval_freq (an extra row, nothing else changes).
 """
 
 from __future__ import annotations
@@ -381,8 +383,8 @@ class RunLogger:
     """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
     each evaluation), config.json, and optional TensorBoard / W&B."""
 
-    def __init__(self, run_dir: str, args: Args, resume_step: Optional[int] = None):
-        self.run_dir, self.args = run_dir, args
+    def __init__(self, run_dir: str, args: Args, replay: dict, resume_step: Optional[int] = None):
+        self.run_dir, self.args, self.replay = run_dir, args, replay
         self.eval_path = os.path.join(run_dir, "eval.csv")
         self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
         keep = -1 if resume_step is None else resume_step  # rows after the checkpoint are dropped
@@ -418,7 +420,7 @@ class RunLogger:
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
+            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
         if resume_step is not None:
             config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                      "command": " ".join(sys.argv), "versions": _versions(),
@@ -541,15 +543,20 @@ def train(args: Args) -> dict:
     agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
     learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     os.makedirs(run_dir, exist_ok=True)
+    per_transition = sum(x.nbytes for x in buffer) // (args.num_seeds * agent.capacity)
+    replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
+              "mb_per_seed": round(per_transition * agent.capacity / 1e6, 1)}
+    print(f"[{ALGO} {args.env_id}] replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x "
+          f"{per_transition} bytes = {replay['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
 
     if args.resume:
         learner, buffer, action, host = load_checkpoint(run_dir, learner, buffer)
         t0 = host["t"]
         obs = train_envs.set_state(host["envs"])
-        logger = RunLogger(run_dir, args, resume_step=t0)
+        logger = RunLogger(run_dir, args, replay, resume_step=t0)
     else:
         t0 = 0
-        logger = RunLogger(run_dir, args)
+        logger = RunLogger(run_dir, args, replay)
         obs = train_envs.reset()
         learner, action = agent.act(learner, obs, args.learning_starts > 0)
 

@@ -75,7 +75,6 @@ class SeedEnvs:
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
         self.obs_dim = int(self.envs[0].observation_space.shape[0])
         self.action_dim = int(space.shape[0])
-        self.max_episode_steps = self.envs[0].spec.max_episode_steps if self.envs[0].spec else None
         self.num = len(self.seeds)
 
     def to_env_action(self, action: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ def test_seeds_have_own_params_and_own_sampled_indices(algo):
         assert idx.shape == (2, 32) and (idx[0] != idx[1]).mean() > 0.9
 
 
-def test_seed_i_of_a_vmapped_run_is_seed_plus_i(tmp_path):
+def test_seed_i_of_a_vmapped_run_is_seed_plus_i():
     """The agent keys follow the seed, so --seed 1 alone and seed index 1 of --seed 0 start alike."""
     args = td3.Args(**PENDULUM)
     agent = td3.make_agent(args, 3, 1)
@@ -110,6 +110,8 @@ def test_results_files_and_eval_only(tmp_path):
     assert config["algo"] == "ddpg" and config["args"]["total_timesteps"] == 600
     assert {"jax", "flax", "optax", "gymnasium", "mujoco", "numpy"} <= set(config["versions"])
     assert "commit" in config["git"] and config["command"]
+    # Pendulum: obs 3 + action 1 + reward 1 + next_obs 3 + terminated 1 float32 = 36 bytes
+    assert config["replay_buffer"]["bytes_per_transition"] == 36 and config["replay_buffer"]["capacity"] == 600
     assert any(name.startswith("events") for name in os.listdir(os.path.join(run_dir, "tb")))
     # the saved policy evaluates to the last logged return (same eval seeds, deterministic policy)
     proc = _cli("ddpg.py", "--eval-only", "--checkpoint", run_dir, "--eval-episodes", "2", "--capture-video",
