@@ -97,13 +97,18 @@ class SeedEnvs:
         self.obs = np.stack([self._reset_one(i, seed=s) for i, s in enumerate(self.seeds)])
         return self.obs
 
-    def step(self, action: np.ndarray) -> EnvStep:
-        """Step every env with ``action`` in ``[-1, 1]``, shape ``[N, action_dim]``."""
+    def step(self, action: np.ndarray, active: np.ndarray | None = None) -> EnvStep:
+        """Step every env with ``action`` in ``[-1, 1]``, shape ``[N, action_dim]``.
+
+        ``active`` ([N] bool, default all) steps only those envs: the others keep their
+        observation, report reward 0 and no episode end, and their actions are ignored.
+        """
         action = np.asarray(action)
         if action.shape != (self.num, self.action_dim):
             raise ValueError(f"expected actions of shape {(self.num, self.action_dim)}, got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(action))[0]})
+        active = np.ones(self.num, bool) if active is None else np.asarray(active, bool)
+        if not np.all(np.isfinite(action[active])):
+            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
             raise FloatingPointError(f"non-finite action for seed index {bad}: the policy has diverged (NaN/inf).")
         next_obs = np.empty((self.num, self.obs_dim), np.float32)
         obs = np.empty_like(next_obs)
@@ -112,6 +117,10 @@ class SeedEnvs:
         truncated = np.zeros(self.num, bool)
         episodes = []
         for i, env in enumerate(self.envs):
+            if not active[i]:
+                obs[i] = next_obs[i] = self.obs[i]
+                reward[i] = 0.0
+                continue
             self._actions[i].append(action[i].copy())
             o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
             next_obs[i], reward[i] = o, r
@@ -183,11 +192,17 @@ class Evaluator:
         space = self.envs[0].action_space
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
 
-    def __call__(self, policy: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``policy``: ``[N, obs_dim]`` float32 -> ``[N, action_dim]`` in [-1, 1]. Returns ``[N]`` mean returns."""
+    def __call__(self, policy: Callable[[np.ndarray], np.ndarray], active: np.ndarray | None = None) -> np.ndarray:
+        """``policy``: ``[N, obs_dim]`` float32 -> ``[N, action_dim]`` in [-1, 1]. Returns ``[N]`` mean returns.
+
+        ``active`` ([N] bool, default all) evaluates only those seeds; the others get NaN.
+        """
         n = len(self.envs)
-        obs = np.stack([np.asarray(env.reset(seed=s)[0], np.float32) for env, s in zip(self.envs, self.eval_seeds)])
-        done_eps = np.zeros(n, np.int64)
+        active = np.ones(n, bool) if active is None else np.asarray(active, bool)
+        obs = np.stack([np.asarray(env.reset(seed=s)[0], np.float32) if a else
+                        np.zeros(env.observation_space.shape, np.float32)
+                        for env, s, a in zip(self.envs, self.eval_seeds, active)])
+        done_eps = np.where(active, 0, self.episodes).astype(np.int64)
         totals = np.zeros(n, np.float64)
         while np.any(done_eps < self.episodes):
             action = np.asarray(policy(obs))
@@ -201,7 +216,7 @@ class Evaluator:
                     if done_eps[i] < self.episodes:
                         o, _ = env.reset()
                 obs[i] = o
-        return totals / self.episodes
+        return np.where(active, totals / self.episodes, np.nan)
 
     def close(self):
         for env in self.envs:

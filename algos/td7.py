@@ -1,0 +1,963 @@
+"""TD7: TD3 + SALE + LAP + target-value clipping + policy checkpoints, in JAX, many seeds per process.
+
+Paper: S. Fujimoto, W.-D. Chang, E. J. Smith, S. S. Gu, D. Precup, D. Meger. "For SALE:
+State-Action Representation Learning for Deep Reinforcement Learning". NeurIPS 2023.
+arXiv:2306.02451.
+Follows: github.com/sfujim/TD7 @ c1c280de1513f474488061b4cf39642b75dd84bd (online setting).
+
+Usage:  python algos/td7.py --env-id Hopper-v4 --num-seeds 5
+
+Per training step (TD7.train): sample a LAP batch; encoder step on MSE(g(f(s), a), f(s')); critic
+target from the fixed target encoder, the target actor with clipped noise and the min of the two
+target heads clipped to the frozen value range; LAP-Huber critic step; new priorities; every
+policy_freq-th step an actor step on the mean of both heads; every 250 steps hard copies of all
+targets and encoders, a max-priority reset and a new value range. Online, training happens in
+bursts at episode ends, interleaved with policy checkpoints (see `Schedule`).
+
+Multi-seed: each seed follows its own episode stream. A seed that ends an episode owes the
+burst of updates its schedule asks for and does not act again until it has done them; seeds
+that owe nothing act (cheap, on the host) until they owe a burst. One vmapped update serves
+every seed that owes one, masking the others, so a seed's updates happen at the same points of
+its own stream as in a single-seed run of the authors' loop. The masked compute is counted and
+reported (`masking` in the returned dict and at the end of a run).
+
+Deviations and notes (none changes the algorithm):
+- Actions live in [-1, 1] (the buffer stores a / max_action as the authors do); the `envs`
+  adapter maps them affinely onto the env's bounds, so noise is in normalised units as in TD7.
+- Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
+  `ep_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same.
+- Warm-up actions are uniform in [-1, 1] drawn from each seed's JAX key instead of
+  `env.action_space.sample()` (same distribution, another random stream).
+- The buffer holds min(buffer_size, total_timesteps) transitions (it never wraps in a run).
+- Evaluations run at step 0, every eval_freq steps and at the final step; the authors' loop also
+  evaluates at 0 and every eval_freq up to max_timesteps. Evaluation of a seed is computed
+  when every seed has reached the same evaluation point (batched), on a snapshot of the policy
+  taken when that seed reached it: the numbers are those of evaluating on the spot.
+- `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
+- Offline TD7 (TD3+BC term, D4RL) is not part of this file.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+
+import envs
+
+ALGO = "td7"
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "Hopper-v4"
+    """gymnasium id of a continuous-control env"""
+    seed: int = 0
+    """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
+    num_seeds: int = 1
+    """number of independent agents trained together in this process (vmapped)"""
+    total_timesteps: int = 1_000_000
+    """env steps per seed (the paper reports 300k, 1M and 5M)"""
+    learning_starts: int = 25_000
+    """uniform-random steps; the policy acts from the first episode that ends after them (timesteps_before_training)"""
+    eval_freq: int = 5_000
+    """evaluate every this many env steps (and at step 0 and at the end)"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes per seed (of the checkpoint policy when checkpoints are on)"""
+    results_dir: str = "results/runs"
+    """where run folders are created"""
+    run_name: Optional[str] = None
+    """run folder name (default: <algo>__<env>__<seed>x<num_seeds>__<time>)"""
+    save_model: bool = False
+    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) at every evaluation"""
+    resume: Optional[str] = None
+    """run folder of a killed --save-model run to continue (its config.json supplies all other args)"""
+    eval_only: bool = False
+    """evaluate the policy saved in --checkpoint instead of training"""
+    checkpoint: Optional[str] = None
+    """run folder whose checkpoint --eval-only evaluates"""
+    capture_video: bool = False
+    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
+    tb: bool = False
+    """log to TensorBoard in the run folder (needs the `tb` extra)"""
+    track: bool = False
+    """log to Weights & Biases (needs the `track` extra)"""
+    wandb_project: str = "fujimoto-jax"
+    """W&B project for --track"""
+    # TD3
+    buffer_size: int = 1_000_000
+    """replay buffer capacity per seed"""
+    batch_size: int = 256
+    """transitions per update"""
+    discount: float = 0.99
+    """discount factor gamma"""
+    target_update_rate: int = 250
+    """hard copy of targets and encoders (and LAP / value-clip refresh) every this many training steps"""
+    expl_noise: float = 0.1
+    """std of the Gaussian exploration noise, normalised action units (exploration_noise)"""
+    policy_noise: float = 0.2
+    """std of the target policy noise, normalised action units (target_policy_noise)"""
+    noise_clip: float = 0.5
+    """target policy noise is clipped to +-noise_clip"""
+    policy_freq: int = 2
+    """actor update every policy_freq training steps"""
+    # LAP
+    alpha: float = 0.4
+    """priority exponent: p = max(|delta|, min_priority)^alpha"""
+    min_priority: float = 1.0
+    """priority floor, also the LAP-Huber threshold"""
+    # Checkpoints
+    checkpoints: bool = True
+    """policy checkpoints: train in bursts at episode ends, evaluate the checkpoint policy (--no-checkpoints: one update per env step)"""
+    max_eps_when_checkpointing: int = 20
+    """assessment episodes per checkpoint after steps_before_checkpointing training steps (1 before)"""
+    steps_before_checkpointing: int = 750_000
+    """training steps after which assessments use max_eps_when_checkpointing episodes"""
+    reset_weight: float = 0.9
+    """best_min_return is multiplied by this at the switch"""
+    # Encoder
+    zs_dim: int = 256
+    """SALE embedding width of zs and zsa"""
+    enc_hdim: int = 256
+    """hidden width of the state and state-action encoders (ELU)"""
+    encoder_lr: float = 3e-4
+    """Adam learning rate of the encoder"""
+    # Critic
+    critic_hdim: int = 256
+    """hidden width of each critic head (ELU)"""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic"""
+    # Actor
+    actor_hdim: int = 256
+    """hidden width of the actor (ReLU)"""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor"""
+
+
+def check_args(args: Args) -> None:
+    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "buffer_size", "batch_size",
+                "target_update_rate", "policy_freq", "max_eps_when_checkpointing", "zs_dim", "enc_hdim",
+                "critic_hdim", "actor_hdim")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("learning_starts", "steps_before_checkpointing"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.eval_only and not args.checkpoint:
+        raise ValueError("--eval-only needs --checkpoint RUN_DIR")
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+class Linear(nn.Module):
+    """torch.nn.Linear with its default initialisation: weight and bias ~ U(+-1/sqrt(fan_in))."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        bound = 1.0 / np.sqrt(x.shape[-1])
+        init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)  # noqa: E731
+        kernel = self.param("kernel", init, (x.shape[-1], self.features))
+        bias = self.param("bias", init, (self.features,))
+        return x @ kernel + bias
+
+
+def avg_l1_norm(x, eps=1e-8):
+    """AvgL1Norm: x / max(mean_i |x_i|, eps) over the feature axis, no parameters."""
+    return x / jnp.maximum(jnp.mean(jnp.abs(x), -1, keepdims=True), eps)
+
+
+class Encoder(nn.Module):
+    """SALE. f: s -> zs (AvgL1Norm on the output); g: (zs, a) -> zsa (no normalisation). ELU."""
+
+    zs_dim: int = 256
+    hdim: int = 256
+
+    def setup(self):
+        self.zs1, self.zs2, self.zs3 = Linear(self.hdim), Linear(self.hdim), Linear(self.zs_dim)
+        self.zsa1, self.zsa2, self.zsa3 = Linear(self.hdim), Linear(self.hdim), Linear(self.zs_dim)
+
+    def zs(self, obs):
+        x = nn.elu(self.zs1(obs))
+        x = nn.elu(self.zs2(x))
+        return avg_l1_norm(self.zs3(x))
+
+    def zsa(self, zs, action):
+        x = nn.elu(self.zsa1(jnp.concatenate([zs, action], -1)))
+        x = nn.elu(self.zsa2(x))
+        return self.zsa3(x)
+
+    def __call__(self, obs, action):  # only for init
+        return self.zsa(self.zs(obs), action)
+
+
+class Actor(nn.Module):
+    action_dim: int
+    hdim: int = 256
+
+    @nn.compact
+    def __call__(self, obs, zs):
+        x = avg_l1_norm(Linear(self.hdim)(obs))  # AvgL1Norm on the linear output, no activation before it
+        x = jnp.concatenate([x, zs], -1)
+        x = nn.relu(Linear(self.hdim)(x))
+        x = nn.relu(Linear(self.hdim)(x))
+        return jnp.tanh(Linear(self.action_dim)(x))  # in [-1, 1]; the env adapter scales by max_action
+
+
+class QHead(nn.Module):
+    hdim: int = 256
+
+    @nn.compact
+    def __call__(self, obs, action, zsa, zs):
+        x = avg_l1_norm(Linear(self.hdim)(jnp.concatenate([obs, action], -1)))
+        x = jnp.concatenate([x, zsa, zs], -1)
+        x = nn.elu(Linear(self.hdim)(x))
+        x = nn.elu(Linear(self.hdim)(x))
+        return Linear(1)(x)[..., 0]
+
+
+class Critic(nn.Module):
+    """Two independent heads; returns Q values stacked as [B, 2]."""
+
+    hdim: int = 256
+
+    @nn.compact
+    def __call__(self, obs, action, zsa, zs):
+        return jnp.stack([QHead(self.hdim)(obs, action, zsa, zs), QHead(self.hdim)(obs, action, zsa, zs)], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learner state and replay buffer (one seed; vmapped to [num_seeds, ...])
+# ---------------------------------------------------------------------------------------------
+class Learner(NamedTuple):
+    """Why three encoders: `encoder` is the one trained (its own f(s') is the target of its loss);
+    `fixed_encoder`, a copy refreshed every 250 steps, gives the current-state embeddings the
+    critic and actor train on and act with, so their inputs stay stationary between copies;
+    `fixed_encoder_target`, the copy before that, embeds s' for the critic target, matching the
+    lag of critic_target. `checkpoint_encoder` goes with `checkpoint_actor` for evaluation."""
+
+    encoder: dict
+    fixed_encoder: dict
+    fixed_encoder_target: dict
+    actor: dict
+    actor_target: dict
+    critic: dict
+    critic_target: dict
+    checkpoint_actor: dict
+    checkpoint_encoder: dict
+    eval_actor: dict  # snapshot evaluated at the next batched evaluation
+    eval_encoder: dict
+    encoder_opt: optax.OptState
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    key: jax.Array
+    steps: jax.Array  # training steps done (int32)
+    value_range: jax.Array  # [min, max] of all targets seen so far (starts at [1e8, -1e8])
+    value_clip: jax.Array  # [min_target, max_target], the frozen clip bounds (start at [0, 0])
+
+
+class Buffer(NamedTuple):
+    obs: jax.Array  # [capacity, obs_dim]
+    action: jax.Array  # [capacity, action_dim], in [-1, 1] (a / max_action)
+    reward: jax.Array  # [capacity]
+    next_obs: jax.Array  # [capacity, obs_dim], the true s' (final obs at episode ends)
+    terminated: jax.Array  # [capacity], 1 only for real terminations: time limits bootstrap
+
+
+class Priorities(NamedTuple):
+    """LAP priorities, written by the buffer insert and by every update."""
+
+    value: jax.Array  # [capacity], 0 for empty slots (never sampled)
+    max: jax.Array  # scalar: priority given to new transitions
+    count: jax.Array  # int32 scalar: transitions stored so far
+
+
+# ---------------------------------------------------------------------------------------------
+# TD7 pieces as pure functions
+# ---------------------------------------------------------------------------------------------
+def lap_huber(delta, min_priority=1.0):
+    """LAP loss on |delta| [B, 2]: 0.5 d^2 below min_priority, min_priority * d above; summed over
+    the two heads, averaged over the batch."""
+    return jnp.where(delta < min_priority, 0.5 * delta**2, min_priority * delta).sum(-1).mean()
+
+
+def lap_priority(delta, min_priority=1.0, alpha=0.4):
+    """p = max(max over heads |delta|, min_priority)^alpha, per transition."""
+    return jnp.maximum(delta.max(-1), min_priority) ** alpha
+
+
+def lap_sample(key, priority, batch_size):
+    """Indices drawn with probability priority_i / sum(priority): cumulative sum + searchsorted."""
+    csum = jnp.cumsum(priority)
+    u = jax.random.uniform(key, (batch_size,)) * csum[-1]
+    return jnp.minimum(jnp.searchsorted(csum, u, side="left"), priority.shape[0] - 1)
+
+
+def td7_target(reward, terminated, q_next, value_clip, discount):
+    """y = r + gamma * (1 - terminated) * clip(min of the two target heads, min_target, max_target)."""
+    return reward + discount * (1.0 - terminated) * jnp.clip(q_next.min(-1), value_clip[0], value_clip[1])
+
+
+def smoothed_target_action(key, next_action, policy_noise, noise_clip):
+    """a' = clip(pi'(s') + clip(eps, -c, c), -1, 1), eps ~ N(0, sigma^2), normalised units."""
+    noise = jnp.clip(jax.random.normal(key, next_action.shape) * policy_noise, -noise_clip, noise_clip)
+    return jnp.clip(next_action + noise, -1.0, 1.0)
+
+
+@dataclass
+class Schedule:
+    """The authors' online loop for one seed (main.train_online + maybe_train_and_checkpoint),
+    on the host: when the policy starts acting, when a burst of training steps is due, when the
+    checkpoint policy is replaced. It returns the number of updates owed; the device does them."""
+
+    learning_starts: int = 25_000
+    checkpoints: bool = True
+    max_eps_when_checkpointing: int = 20
+    steps_before_checkpointing: int = 750_000
+    reset_weight: float = 0.9
+    allow_train: bool = False
+    training_steps: int = 0  # updates scheduled so far (done on the device before the seed acts again)
+    eps_since_update: int = 0
+    timesteps_since_update: int = 0
+    max_eps_before_update: int = 1
+    min_return: float = 1e8
+    best_min_return: float = -1e8
+    events: list = field(default_factory=list)  # (env step, kind, updates) with kind "checkpoint" or "early_stop"
+
+    def step(self) -> int:
+        """After an env step (before its episode-end handling): updates owed, without checkpoints."""
+        return int(self.allow_train and not self.checkpoints)
+
+    def episode_end(self, t: int, length: int, ret: float) -> tuple[int, bool]:
+        """An episode ended at env step t (1-based count). Returns (updates owed, save checkpoint)."""
+        burst, save = 0, False
+        if self.allow_train and self.checkpoints:
+            self.eps_since_update += 1
+            self.timesteps_since_update += length
+            self.min_return = min(self.min_return, ret)
+            if self.min_return < self.best_min_return:  # this policy is worse: stop assessing it early
+                burst = self._train_and_reset()
+                self.events.append((t, "early_stop", burst))
+            elif self.eps_since_update == self.max_eps_before_update:  # assessed in full: it is the new checkpoint
+                self.best_min_return = self.min_return
+                save = True
+                burst = self._train_and_reset()
+                self.events.append((t, "checkpoint", burst))
+        if t - 1 >= self.learning_starts:
+            self.allow_train = True
+        return burst, save
+
+    def _train_and_reset(self) -> int:
+        burst = self.timesteps_since_update
+        # the authors check `training_steps == steps_before_checkpointing` before each step of the burst
+        if self.training_steps <= self.steps_before_checkpointing < self.training_steps + burst:
+            self.best_min_return *= self.reset_weight
+            self.max_eps_before_update = self.max_eps_when_checkpointing
+        self.training_steps += burst
+        self.eps_since_update = self.timesteps_since_update = 0
+        self.min_return = 1e8
+        return burst
+
+
+class Agent(NamedTuple):
+    init: callable  # keys [N] -> (Learner, Buffer, Priorities), stacked
+    act: callable  # (learner, obs [N, obs_dim], random [N], active [N]) -> (learner, action [N, action_dim])
+    policy: callable  # (actor params, encoder params, obs [N, obs_dim]) -> deterministic action [N, action_dim]
+    update: callable  # (learner, buffer, prio, mask [N], update_actor, sync) -> (learner, prio, metrics)
+    add: callable  # (buffer, prio, transition [N, ...], active [N]) -> (buffer, prio)
+    snapshot: callable  # (learner, checkpoint [N], evaluate [N]) -> learner
+    capacity: int
+
+
+def _select(mask, new, old):
+    """Per-seed masked pytree update (inside vmap, mask is a scalar)."""
+    return jax.tree.map(lambda a, b: jnp.where(mask, a, b), new, old)
+
+
+def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
+    encoder = Encoder(args.zs_dim, args.enc_hdim)
+    actor, critic = Actor(action_dim, args.actor_hdim), Critic(args.critic_hdim)
+    encoder_tx, actor_tx, critic_tx = optax.adam(args.encoder_lr), optax.adam(args.actor_lr), optax.adam(args.critic_lr)
+    capacity = min(args.buffer_size, args.total_timesteps)
+
+    def init(key):
+        key, k_enc, k_actor, k_critic = jax.random.split(key, 4)
+        obs, action, z = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)), jnp.zeros((1, args.zs_dim))
+        enc = encoder.init(k_enc, obs, action)
+        actor_params = actor.init(k_actor, obs, z)
+        critic_params = critic.init(k_critic, obs, action, z, z)
+        learner = Learner(
+            encoder=enc, fixed_encoder=enc, fixed_encoder_target=enc, actor=actor_params, actor_target=actor_params,
+            critic=critic_params, critic_target=critic_params, checkpoint_actor=actor_params, checkpoint_encoder=enc,
+            eval_actor=actor_params, eval_encoder=enc, encoder_opt=encoder_tx.init(enc),
+            actor_opt=actor_tx.init(actor_params), critic_opt=critic_tx.init(critic_params), key=key,
+            steps=jnp.int32(0), value_range=jnp.array([1e8, -1e8]), value_clip=jnp.zeros(2))
+        buffer = Buffer(jnp.zeros((capacity, obs_dim)), jnp.zeros((capacity, action_dim)), jnp.zeros(capacity),
+                        jnp.zeros((capacity, obs_dim)), jnp.zeros(capacity))
+        return learner, buffer, Priorities(jnp.zeros(capacity), jnp.float32(1.0), jnp.int32(0))
+
+    def policy(actor_params, encoder_params, obs):
+        return actor.apply(actor_params, obs, encoder.apply(encoder_params, obs, method=Encoder.zs))
+
+    def act(learner, obs, random, active):
+        key, k_noise, k_random = jax.random.split(learner.key, 3)
+        noise = jax.random.normal(k_noise, (action_dim,)) * args.expl_noise
+        explore = jnp.clip(policy(learner.actor, learner.fixed_encoder, obs) + noise, -1.0, 1.0)
+        action = jnp.where(random, jax.random.uniform(k_random, (action_dim,), minval=-1.0, maxval=1.0), explore)
+        return learner._replace(key=jnp.where(active, key, learner.key)), action
+
+    def update(learner, buffer, prio, mask, update_actor, sync):
+        """One TD7 training step for one seed; `mask` False leaves this seed's state untouched."""
+        steps = learner.steps + 1
+        key, k_idx, k_noise = jax.random.split(learner.key, 3)
+        idx = lap_sample(k_idx, prio.value, args.batch_size)
+        b = jax.tree.map(lambda x: x[idx], buffer)
+        zs_of = lambda params, s: encoder.apply(params, s, method=Encoder.zs)  # noqa: E731
+        zsa_of = lambda params, zs, a: encoder.apply(params, zs, a, method=Encoder.zsa)  # noqa: E731
+
+        # Encoder: g(f(s), a) predicts f(s') of the live encoder (stop-gradient)
+        next_zs = jax.lax.stop_gradient(zs_of(learner.encoder, b.next_obs))
+
+        def encoder_loss_fn(params):
+            return jnp.mean((zsa_of(params, zs_of(params, b.obs), b.action) - next_zs) ** 2)
+
+        encoder_loss, grads = jax.value_and_grad(encoder_loss_fn)(learner.encoder)
+        updates, encoder_opt = encoder_tx.update(grads, learner.encoder_opt, learner.encoder)
+        encoder_params = optax.apply_updates(learner.encoder, updates)
+
+        # Critic target: next-state embeddings from fixed_encoder_target, values clipped to the frozen range
+        target_zs = zs_of(learner.fixed_encoder_target, b.next_obs)
+        next_action = smoothed_target_action(k_noise, actor.apply(learner.actor_target, b.next_obs, target_zs),
+                                             args.policy_noise, args.noise_clip)
+        target_zsa = zsa_of(learner.fixed_encoder_target, target_zs, next_action)
+        q_next = critic.apply(learner.critic_target, b.next_obs, next_action, target_zsa, target_zs)  # [B, 2]
+        target = jax.lax.stop_gradient(td7_target(b.reward, b.terminated, q_next, learner.value_clip, args.discount))
+        value_range = jnp.stack([jnp.minimum(learner.value_range[0], target.min()),
+                                 jnp.maximum(learner.value_range[1], target.max())])
+
+        # Critic: current embeddings from fixed_encoder; LAP-Huber summed over heads
+        zs = zs_of(learner.fixed_encoder, b.obs)
+        zsa = zsa_of(learner.fixed_encoder, zs, b.action)
+
+        def critic_loss_fn(params):
+            delta = jnp.abs(critic.apply(params, b.obs, b.action, zsa, zs) - target[:, None])  # [B, 2]
+            return lap_huber(delta, args.min_priority), delta
+
+        (critic_loss, delta), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(learner.critic)
+        updates, critic_opt = critic_tx.update(grads, learner.critic_opt, learner.critic)
+        critic_params = optax.apply_updates(learner.critic, updates)
+
+        # LAP: new priorities of the sampled transitions
+        p = lap_priority(delta, args.min_priority, args.alpha)
+        value = prio.value.at[idx].set(jnp.where(mask, p, prio.value[idx]))
+        max_priority = jnp.where(mask, jnp.maximum(prio.max, p.max()), prio.max)
+
+        new = learner._replace(encoder=encoder_params, encoder_opt=encoder_opt, critic=critic_params,
+                               critic_opt=critic_opt, key=key, steps=steps, value_range=value_range)
+        metrics = {"encoder_loss": encoder_loss, "critic_loss": critic_loss}
+
+        if update_actor:
+            # Actor: mean over both heads (not Q1 as in TD3); g is applied to pi(s) but not trained here
+            def actor_loss_fn(params):
+                a = actor.apply(params, b.obs, zs)
+                return -critic.apply(critic_params, b.obs, a, zsa_of(learner.fixed_encoder, zs, a), zs).mean()
+
+            actor_loss, grads = jax.value_and_grad(actor_loss_fn)(learner.actor)
+            updates, actor_opt = actor_tx.update(grads, learner.actor_opt, learner.actor)
+            due = steps % args.policy_freq == 0
+            new = new._replace(**_select(due, {"actor": optax.apply_updates(learner.actor, updates),
+                                               "actor_opt": actor_opt},
+                                         {"actor": learner.actor, "actor_opt": learner.actor_opt}))
+            metrics["actor_loss"] = actor_loss
+
+        if sync:
+            # Every target_update_rate steps: hard copies (fixed_encoder_target takes the old fixed_encoder),
+            # max-priority reset to the largest stored priority, and new frozen value-clip bounds.
+            due = steps % args.target_update_rate == 0
+            new = new._replace(**_select(due, {
+                "actor_target": new.actor, "critic_target": new.critic, "fixed_encoder_target": learner.fixed_encoder,
+                "fixed_encoder": new.encoder, "value_clip": value_range,
+            }, {"actor_target": learner.actor_target, "critic_target": learner.critic_target,
+                "fixed_encoder_target": learner.fixed_encoder_target, "fixed_encoder": learner.fixed_encoder,
+                "value_clip": learner.value_clip}))
+            max_priority = jnp.where(mask & due, value.max(), max_priority)
+
+        metrics["idx"] = idx
+        return _select(mask, new, learner), prio._replace(value=value, max=max_priority), metrics
+
+    def add(buffer, prio, transition, active):
+        """Store each active seed's transition in its next slot, with the current max priority."""
+        slot = prio.count % capacity
+        buffer = jax.tree.map(
+            lambda b, x: jax.lax.dynamic_update_index_in_dim(
+                b, jnp.where(active, x, jax.lax.dynamic_index_in_dim(b, slot, 0, keepdims=False)), slot, 0),
+            buffer, transition)
+        value = prio.value.at[slot].set(jnp.where(active, prio.max, prio.value[slot]))
+        return buffer, prio._replace(value=value, count=prio.count + active.astype(jnp.int32))
+
+    def snapshot(learner, checkpoint, evaluate):
+        """checkpoint: checkpoint_actor <- actor, checkpoint_encoder <- fixed_encoder; evaluate: copy the
+        policy to evaluate (the checkpoint one, or the current one with --no-checkpoints)."""
+        learner = learner._replace(**_select(checkpoint, {"checkpoint_actor": learner.actor,
+                                                          "checkpoint_encoder": learner.fixed_encoder},
+                                             {"checkpoint_actor": learner.checkpoint_actor,
+                                              "checkpoint_encoder": learner.checkpoint_encoder}))
+        src = ((learner.checkpoint_actor, learner.checkpoint_encoder) if args.checkpoints
+               else (learner.actor, learner.fixed_encoder))
+        actor_p, enc_p = _select(evaluate, src, (learner.eval_actor, learner.eval_encoder))
+        return learner._replace(eval_actor=actor_p, eval_encoder=enc_p)
+
+    # The buffer write and the update are separate jitted calls that donate their state: fused, XLA
+    # would copy the whole buffer every step to keep the batch gather apart from the in-place write.
+    return Agent(
+        init=jax.jit(jax.vmap(init)),
+        act=jax.jit(jax.vmap(act), donate_argnums=0),
+        policy=jax.jit(jax.vmap(policy)),
+        update=jax.jit(jax.vmap(update, in_axes=(0, 0, 0, 0, None, None)), static_argnums=(4, 5),
+                       donate_argnums=(0, 2)),
+        add=jax.jit(jax.vmap(add), donate_argnums=(0, 1)),
+        snapshot=jax.jit(jax.vmap(snapshot), donate_argnums=0),
+        capacity=capacity,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folder: results, config, checkpoints, logging
+# ---------------------------------------------------------------------------------------------
+EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
+EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git() -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_rows(path: str, max_step: dict) -> list[dict]:
+    """Rows of a results CSV whose step is at most max_step[seed] (the seeds progress separately)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and row.get("seed", "").isdigit()
+                and int(row["step"]) <= max_step.get(int(row["seed"]), -1)]
+
+
+class RunLogger:
+    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
+    each evaluation), config.json, and optional TensorBoard / W&B."""
+
+    def __init__(self, run_dir: str, args: Args, replay: dict, resume: Optional[dict] = None):
+        self.run_dir, self.args, self.replay = run_dir, args, replay
+        self.eval_path = os.path.join(run_dir, "eval.csv")
+        self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
+        resume_step = None if resume is None else resume["step"]
+        # rows after the checkpoint are dropped: per seed, evaluations and episodes up to its own step
+        self.eval_rows = _read_rows(self.eval_path, {} if resume is None else resume["eval"])
+        episode_rows = _read_rows(self.episodes_path, {} if resume is None else resume["episodes"])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, EPISODE_HEADER)
+        writer.writeheader()
+        writer.writerows(episode_rows)
+        _write_atomic(self.episodes_path, buf.getvalue())
+        self.episodes_file = open(self.episodes_path, "a", newline="")
+        self.episodes_csv = csv.writer(self.episodes_file)
+        self.write_config(resume_step)
+        self.tb = self.wandb = None
+        if args.tb:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as e:
+                raise ImportError("--tb needs tensorboardX: pip install -e '.[tb]'") from e
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+        if args.track:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError("--track needs wandb: pip install -e '.[track]'") from e
+            self.wandb = wandb.init(project=args.wandb_project, name=os.path.basename(run_dir), config=asdict(args),
+                                    dir=run_dir, resume="allow", id=os.path.basename(run_dir).replace(":", "-"))
+
+    def write_config(self, resume_step):
+        path = os.path.join(self.run_dir, "config.json")
+        config = json.load(open(path)) if os.path.exists(path) and resume_step is not None else {
+            "algo": ALGO, "args": asdict(self.args), "versions": _versions(), "git": _git(),
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
+            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
+        if resume_step is not None:
+            config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "command": " ".join(sys.argv), "versions": _versions(),
+                                                     "git": _git()})
+        _write_atomic(path, json.dumps(config, indent=2) + "\n")
+
+    def episode(self, seed: int, step: int, ret: float, length: int):
+        self.episodes_csv.writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
+        if self.tb:
+            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
+
+    def evaluation(self, results: list[tuple[int, int, float]], elapsed: float, metrics: dict):
+        """results: (seed, step, return) of the seeds evaluated now."""
+        for seed, step, r in results:
+            self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": seed, "step": step,
+                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}"})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, EVAL_HEADER)
+        writer.writeheader()
+        writer.writerows(self.eval_rows)
+        _write_atomic(self.eval_path, buf.getvalue())
+        self.episodes_file.flush()
+        os.fsync(self.episodes_file.fileno())
+        step = max(st for _, st, _ in results)
+        scalars = {f"eval/return_seed{seed}": float(r) for seed, _, r in results}
+        if len({st for _, st, _ in results}) == 1:
+            scalars["eval/return_mean"] = float(np.mean([r for _, _, r in results]))
+        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
+        if self.tb:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb:
+            self.wandb.log(scalars, step=step)
+
+    def close(self):
+        self.episodes_file.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def save_checkpoint(run_dir: str, learner, buffer, prio, size: int, host: dict) -> None:
+    """Write <run_dir>/checkpoint atomically (a new folder renamed over the old one)."""
+    final, tmp, old = (os.path.join(run_dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    np.savez(os.path.join(tmp, "learner.npz"), *[np.asarray(x) for x in jax.tree.leaves(learner)])
+    np.savez(os.path.join(tmp, "buffer.npz"), *[np.asarray(x[:, :size]) for x in buffer])
+    np.savez(os.path.join(tmp, "priorities.npz"), *[np.asarray(x) for x in prio])
+    with open(os.path.join(tmp, "host.pkl"), "wb") as f:
+        pickle.dump(host, f)
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_dir(run_dir: str) -> str:
+    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
+        if os.path.exists(os.path.join(run_dir, name, "host.pkl")):
+            return os.path.join(run_dir, name)
+    raise FileNotFoundError(f"no checkpoint in {run_dir!r}: was it trained with --save-model?")
+
+
+def load_learner(run_dir: str, template):
+    path = _checkpoint_dir(run_dir)
+    leaves, treedef = jax.tree.flatten(template)
+    with np.load(os.path.join(path, "learner.npz")) as data:
+        saved = [data[f"arr_{i}"] for i in range(len(data.files))]
+    if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
+        raise ValueError(f"checkpoint in {path} does not match this network (different dims or --num-seeds?)")
+    return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved])
+
+
+def load_checkpoint(run_dir: str, learner_template, buffer_template):
+    path = _checkpoint_dir(run_dir)
+    learner = load_learner(run_dir, learner_template)
+    with np.load(os.path.join(path, "buffer.npz")) as data:
+        parts = [data[f"arr_{i}"] for i in range(len(data.files))]
+    buffer = Buffer(*[np.asarray(b).copy() for b in buffer_template])
+    for b, part in zip(buffer, parts):
+        b[:, : part.shape[1]] = part
+    buffer = Buffer(*[jnp.asarray(b) for b in buffer])
+    with np.load(os.path.join(path, "priorities.npz")) as data:
+        prio = Priorities(*[jnp.asarray(data[f"arr_{i}"]) for i in range(len(data.files))])
+    with open(os.path.join(path, "host.pkl"), "rb") as f:
+        host = pickle.load(f)
+    return learner, buffer, prio, host
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bar
+# ---------------------------------------------------------------------------------------------
+def _progress(total: int, completed: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[evals]}"), refresh_per_second=2)
+    task = progress.add_task(ALGO, total=total, completed=completed, sps="-", evals="")
+    return progress, task
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    """Train args.num_seeds agents; returns the final learner, buffer and run facts."""
+    if args.resume:
+        overrides = {"resume": args.resume}
+        with open(os.path.join(args.resume, "config.json")) as f:
+            args = Args(**{**json.load(f)["args"], **overrides, "save_model": True})
+        run_dir = args.resume
+    else:
+        run_dir = os.path.join(args.results_dir, args.run_name or
+                               f"{ALGO}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}")
+        if os.path.exists(os.path.join(run_dir, "eval.csv")):
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-name")
+    check_args(args)
+    n, total = args.num_seeds, args.total_timesteps
+    seeds = [args.seed + i for i in range(n)]
+    train_envs = envs.SeedEnvs(args.env_id, seeds)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
+    agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
+    learner, buffer, prio = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    os.makedirs(run_dir, exist_ok=True)
+    per_transition = (sum(x.nbytes for x in buffer) + prio.value.nbytes) // (n * agent.capacity)
+    replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
+              "mb_per_seed": round(per_transition * agent.capacity / 1e6, 1)}
+    print(f"[{ALGO} {args.env_id}] replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x "
+          f"{per_transition} bytes = {replay['mb_per_seed']} MB per seed, {n} seed(s)")
+
+    if args.resume:
+        learner, buffer, prio, host = load_checkpoint(run_dir, learner, buffer)
+        obs = train_envs.set_state(host["envs"])
+        logger = RunLogger(run_dir, args, replay, resume={
+            "step": int(min(host["t"])), "eval": dict(zip(seeds, host["evaluated_to"])),
+            "episodes": dict(zip(seeds, host["t"]))})
+    else:
+        schedule_args = dict(learning_starts=args.learning_starts, checkpoints=args.checkpoints,
+                             max_eps_when_checkpointing=args.max_eps_when_checkpointing,
+                             steps_before_checkpointing=args.steps_before_checkpointing,
+                             reset_weight=args.reset_weight)
+        host = {
+            "t": np.zeros(n, np.int64),  # env steps taken, per seed
+            "pending": np.zeros(n, np.int64),  # updates owed before the seed may act again
+            "steps": np.zeros(n, np.int64),  # updates done (mirrors learner.steps without a device read)
+            "schedules": [asdict(Schedule(**schedule_args)) for _ in range(n)],
+            "next_eval": np.zeros(n, np.int64),  # next evaluation point per seed (-1: none left)
+            "eval_step": np.full(n, -1, np.int64),  # step of the snapshot waiting to be evaluated (-1: none)
+            "evaluated_to": np.full(n, -1, np.int64),  # last evaluated step per seed
+            "masking": {"update_calls": 0, "seed_updates": 0, "actor_calls": 0, "seed_actor_updates": 0},
+        }
+        logger = RunLogger(run_dir, args, replay)
+        obs = train_envs.reset()
+    schedules = [Schedule(**s) for s in host["schedules"]]
+    t, pending, steps = host["t"], host["pending"], host["steps"]
+    next_eval, eval_step, evaluated_to, masking = host["next_eval"], host["eval_step"], host["evaluated_to"], host["masking"]
+
+    start = time.time()
+    progress, task = _progress(total, int(t.sum()) // n)
+    compiled, compile_s, excluded_s = set(), 0.0, 0.0  # first calls of each update variant, and eval time
+    window = None  # (time, env steps, updates) when the timed window starts: the first update
+    metrics, last_eval = {}, np.full(n, np.nan)
+    no_mask = np.zeros(n, bool)
+
+    def flush():
+        """Evaluate, in one batch, every seed whose policy snapshot waits; log; checkpoint."""
+        nonlocal excluded_s
+        t_eval = time.time()
+        waiting = eval_step >= 0
+        host_metrics = jax.device_get(metrics)
+        bad = {k: np.nonzero(~np.isfinite(v))[0].tolist() for k, v in host_metrics.items() if not np.all(np.isfinite(v))}
+        if bad:
+            raise FloatingPointError(f"non-finite loss at env steps {t.tolist()} (seed indices {bad}); nothing after "
+                                     f"the evaluations at steps {evaluated_to.tolist()} was saved")
+        returns = evaluator(lambda o: agent.policy(learner.eval_actor, learner.eval_encoder, o), active=waiting)
+        results = [(seeds[i], int(eval_step[i]), float(returns[i])) for i in np.nonzero(waiting)[0]]
+        logger.evaluation(results, time.time() - start, host_metrics)
+        last_eval[waiting] = returns[waiting]
+        evaluated_to[waiting] = eval_step[waiting]
+        eval_step[:] = -1
+        progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in last_eval))
+        steps_seen = sorted({st for _, st, _ in results})
+        progress.console.print(f"[{ALGO} {args.env_id}] step {'/'.join(map(str, steps_seen)):>8s}  eval return per "
+                               "seed: " + " ".join(f"{r:9.2f}" if w else "        -" for r, w in zip(last_eval, waiting))
+                               + f"  (mean {np.mean(returns[waiting]):.2f})")
+        if args.save_model:
+            host["schedules"] = [asdict(s) for s in schedules]
+            host["envs"] = train_envs.get_state()
+            save_checkpoint(run_dir, learner, buffer, prio, int(min(t.max(), agent.capacity)), host)
+        excluded_s += time.time() - t_eval
+
+    with progress:
+        while True:
+            # Evaluation points: a seed that owes no updates and reached one snapshots its policy.
+            due = (pending == 0) & (t == next_eval)
+            if due.any():
+                if np.any(due & (eval_step >= 0)):  # its previous snapshot has not been evaluated yet
+                    flush()
+                learner = agent.snapshot(learner, no_mask, due)
+                eval_step[due] = t[due]
+                next_eval[due] = np.where(t[due] >= total, -1, np.minimum((t[due] // args.eval_freq + 1)
+                                                                          * args.eval_freq, total))
+                if np.all((eval_step >= 0) | (next_eval < 0)):  # every seed is there (or done)
+                    flush()
+
+            # Acting: every seed that owes no updates takes an env step (cheap, so it goes first).
+            free = (pending == 0) & (t < total)
+            if free.any():
+                random = np.array([not s.allow_train for s in schedules])
+                learner, action = agent.act(learner, obs, random, free)
+                env_step = train_envs.step(np.asarray(action), free)
+                buffer, prio = agent.add(buffer, prio, Buffer(obs, action, env_step.reward, env_step.next_obs,
+                                                              env_step.terminated.astype(np.float32)), free)
+                obs = env_step.obs
+                t[free] += 1
+                for i in np.nonzero(free)[0]:
+                    pending[i] += schedules[i].step()
+                save = np.zeros(n, bool)
+                for i, ret, length in env_step.episodes:
+                    logger.episode(seeds[i], int(t[i]), ret, length)
+                    burst, save[i] = schedules[i].episode_end(int(t[i]), length, ret)
+                    pending[i] += burst
+                if save.any():  # checkpoint_actor <- actor, checkpoint_encoder <- fixed_encoder, before the burst
+                    learner = agent.snapshot(learner, save, no_mask)
+                if t.sum() % 200 < n:
+                    progress.update(task, completed=int(t.sum()) // n)
+                continue
+
+            owes = pending > 0
+            if not owes.any():
+                break  # every seed is done
+
+            # Training: one vmapped update of every seed that owes one; the others are masked.
+            update_actor = bool(np.any(owes & ((steps + 1) % args.policy_freq == 0)))
+            sync = bool(np.any(owes & ((steps + 1) % args.target_update_rate == 0)))
+            if (update_actor, sync) not in compiled:
+                tc = time.time()
+                learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
+                jax.block_until_ready(prio)
+                compiled.add((update_actor, sync))
+                compile_s += time.time() - tc
+                excluded_s += time.time() - tc
+            else:
+                learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
+            if window is None:
+                window = (time.time(), int(t.sum()), int(steps.sum()))
+                excluded_s = 0.0
+            steps[owes] += 1
+            pending[owes] -= 1
+            masking["update_calls"] += 1
+            masking["seed_updates"] += int(owes.sum())
+            masking["actor_calls"] += int(update_actor)
+            masking["seed_actor_updates"] += int(np.sum(owes & (steps % args.policy_freq == 0)))
+            if masking["update_calls"] % 100 == 0 and window:
+                elapsed = max(time.time() - window[0] - excluded_s, 1e-9)
+                progress.update(task, sps=f"{(t.sum() - window[1]) / elapsed:.0f}")
+        jax.block_until_ready(learner)
+        loop_end = time.time()
+        if np.any(eval_step >= 0):
+            flush()
+        progress.update(task, completed=total)
+    logger.close()
+    train_envs.close()
+    evaluator.close()
+
+    calls, slots = masking["update_calls"], masking["update_calls"] * n
+    waste = {
+        "update_calls": calls,
+        "masked_update_fraction": 1 - masking["seed_updates"] / slots if slots else 0.0,
+        "masked_actor_fraction": (1 - masking["seed_actor_updates"] / (masking["actor_calls"] * n)
+                                  if masking["actor_calls"] else 0.0),
+    }
+    print(f"[{ALGO} {args.env_id}] {calls} update calls for {masking['seed_updates']} seed updates: "
+          f"{100 * waste['masked_update_fraction']:.2f}% of the critic/encoder compute and "
+          f"{100 * waste['masked_actor_fraction']:.2f}% of the actor compute went to masked seeds")
+    timed = None
+    if window:
+        elapsed = loop_end - window[0] - excluded_s
+        timed = {"env_steps_per_s": (t.sum() - window[1]) / elapsed, "updates_per_s": (steps.sum() - window[2]) / elapsed,
+                 "update_calls_per_s": calls / elapsed if not args.resume else None}
+    return {
+        "run_dir": run_dir, "learner": learner, "buffer": buffer, "priorities": prio, "final_eval": last_eval,
+        "compile_s": compile_s, "timed": timed, "masking": waste, "training_steps": steps.copy(),
+        "schedules": schedules, "train_loop_steps_per_s": timed["env_steps_per_s"] / n if timed else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of a saved policy
+# ---------------------------------------------------------------------------------------------
+def evaluate_checkpoint(args: Args) -> np.ndarray:
+    with open(os.path.join(args.checkpoint, "config.json")) as f:
+        saved = Args(**json.load(f)["args"])
+    seeds = [saved.seed + i for i in range(saved.num_seeds)]
+    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
+    if video_dir:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError as e:
+            raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
+    evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir)
+    space = evaluator.envs[0].observation_space
+    agent = make_agent(saved, space.shape[0], evaluator.envs[0].action_space.shape[0])
+    learner, _, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    learner = load_learner(args.checkpoint, learner)
+    # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
+    actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
+                      else (learner.actor, learner.fixed_encoder))
+    returns = evaluator(lambda o: agent.policy(actor_p, enc_p, o))
+    evaluator.close()
+    host = pickle.load(open(os.path.join(_checkpoint_dir(args.checkpoint), "host.pkl"), "rb"))
+    report = {"env": saved.env_id, "step": {str(s): int(x) for s, x in zip(seeds, host["t"])},
+              "episodes": args.eval_episodes,
+              "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))}
+    _write_atomic(os.path.join(args.checkpoint, "eval_only.json"), json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return returns
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    check_args(cli_args)
+    if cli_args.eval_only:
+        evaluate_checkpoint(cli_args)
+    else:
+        train(cli_args)
