@@ -268,6 +268,8 @@ class Learner(NamedTuple):
     checkpoint_encoder: dict
     eval_actor: dict  # snapshot evaluated at the next batched evaluation
     eval_encoder: dict
+    checkpoint_steps: jax.Array  # training steps of checkpoint_actor when it was saved (int32)
+    eval_steps: jax.Array  # the same for the eval snapshot: logged as policy_updates in eval.csv
     encoder_opt: optax.OptState
     actor_opt: optax.OptState
     critic_opt: optax.OptState
@@ -410,7 +412,8 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
         learner = Learner(
             encoder=enc, fixed_encoder=enc, fixed_encoder_target=enc, actor=actor_params, actor_target=actor_params,
             critic=critic_params, critic_target=critic_params, checkpoint_actor=actor_params, checkpoint_encoder=enc,
-            eval_actor=actor_params, eval_encoder=enc, encoder_opt=encoder_tx.init(enc),
+            eval_actor=actor_params, eval_encoder=enc, checkpoint_steps=jnp.int32(0), eval_steps=jnp.int32(0),
+            encoder_opt=encoder_tx.init(enc),
             actor_opt=actor_tx.init(actor_params), critic_opt=critic_tx.init(critic_params), key=key,
             steps=jnp.int32(0), value_range=jnp.array([1e8, -1e8]), value_clip=jnp.zeros(2))
         buffer = Buffer(jnp.zeros((capacity, obs_dim)), jnp.zeros((capacity, action_dim)), jnp.zeros(capacity),
@@ -519,14 +522,15 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
     def snapshot(learner, checkpoint, evaluate):
         """checkpoint: checkpoint_actor <- actor, checkpoint_encoder <- fixed_encoder; evaluate: copy the
         policy to evaluate (the checkpoint one, or the current one with --no-checkpoints)."""
-        learner = learner._replace(**_select(checkpoint, {"checkpoint_actor": learner.actor,
-                                                          "checkpoint_encoder": learner.fixed_encoder},
-                                             {"checkpoint_actor": learner.checkpoint_actor,
-                                              "checkpoint_encoder": learner.checkpoint_encoder}))
-        src = ((learner.checkpoint_actor, learner.checkpoint_encoder) if args.checkpoints
-               else (learner.actor, learner.fixed_encoder))
-        actor_p, enc_p = _select(evaluate, src, (learner.eval_actor, learner.eval_encoder))
-        return learner._replace(eval_actor=actor_p, eval_encoder=enc_p)
+        learner = learner._replace(**_select(
+            checkpoint, {"checkpoint_actor": learner.actor, "checkpoint_encoder": learner.fixed_encoder,
+                         "checkpoint_steps": learner.steps},
+            {"checkpoint_actor": learner.checkpoint_actor, "checkpoint_encoder": learner.checkpoint_encoder,
+             "checkpoint_steps": learner.checkpoint_steps}))
+        src = ((learner.checkpoint_actor, learner.checkpoint_encoder, learner.checkpoint_steps) if args.checkpoints
+               else (learner.actor, learner.fixed_encoder, learner.steps))
+        actor_p, enc_p, steps = _select(evaluate, src, (learner.eval_actor, learner.eval_encoder, learner.eval_steps))
+        return learner._replace(eval_actor=actor_p, eval_encoder=enc_p, eval_steps=steps)
 
     # The buffer write and the update are separate jitted calls that donate their state: fused, XLA
     # would copy the whole buffer every step to keep the batch gather apart from the in-place write.
@@ -545,7 +549,8 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
 # ---------------------------------------------------------------------------------------------
 # Run folder: results, config, checkpoints, logging
 # ---------------------------------------------------------------------------------------------
-EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
+EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s", "policy_updates"]  # training steps of the policy
+CHECKPOINT_HEADER = ["seed", "step", "event", "updates"]  # one row per burst: checkpoint saved or early stop
 EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
 
 
@@ -590,24 +595,25 @@ def _read_rows(path: str, max_step: dict) -> list[dict]:
 
 
 class RunLogger:
-    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
-    each evaluation), config.json, and optional TensorBoard / W&B."""
+    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv and checkpoints.csv
+    (appended, flushed at each evaluation), config.json, and optional TensorBoard / W&B."""
 
     def __init__(self, run_dir: str, args: Args, replay: dict, resume: Optional[dict] = None):
         self.run_dir, self.args, self.replay = run_dir, args, replay
         self.eval_path = os.path.join(run_dir, "eval.csv")
-        self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
         resume_step = None if resume is None else resume["step"]
         # rows after the checkpoint are dropped: per seed, evaluations and episodes up to its own step
         self.eval_rows = _read_rows(self.eval_path, {} if resume is None else resume["eval"])
-        episode_rows = _read_rows(self.episodes_path, {} if resume is None else resume["episodes"])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EPISODE_HEADER)
-        writer.writeheader()
-        writer.writerows(episode_rows)
-        _write_atomic(self.episodes_path, buf.getvalue())
-        self.episodes_file = open(self.episodes_path, "a", newline="")
-        self.episodes_csv = csv.writer(self.episodes_file)
+        self.files, self.writers = {}, {}
+        for name, header in (("train_episodes", EPISODE_HEADER), ("checkpoints", CHECKPOINT_HEADER)):
+            path = os.path.join(run_dir, f"{name}.csv")
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, header)
+            writer.writeheader()
+            writer.writerows(_read_rows(path, {} if resume is None else resume["episodes"]))
+            _write_atomic(path, buf.getvalue())
+            self.files[name] = open(path, "a", newline="")
+            self.writers[name] = csv.writer(self.files[name])
         self.write_config(resume_step)
         self.tb = self.wandb = None
         if args.tb:
@@ -639,26 +645,30 @@ class RunLogger:
         _write_atomic(path, json.dumps(config, indent=2) + "\n")
 
     def episode(self, seed: int, step: int, ret: float, length: int):
-        self.episodes_csv.writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
+        self.writers["train_episodes"].writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
         if self.tb:
             self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
 
-    def evaluation(self, results: list[tuple[int, int, float]], elapsed: float, metrics: dict):
-        """results: (seed, step, return) of the seeds evaluated now."""
-        for seed, step, r in results:
+    def burst(self, seed: int, step: int, event: str, updates: int):
+        self.writers["checkpoints"].writerow([seed, step, event, updates])
+
+    def evaluation(self, results: list[tuple[int, int, float, int]], elapsed: float, metrics: dict):
+        """results: (seed, step, return, policy training steps) of the seeds evaluated now."""
+        for seed, step, r, updates in results:
             self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": seed, "step": step,
-                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}"})
+                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}", "policy_updates": updates})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, EVAL_HEADER)
         writer.writeheader()
         writer.writerows(self.eval_rows)
         _write_atomic(self.eval_path, buf.getvalue())
-        self.episodes_file.flush()
-        os.fsync(self.episodes_file.fileno())
-        step = max(st for _, st, _ in results)
-        scalars = {f"eval/return_seed{seed}": float(r) for seed, _, r in results}
-        if len({st for _, st, _ in results}) == 1:
-            scalars["eval/return_mean"] = float(np.mean([r for _, _, r in results]))
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+        step = max(st for _, st, _, _ in results)
+        scalars = {f"eval/return_seed{seed}": float(r) for seed, _, r, _ in results}
+        if len({st for _, st, _, _ in results}) == 1:
+            scalars["eval/return_mean"] = float(np.mean([r for _, _, r, _ in results]))
         scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
         if self.tb:
             for k, v in scalars.items():
@@ -667,7 +677,8 @@ class RunLogger:
             self.wandb.log(scalars, step=step)
 
     def close(self):
-        self.episodes_file.close()
+        for f in self.files.values():
+            f.close()
         if self.tb:
             self.tb.close()
         if self.wandb:
@@ -810,13 +821,15 @@ def train(args: Args) -> dict:
             raise FloatingPointError(f"non-finite loss at env steps {t.tolist()} (seed indices {bad}); nothing after "
                                      f"the evaluations at steps {evaluated_to.tolist()} was saved")
         returns = evaluator(lambda o: agent.policy(learner.eval_actor, learner.eval_encoder, o), active=waiting)
-        results = [(seeds[i], int(eval_step[i]), float(returns[i])) for i in np.nonzero(waiting)[0]]
+        policy_updates = np.asarray(learner.eval_steps)
+        results = [(seeds[i], int(eval_step[i]), float(returns[i]), int(policy_updates[i]))
+                   for i in np.nonzero(waiting)[0]]
         logger.evaluation(results, time.time() - start, host_metrics)
         last_eval[waiting] = returns[waiting]
         evaluated_to[waiting] = eval_step[waiting]
         eval_step[:] = -1
         progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in last_eval))
-        steps_seen = sorted({st for _, st, _ in results})
+        steps_seen = sorted({st for _, st, _, _ in results})
         progress.console.print(f"[{ALGO} {args.env_id}] step {'/'.join(map(str, steps_seen)):>8s}  eval return per "
                                "seed: " + " ".join(f"{r:9.2f}" if w else "        -" for r, w in zip(last_eval, waiting))
                                + f"  (mean {np.mean(returns[waiting]):.2f})")
@@ -857,6 +870,8 @@ def train(args: Args) -> dict:
                     logger.episode(seeds[i], int(t[i]), ret, length)
                     burst, save[i] = schedules[i].episode_end(int(t[i]), length, ret)
                     pending[i] += burst
+                    if burst:
+                        logger.burst(seeds[i], int(t[i]), schedules[i].events[-1][1], burst)
                 if save.any():  # checkpoint_actor <- actor, checkpoint_encoder <- fixed_encoder, before the burst
                     learner = agent.snapshot(learner, save, no_mask)
                 if t.sum() % 200 < n:

@@ -39,3 +39,28 @@ def tiny_td3_args(tmp_path):
     """Small, fast TD3/DDPG settings; tests override what they exercise."""
     return dict(env_id="CountEnv-v0", total_timesteps=40, learning_starts=10, eval_freq=20, eval_episodes=2,
                 batch_size=8, hidden_dim=16, results_dir=str(tmp_path), run_name="run")
+
+
+class ScriptEnv(gym.Env):
+    """Episode lengths and returns drawn at reset from the env's RNG, independent of the actions:
+    each seed sees its own scripted stream of (length, return). Length 8 hits the time limit
+    (truncated), shorter episodes terminate. Used to replay TD7's checkpoint schedule."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.length, self.ret, self.t = int(self.np_random.integers(2, 9)), float(self.np_random.normal() * 10), 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return np.array([self.t / self.length, self.ret / 10], np.float32)
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), self.ret / self.length, self.t == self.length < 8, False, {}
+
+
+if "ScriptEnv-v0" not in gym.registry:
+    gym.register("ScriptEnv-v0", entry_point=ScriptEnv, max_episode_steps=8)
