@@ -934,6 +934,7 @@ def train(args: Args) -> dict:
         "run_dir": run_dir, "learner": learner, "buffer": buffer, "priorities": prio, "final_eval": last_eval,
         "compile_s": compile_s, "timed": timed, "masking": waste, "training_steps": steps.copy(),
         "schedules": schedules, "train_loop_steps_per_s": timed["env_steps_per_s"] / n if timed else None,
+        "train_loop_updates_per_s": timed["updates_per_s"] / n if timed else None,
     }
 
 

@@ -1,13 +1,14 @@
-"""`make bench`: TD3 speed on this machine, compilation excluded (reported separately).
+"""`make bench`: TD3 and TD7 speed on this machine, compilation excluded (reported separately).
 
-Measures, for each seed count:
-  * the training loop: env steps per second of `algos/td3.py` on Hopper-v4 with paper
-    shapes, after the warm-up steps and compilation, evaluation excluded;
-  * the pure jitted update: TD3 updates per second on the same network and batch shapes
-    (random buffer, no env), half of them with the delayed actor step, as in training.
-  * the same loop's device calls with a fixed transition instead of the env, and the env step
-    alone, to show where the loop's time goes.
-The loop's overhead is the ratio loop / update. Results go to results/bench/td3_<platform>.json
+Measures, for each algorithm and seed count:
+  * the training loop: env steps per second of `algos/<algo>.py` on Hopper-v4 with paper
+    shapes, after the warm-up steps and compilation, evaluation excluded (TD7: default
+    checkpoints, so training comes in bursts at episode ends);
+  * the pure jitted update: updates per second on the same network and batch shapes (random
+    buffer, no env), half of them with the delayed actor step, as in training;
+  * TD3 only: the same loop's device calls with a fixed transition instead of the env; and the
+    env step alone, to show where the loop's time goes.
+The loop's overhead is the ratio loop / update. Results go to results/bench/<algo>_<platform>.json
 and .md, with the machine, library versions and the command.
 """
 
@@ -26,16 +27,25 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
-from algos import td3  # noqa: E402
+from algos import td3, td7  # noqa: E402
+
+ALGOS = {"td3": td3, "td7": td7}
+TIMED_STEPS = {"td3": 1_500, "td7": 800}  # default timed steps per round
 
 
 class PureUpdate:
-    """TD3 updates on a random buffer of Hopper shapes, no env: the compute-bound ceiling."""
+    """Updates on a random buffer of Hopper shapes, no env: the compute-bound ceiling."""
 
-    def __init__(self, num_seeds: int, obs_dim: int, action_dim: int):
-        self.agent = td3.make_agent(td3.Args(total_timesteps=100_000), obs_dim, action_dim)
-        self.learner, buffer = self.agent.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]))
-        self.buffer = jax.tree.map(lambda x: x + jax.random.normal(jax.random.PRNGKey(1), x.shape), buffer)
+    def __init__(self, algo: str, num_seeds: int, obs_dim: int, action_dim: int):
+        self.algo = algo
+        self.agent = ALGOS[algo].make_agent(ALGOS[algo].Args(total_timesteps=100_000), obs_dim, action_dim)
+        state = self.agent.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]))
+        self.learner = state[0]
+        self.buffer = jax.tree.map(lambda x: x + jax.random.normal(jax.random.PRNGKey(1), x.shape), state[1])
+        if algo == "td7":  # a full buffer, all priorities 1, every seed updated (no mask)
+            self.prio = state[2]._replace(value=jnp.ones_like(state[2].value),
+                                          count=jnp.full((num_seeds,), self.agent.capacity, jnp.int32))
+            self.mask = np.ones(num_seeds, bool)
         t0 = time.time()
         self.run(2)  # compiles both variants (critic only, critic + actor)
         self.compile_s = time.time() - t0
@@ -44,7 +54,11 @@ class PureUpdate:
         size = jnp.int32(self.agent.capacity)
         t0 = time.time()
         for i in range(iters):  # the training schedule: the actor on every second iteration
-            self.learner, _ = self.agent.update(self.learner, self.buffer, size, i % 2 == 1)
+            if self.algo == "td7":
+                self.learner, self.prio, _ = self.agent.update(self.learner, self.buffer, self.prio, self.mask,
+                                                               i % 2 == 1, False)
+            else:
+                self.learner, _ = self.agent.update(self.learner, self.buffer, size, i % 2 == 1)
         jax.block_until_ready(self.learner)
         return iters / (time.time() - t0)
 
@@ -79,68 +93,86 @@ def env_step_us(env_id: str, num_seeds: int, steps: int = 2000) -> float:
     return (time.perf_counter() - t0) / steps * 1e6
 
 
-def loop_rate(num_seeds: int, steps: int, env_id: str, out_dir: str) -> dict:
+def loop_rate(algo: str, num_seeds: int, steps: int, env_id: str, out_dir: str) -> dict:
     warmup = 1_000
-    args = td3.Args(env_id=env_id, num_seeds=num_seeds, learning_starts=warmup, total_timesteps=warmup + steps,
-                    eval_freq=10 * (warmup + steps), eval_episodes=1, results_dir=out_dir)
-    out = td3.train(args)
-    return {"loop_steps_per_s": out["train_loop_steps_per_s"], "compile_s": out["compile_s"]}
+    module = ALGOS[algo]
+    args = module.Args(env_id=env_id, num_seeds=num_seeds, learning_starts=warmup, total_timesteps=warmup + steps,
+                       eval_freq=10 * (warmup + steps), eval_episodes=1, results_dir=out_dir)
+    out = module.train(args)
+    # TD7 trains in bursts at episode ends: over a short window its env steps run ahead of its
+    # updates, so the loop's training rate is its updates per second (equal for TD3)
+    return {"loop_steps_per_s": out["train_loop_steps_per_s"], "compile_s": out["compile_s"],
+            "loop_updates_per_s": out.get("train_loop_updates_per_s") or out["train_loop_steps_per_s"],
+            "masking": out.get("masking")}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", default="Hopper-v4")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--steps", type=int, default=1_500, help="timed training steps per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved loop/update rounds; medians are reported")
-    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
-    opts = parser.parse_args()
-    probe = envs.SeedEnvs(opts.env_id, [0])
-    obs_dim, action_dim = probe.obs_dim, probe.action_dim
+def bench(algo: str, opts, obs_dim: int, action_dim: int, tmp: str) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in opts.seeds:
-            pure = PureUpdate(n, obs_dim, action_dim)
-            obs = envs.SeedEnvs(opts.env_id, list(range(n))).reset()
-            rounds = []
-            for _ in range(opts.rounds):  # interleaved, so machine noise hits all figures alike
-                loop = loop_rate(n, opts.steps, opts.env_id, tmp)
-                rounds.append((loop["loop_steps_per_s"], pure.run(opts.steps), pure.run_loop_without_env(opts.steps, obs),
-                               loop["compile_s"]))
-            loop_sps, update_sps, noenv_sps, compile_s = (float(np.median(x)) for x in zip(*rounds))
-            rows.append({"num_seeds": n, "loop_steps_per_s": loop_sps, "loop_env_steps_per_s": loop_sps * n,
-                         "update_per_s": update_sps, "loop_over_update": float(np.median([r[0] / r[1] for r in rounds])),
-                         "loop_without_env_per_s": noenv_sps, "env_step_us": env_step_us(opts.env_id, n),
-                         "loop_compile_s": compile_s, "update_compile_s": pure.compile_s,
-                         "rounds": [{"loop_steps_per_s": a, "update_per_s": b, "loop_without_env_per_s": c}
-                                    for a, b, c, _ in rounds]})
-            print(json.dumps(rows[-1]), flush=True)
+    steps = opts.steps or TIMED_STEPS[algo]
+    for n in opts.seeds:
+        pure = PureUpdate(algo, n, obs_dim, action_dim)
+        obs = envs.SeedEnvs(opts.env_id, list(range(n))).reset()
+        rounds = []
+        for _ in range(opts.rounds):  # interleaved, so machine noise hits all figures alike
+            loop = loop_rate(algo, n, steps, opts.env_id, tmp)
+            noenv = pure.run_loop_without_env(steps, obs) if algo == "td3" else float("nan")
+            rounds.append((loop["loop_steps_per_s"], pure.run(steps), noenv, loop["compile_s"], loop["masking"],
+                           loop["loop_updates_per_s"]))
+        loop_sps, update_sps, noenv_sps, compile_s = (float(np.median(x)) for x in list(zip(*rounds))[:4])
+        rows.append({"num_seeds": n, "loop_steps_per_s": loop_sps, "loop_env_steps_per_s": loop_sps * n,
+                     "loop_updates_per_s": float(np.median([r[5] for r in rounds])), "update_per_s": update_sps,
+                     "loop_over_update": float(np.median([r[5] / r[1] for r in rounds])),
+                     "loop_without_env_per_s": noenv_sps, "env_step_us": env_step_us(opts.env_id, n),
+                     "loop_compile_s": compile_s, "update_compile_s": pure.compile_s,
+                     "rounds": [{"loop_steps_per_s": a, "update_per_s": b, "loop_without_env_per_s": c, "masking": m}
+                                for a, b, c, _, m, _ in rounds]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write_report(algo: str, opts, rows: list[dict]) -> None:
     device = jax.devices()[0]
     report = {
-        "benchmark": f"TD3 {opts.env_id}, paper shapes (256-256, batch 256), median of {opts.rounds} rounds "
-                     f"of {opts.steps} timed steps",
+        "benchmark": f"{algo.upper()} {opts.env_id}, paper shapes (256 wide, batch 256), median of {opts.rounds} "
+                     f"rounds of {opts.steps or TIMED_STEPS[algo]} timed steps",
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                     "jax_device": f"{device.platform}:{device.device_kind}"},
         "versions": td3._versions(), "git": td3._git(), "date": time.strftime("%Y-%m-%d"), "rows": rows,
     }
     os.makedirs(opts.out, exist_ok=True)
-    name = f"td3_{device.platform}"
+    name = f"{algo}_{device.platform}"
     with open(os.path.join(opts.out, f"{name}.json"), "w") as f:
         json.dump(report, f, indent=2)
     lines = [f"# {report['benchmark']}", "", f"`{report['command']}` on {report['machine']['platform']}, "
              f"{report['machine']['cpu_count']} CPUs, JAX device {report['machine']['jax_device']}, "
              f"jax {report['versions']['jax']}, {report['date']}, commit {report['git']['commit']}.", "",
-             "| seeds | loop steps/s (per seed) | env steps/s (all seeds) | pure update/s | loop / update "
-             "| loop without env, steps/s | env step alone, us | compile s (loop) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| seeds | loop env steps/s (per seed) | env steps/s (all seeds) | loop updates/s (per seed) "
+             "| pure update/s | loop / update | loop without env, steps/s | env step alone, us | compile s (loop) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['num_seeds']} | {r['loop_steps_per_s']:.1f} | {r['loop_env_steps_per_s']:.1f} | "
-                     f"{r['update_per_s']:.1f} | {r['loop_over_update']:.3f} | {r['loop_without_env_per_s']:.1f} | "
-                     f"{r['env_step_us']:.0f} | {r['loop_compile_s']:.2f} |")
+                     f"{r['loop_updates_per_s']:.1f} | {r['update_per_s']:.1f} | {r['loop_over_update']:.3f} | "
+                     f"{r['loop_without_env_per_s']:.1f} | {r['env_step_us']:.0f} | {r['loop_compile_s']:.2f} |")
     with open(os.path.join(opts.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument("--env-id", default="Hopper-v4")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"timed training steps per round (default {TIMED_STEPS})")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved loop/update rounds; medians are reported")
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
+    opts = parser.parse_args()
+    probe = envs.SeedEnvs(opts.env_id, [0])
+    with tempfile.TemporaryDirectory() as tmp:
+        for algo in opts.algos:
+            write_report(algo, opts, bench(algo, opts, probe.obs_dim, probe.action_dim, tmp))
 
 
 if __name__ == "__main__":
