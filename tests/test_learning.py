@@ -16,6 +16,7 @@ import pytest
 from algos import ddpg, td3
 
 THRESHOLD = -300.0
+THRESHOLD_TD7 = -450.0  # after 3,000 updates instead of 7,000 (TD7's update costs 6x TD3's on CPU)
 BUDGET = dict(env_id="Pendulum-v1", num_seeds=2, total_timesteps=8_000, learning_starts=1_000, eval_freq=8_000,
               eval_episodes=10)
 
@@ -27,3 +28,25 @@ def test_solves_pendulum(algo, tmp_path):
     assert returns.shape == (2,)
     assert np.mean(returns) >= THRESHOLD, f"mean eval return {np.mean(returns):.1f} per seed {returns}"
 
+
+
+def test_td7_solves_pendulum(tmp_path):
+    """TD7 (SALE, LAP, value clipping; paper networks and learning rates) on Pendulum-v1: 2 seeds,
+    4,000 env steps of which 1,000 random, one update per step, mean final return >= -450 (a
+    swing-up from most start states; random play scores about -1200). Measured on the 2-core CPU machine: -224 and -308 (mean -266) at 4,000
+    steps, about 165 s; the untrained actor scores about -1280.
+
+    Policy checkpoints are off (`--no-checkpoints`) here: Pendulum's start states make the return
+    of one episode of a fixed policy range from about 0 to -1500, and before 750k training steps
+    TD7 keeps a new policy only if its single assessment episode beats the best such return so
+    far, so a poor policy with a lucky start can hold the checkpoint for the whole short run (a
+    4,000-step run with checkpoints kept a policy whose assessment scored -3.6 and whose evaluation
+    scored -1315). The checkpoint schedule itself is tested in tests/test_td7.py.
+    """
+    from algos import td7
+
+    out = td7.train(td7.Args(env_id="Pendulum-v1", num_seeds=2, total_timesteps=4_000, learning_starts=1_000,
+                             eval_freq=4_000, eval_episodes=10, checkpoints=False, results_dir=str(tmp_path)))
+    returns = out["final_eval"]
+    assert returns.shape == (2,)
+    assert np.mean(returns) >= THRESHOLD_TD7, f"mean eval return {np.mean(returns):.1f} per seed {returns}"

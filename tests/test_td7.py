@@ -357,3 +357,51 @@ def test_no_checkpoints_trains_every_step_after_the_first_episode_past_learning_
         first = min(int(r["step"]) for r in episodes if int(r["seed"]) == i and int(r["step"]) - 1 >= 20)
         assert int(out["training_steps"][i]) == 100 - first
     assert not _rows(os.path.join(out["run_dir"], "checkpoints.csv"))
+
+
+SMALL = dict(env_id="CountEnv-v0", num_seeds=2, total_timesteps=160, learning_starts=20, eval_freq=40,
+             eval_episodes=1, batch_size=8, zs_dim=8, enc_hdim=8, critic_hdim=8, actor_hdim=8,
+             steps_before_checkpointing=50, max_eps_when_checkpointing=3, target_update_rate=10)
+
+
+def _eval_table(run_dir):
+    return [(r["seed"], r["step"], r["return"], r["policy_updates"]) for r in _rows(os.path.join(run_dir, "eval.csv"))]
+
+
+def test_same_seed_twice_is_identical_and_a_crashed_run_resumes_to_the_same_results(tmp_path, monkeypatch):
+    full = td7.train(td7.Args(**SMALL, results_dir=str(tmp_path), run_name="full"))
+    again = td7.train(td7.Args(**SMALL, results_dir=str(tmp_path), run_name="again"))
+    assert _eval_table(full["run_dir"]) == _eval_table(again["run_dir"])
+    assert len({r[2] for r in _eval_table(full["run_dir"])}) > 2  # the evaluated policies do change
+    assert len({r[3] for r in _eval_table(full["run_dir"])}) > 2
+
+    saves, original = [], td7.save_checkpoint
+
+    def crash_after_second_save(*a, **kw):  # a crash right after the 2nd checkpoint (mid-run)
+        original(*a, **kw)
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(td7, "save_checkpoint", crash_after_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        td7.train(td7.Args(**SMALL, results_dir=str(tmp_path), run_name="crashed", save_model=True))
+    monkeypatch.setattr(td7, "save_checkpoint", original)
+    run_dir = str(tmp_path / "crashed")
+    resumed = td7.train(td7.Args(resume=run_dir))
+    assert _eval_table(run_dir) == _eval_table(full["run_dir"])
+    for name in ("train_episodes.csv", "checkpoints.csv"):
+        with open(os.path.join(run_dir, name)) as f, open(os.path.join(full["run_dir"], name)) as g:
+            assert f.read() == g.read(), name
+    np.testing.assert_array_equal(resumed["training_steps"], full["training_steps"])
+    # eval-only on the final checkpoint: the checkpoint policy scores its last logged return
+    returns = td7.evaluate_checkpoint(td7.Args(eval_only=True, checkpoint=run_dir, eval_episodes=1))
+    last = {r[0]: float(r[2]) for r in _eval_table(run_dir) if int(r[1]) == SMALL["total_timesteps"]}
+    np.testing.assert_allclose(returns, [last["0"], last["1"]], rtol=1e-5)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_results(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        td7.train(td7.Args(**SMALL, critic_lr=1e30, encoder_lr=1e30, results_dir=str(tmp_path), run_name="nan"))
+    rows = _eval_table(tmp_path / "nan")
+    assert rows and all(np.isfinite(float(r[2])) for r in rows)
