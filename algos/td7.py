@@ -16,18 +16,21 @@ bursts at episode ends, interleaved with policy checkpoints (see `Schedule`).
 
 Multi-seed: each seed follows its own episode stream. A seed that ends an episode owes the
 burst of updates its schedule asks for and does not act again until it has done them; seeds
-that owe nothing act (cheap, on the host) until they owe a burst. One vmapped update serves
-every seed that owes one, masking the others, so a seed's updates happen at the same points of
-its own stream as in a single-seed run of the authors' loop. The masked compute is counted and
-reported (`masking` in the returned dict and at the end of a run).
+that owe nothing keep acting. One vmapped update serves every seed that owes one, masking the
+others, so a seed's updates happen at the same points of its own stream as in a single-seed run
+of the authors' loop. The masked compute is counted and reported (`masking` in the returned
+dict and at the end of a run). Acting runs on the host CPU with a copy of each seed's acting
+policy, so on an accelerator the env steps of some seeds overlap the updates of others: the
+update is dispatched asynchronously and nothing waits on it until a seed's burst is over.
 
 Deviations and notes (none changes the algorithm):
 - Actions live in [-1, 1] (the buffer stores a / max_action as the authors do); the `envs`
   adapter maps them affinely onto the env's bounds, so noise is in normalised units as in TD7.
 - Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
   `ep_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same.
-- Warm-up actions are uniform in [-1, 1] drawn from each seed's JAX key instead of
-  `env.action_space.sample()` (same distribution, another random stream).
+- Warm-up actions (uniform in [-1, 1]) and exploration noise come from a per-seed numpy
+  generator seeded with the seed, not from `env.action_space.sample()` and torch (same
+  distributions, other random streams). The acting policy is evaluated by XLA on the CPU.
 - The buffer holds min(buffer_size, total_timesteps) transitions (it never wraps in a run).
 - Evaluations run at step 0, every eval_freq steps and at the final step; the authors' loop also
   evaluates at 0 and every eval_freq up to max_timesteps. Evaluation of a seed is computed
@@ -384,7 +387,6 @@ class Schedule:
 
 class Agent(NamedTuple):
     init: callable  # keys [N] -> (Learner, Buffer, Priorities), stacked
-    act: callable  # (learner, obs [N, obs_dim], random [N], active [N]) -> (learner, action [N, action_dim])
     policy: callable  # (actor params, encoder params, obs [N, obs_dim]) -> deterministic action [N, action_dim]
     update: callable  # (learner, buffer, prio, mask [N], update_actor, sync) -> (learner, prio, metrics)
     add: callable  # (buffer, prio, transition [N, ...], active [N]) -> (buffer, prio)
@@ -422,13 +424,6 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
 
     def policy(actor_params, encoder_params, obs):
         return actor.apply(actor_params, obs, encoder.apply(encoder_params, obs, method=Encoder.zs))
-
-    def act(learner, obs, random, active):
-        key, k_noise, k_random = jax.random.split(learner.key, 3)
-        noise = jax.random.normal(k_noise, (action_dim,)) * args.expl_noise
-        explore = jnp.clip(policy(learner.actor, learner.fixed_encoder, obs) + noise, -1.0, 1.0)
-        action = jnp.where(random, jax.random.uniform(k_random, (action_dim,), minval=-1.0, maxval=1.0), explore)
-        return learner._replace(key=jnp.where(active, key, learner.key)), action
 
     def update(learner, buffer, prio, mask, update_actor, sync):
         """One TD7 training step for one seed; `mask` False leaves this seed's state untouched."""
@@ -536,7 +531,6 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
     # would copy the whole buffer every step to keep the batch gather apart from the in-place write.
     return Agent(
         init=jax.jit(jax.vmap(init)),
-        act=jax.jit(jax.vmap(act), donate_argnums=0),
         policy=jax.jit(jax.vmap(policy)),
         update=jax.jit(jax.vmap(update, in_axes=(0, 0, 0, 0, None, None)), static_argnums=(4, 5),
                        donate_argnums=(0, 2)),
@@ -803,6 +797,29 @@ def train(args: Args) -> dict:
     t, pending, steps = host["t"], host["pending"], host["steps"]
     next_eval, eval_step, evaluated_to, masking = host["next_eval"], host["eval_step"], host["evaluated_to"], host["masking"]
 
+    # Acting on the host: a CPU copy of each seed's (actor, fixed_encoder), refreshed when a seed
+    # that was trained acts again; exploration from per-seed numpy generators.
+    cpu = jax.devices("cpu")[0]
+    to_host = lambda tree: jax.device_put(jax.tree.map(np.array, tree), cpu)  # noqa: E731  (copies: donation-safe)
+    acting, stale = to_host((learner.actor, learner.fixed_encoder)), np.zeros(n, bool)
+    rngs = [np.random.default_rng(s) for s in seeds]
+    for rng, state in zip(rngs, host.get("rngs", [])):
+        rng.bit_generator.state = state
+
+    def act(params, obs, random, active):
+        """[N, action_dim] in [-1, 1]: uniform while random, else clip(pi(s) + N(0, expl_noise^2), -1, 1)."""
+        if np.any(active & ~random):
+            greedy = np.asarray(agent.policy(*params, jax.device_put(obs, cpu)))
+        else:  # warm-up: no policy call
+            greedy = np.zeros((n, train_envs.action_dim), np.float32)
+        action = np.zeros_like(greedy)
+        for i in np.nonzero(active)[0]:
+            if random[i]:
+                action[i] = rngs[i].uniform(-1.0, 1.0, greedy.shape[1])
+            else:
+                action[i] = np.clip(greedy[i] + rngs[i].normal(0.0, args.expl_noise, greedy.shape[1]), -1.0, 1.0)
+        return action
+
     start = time.time()
     progress, task = _progress(total, int(t.sum()) // n)
     compiled, compile_s, excluded_s = set(), 0.0, 0.0  # first calls of each update variant, and eval time
@@ -820,7 +837,8 @@ def train(args: Args) -> dict:
         if bad:
             raise FloatingPointError(f"non-finite loss at env steps {t.tolist()} (seed indices {bad}); nothing after "
                                      f"the evaluations at steps {evaluated_to.tolist()} was saved")
-        returns = evaluator(lambda o: agent.policy(learner.eval_actor, learner.eval_encoder, o), active=waiting)
+        eval_params = to_host((learner.eval_actor, learner.eval_encoder))
+        returns = evaluator(lambda o: np.asarray(agent.policy(*eval_params, jax.device_put(o, cpu))), active=waiting)
         policy_updates = np.asarray(learner.eval_steps)
         results = [(seeds[i], int(eval_step[i]), float(returns[i]), int(policy_updates[i]))
                    for i in np.nonzero(waiting)[0]]
@@ -835,6 +853,7 @@ def train(args: Args) -> dict:
                                + f"  (mean {np.mean(returns[waiting]):.2f})")
         if args.save_model:
             host["schedules"] = [asdict(s) for s in schedules]
+            host["rngs"] = [rng.bit_generator.state for rng in rngs]
             host["envs"] = train_envs.get_state()
             save_checkpoint(run_dir, learner, buffer, prio, int(min(t.max(), agent.capacity)), host)
         excluded_s += time.time() - t_eval
@@ -853,12 +872,46 @@ def train(args: Args) -> dict:
                 if np.all((eval_step >= 0) | (next_eval < 0)):  # every seed is there (or done)
                     flush()
 
-            # Acting: every seed that owes no updates takes an env step (cheap, so it goes first).
-            free = (pending == 0) & (t < total)
+            free, owes = (pending == 0) & (t < total), pending > 0
+            if not (free.any() or owes.any()):
+                break  # every seed is done
+
+            # Training: one vmapped update of every seed that owes one (the others are masked),
+            # dispatched without waiting for it, so the env steps below overlap it on an accelerator.
+            if owes.any():
+                update_actor = bool(np.any(owes & ((steps + 1) % args.policy_freq == 0)))
+                sync = bool(np.any(owes & ((steps + 1) % args.target_update_rate == 0)))
+                if (update_actor, sync) not in compiled:
+                    tc = time.time()
+                    learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
+                    jax.block_until_ready(prio)
+                    compiled.add((update_actor, sync))
+                    compile_s += time.time() - tc
+                    excluded_s += time.time() - tc
+                else:
+                    learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
+                if window is None:
+                    window = (time.time(), int(t.sum()), int(steps.sum()))
+                    excluded_s = 0.0
+                steps[owes] += 1
+                pending[owes] -= 1
+                stale |= owes
+                masking["update_calls"] += 1
+                masking["seed_updates"] += int(owes.sum())
+                masking["actor_calls"] += int(update_actor)
+                masking["seed_actor_updates"] += int(np.sum(owes & (steps % args.policy_freq == 0)))
+                if masking["update_calls"] % 100 == 0 and window:
+                    elapsed = max(time.time() - window[0] - excluded_s, 1e-9)
+                    progress.update(task, sps=f"{(t.sum() - window[1]) / elapsed:.0f}")
+
+            # Acting: every seed that owed nothing takes an env step, on the host.
             if free.any():
                 random = np.array([not s.allow_train for s in schedules])
-                learner, action = agent.act(learner, obs, random, free)
-                env_step = train_envs.step(np.asarray(action), free)
+                if np.any(free & ~random & stale):  # a seed acts with a policy trained since the last copy
+                    acting = to_host((learner.actor, learner.fixed_encoder))  # waits for its updates
+                    stale[:] = False
+                action = act(acting, obs, random, free)
+                env_step = train_envs.step(action, free)
                 buffer, prio = agent.add(buffer, prio, Buffer(obs, action, env_step.reward, env_step.next_obs,
                                                               env_step.terminated.astype(np.float32)), free)
                 obs = env_step.obs
@@ -876,36 +929,6 @@ def train(args: Args) -> dict:
                     learner = agent.snapshot(learner, save, no_mask)
                 if t.sum() % 200 < n:
                     progress.update(task, completed=int(t.sum()) // n)
-                continue
-
-            owes = pending > 0
-            if not owes.any():
-                break  # every seed is done
-
-            # Training: one vmapped update of every seed that owes one; the others are masked.
-            update_actor = bool(np.any(owes & ((steps + 1) % args.policy_freq == 0)))
-            sync = bool(np.any(owes & ((steps + 1) % args.target_update_rate == 0)))
-            if (update_actor, sync) not in compiled:
-                tc = time.time()
-                learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
-                jax.block_until_ready(prio)
-                compiled.add((update_actor, sync))
-                compile_s += time.time() - tc
-                excluded_s += time.time() - tc
-            else:
-                learner, prio, metrics = agent.update(learner, buffer, prio, owes, update_actor, sync)
-            if window is None:
-                window = (time.time(), int(t.sum()), int(steps.sum()))
-                excluded_s = 0.0
-            steps[owes] += 1
-            pending[owes] -= 1
-            masking["update_calls"] += 1
-            masking["seed_updates"] += int(owes.sum())
-            masking["actor_calls"] += int(update_actor)
-            masking["seed_actor_updates"] += int(np.sum(owes & (steps % args.policy_freq == 0)))
-            if masking["update_calls"] % 100 == 0 and window:
-                elapsed = max(time.time() - window[0] - excluded_s, 1e-9)
-                progress.update(task, sps=f"{(t.sum() - window[1]) / elapsed:.0f}")
         jax.block_until_ready(learner)
         loop_end = time.time()
         if np.any(eval_step >= 0):
