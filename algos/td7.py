@@ -127,6 +127,9 @@ class Args:
     """priority exponent: p = max(|delta|, min_priority)^alpha"""
     min_priority: float = 1.0
     """priority floor, also the LAP-Huber threshold"""
+    overlap_steps: Optional[int] = None
+    """with several seeds: env steps each acting seed takes on the host per dispatched update (default: 8 on
+    an accelerator; 0 on CPU, meaning seeds act until they owe updates). Changes speed, not any seed's run"""
     # Checkpoints
     checkpoints: bool = True
     """policy checkpoints: train in bursts at episode ends, evaluate the checkpoint policy (--no-checkpoints: one update per env step)"""
@@ -797,10 +800,14 @@ def train(args: Args) -> dict:
     t, pending, steps = host["t"], host["pending"], host["steps"]
     next_eval, eval_step, evaluated_to, masking = host["next_eval"], host["eval_step"], host["evaluated_to"], host["masking"]
 
-    # Acting on the host: a CPU copy of each seed's (actor, fixed_encoder), refreshed when a seed
-    # that was trained acts again; exploration from per-seed numpy generators.
+    # Acting on the host: a CPU copy of each seed's (actor, fixed_encoder), refreshed seed by seed
+    # when a seed that was trained acts again; exploration from per-seed numpy generators.
     cpu = jax.devices("cpu")[0]
+    overlap_steps = args.overlap_steps if args.overlap_steps is not None else (
+        0 if jax.default_backend() == "cpu" else 8)
     to_host = lambda tree: jax.device_put(jax.tree.map(np.array, tree), cpu)  # noqa: E731  (copies: donation-safe)
+    take = jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree))  # one seed's slice, on the training device
+    put = jax.jit(lambda tree, i, row: jax.tree.map(lambda x, r: x.at[i].set(r), tree, row), donate_argnums=0)
     acting, stale = to_host((learner.actor, learner.fixed_encoder)), np.zeros(n, bool)
     rngs = [np.random.default_rng(s) for s in seeds]
     for rng, state in zip(rngs, host.get("rngs", [])):
@@ -877,8 +884,11 @@ def train(args: Args) -> dict:
                 break  # every seed is done
 
             # Training: one vmapped update of every seed that owes one (the others are masked),
-            # dispatched without waiting for it, so the env steps below overlap it on an accelerator.
-            if owes.any():
+            # dispatched without waiting for it. On CPU the free seeds act first (acting is cheap and
+            # shares the cores, so nothing is masked); on an accelerator up to overlap_steps env steps
+            # of every free seed run on the host while the device trains. Both rules depend on host
+            # counters only, so a run is reproducible.
+            if owes.any() and (overlap_steps or not free.any()):
                 update_actor = bool(np.any(owes & ((steps + 1) % args.policy_freq == 0)))
                 sync = bool(np.any(owes & ((steps + 1) % args.target_update_rate == 0)))
                 if (update_actor, sync) not in compiled:
@@ -904,12 +914,16 @@ def train(args: Args) -> dict:
                     elapsed = max(time.time() - window[0] - excluded_s, 1e-9)
                     progress.update(task, sps=f"{(t.sum() - window[1]) / elapsed:.0f}")
 
-            # Acting: every seed that owed nothing takes an env step, on the host.
-            if free.any():
+            # Acting: every seed that owes nothing and is not at an evaluation point steps its env, on the host.
+            for _ in range(overlap_steps or 1):
+                free = (pending == 0) & (t < total) & (t != next_eval)
+                if not free.any():
+                    break
                 random = np.array([not s.allow_train for s in schedules])
-                if np.any(free & ~random & stale):  # a seed acts with a policy trained since the last copy
-                    acting = to_host((learner.actor, learner.fixed_encoder))  # waits for its updates
-                    stale[:] = False
+                for i in np.nonzero(free & ~random & stale)[0]:  # trained since its last copy: waits for its updates
+                    row = jax.device_put(take((learner.actor, learner.fixed_encoder), i), cpu)
+                    acting = put(acting, i, row)
+                    stale[i] = False
                 action = act(acting, obs, random, free)
                 env_step = train_envs.step(action, free)
                 buffer, prio = agent.add(buffer, prio, Buffer(obs, action, env_step.reward, env_step.next_obs,
