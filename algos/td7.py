@@ -20,8 +20,10 @@ that owe nothing keep acting. One vmapped update serves every seed that owes one
 others, so a seed's updates happen at the same points of its own stream as in a single-seed run
 of the authors' loop. The masked compute is counted and reported (`masking` in the returned
 dict and at the end of a run). Acting runs on the host CPU with a copy of each seed's acting
-policy, so on an accelerator the env steps of some seeds overlap the updates of others: the
-update is dispatched asynchronously and nothing waits on it until a seed's burst is over.
+policy. On CPU, seeds that owe nothing act first (env steps are cheap next to updates), so
+almost nothing is masked; on an accelerator, updates are dispatched asynchronously and every
+acting seed takes up to --overlap-steps env steps while the device trains. Both rules depend
+only on host counters, so a run is reproducible.
 
 Deviations and notes (none changes the algorithm):
 - Actions live in [-1, 1] (the buffer stores a / max_action as the authors do); the `envs`
