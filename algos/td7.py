@@ -33,11 +33,15 @@ Deviations and notes (none changes the algorithm):
 - Warm-up actions (uniform in [-1, 1]) and exploration noise come from a per-seed numpy
   generator seeded with the seed, not from `env.action_space.sample()` and torch (same
   distributions, other random streams). The acting policy is evaluated by XLA on the CPU.
-- The buffer holds min(buffer_size, total_timesteps) transitions (it never wraps in a run).
+- The buffer holds min(buffer_size, total_timesteps) transitions: identical behaviour, since a
+  run never wraps a buffer larger than its length, and less memory for short runs.
 - Evaluations run at step 0, every eval_freq steps and at the final step; the authors' loop also
   evaluates at 0 and every eval_freq up to max_timesteps. Evaluation of a seed is computed
   when every seed has reached the same evaluation point (batched), on a snapshot of the policy
   taken when that seed reached it: the numbers are those of evaluating on the spot.
+- The evaluation env is re-seeded seed + 100 at every evaluation (the TD3 repo's protocol, shared
+  by every file here); the TD7 repo seeds it once, so its later evaluations start from other
+  (identically distributed) states.
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
 - Offline TD7 (TD3+BC term, D4RL) is not part of this file.
 """
