@@ -133,20 +133,26 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_results(tmp_path):
     assert rows and all(np.isfinite(r) for _, _, r in rows)
 
 
-def test_cli_rejects_unknown_env_and_discrete_actions():
+@pytest.mark.parametrize("script", ["td3.py", "td7.py"])
+def test_cli_rejects_unknown_env_and_discrete_actions(script):
     for env_id, message in (("Hoper-v4", "Did you mean: Hopper-v4"), ("CartPole-v1", "continuous")):
-        proc = _cli("td3.py", "--env-id", env_id, "--results-dir", "/tmp/never-written")
+        proc = _cli(script, "--env-id", env_id, "--results-dir", "/tmp/never-written")
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0 and message in out
 
 
-def test_a_copied_algorithm_file_runs_on_its_own(tmp_path):
+@pytest.mark.parametrize("script,extra", [("td3.py", []), ("td7.py", ["--num-seeds", "2", "--batch-size", "32",
+                                                                     "--zs-dim", "16", "--enc-hdim", "16",
+                                                                     "--critic-hdim", "16", "--actor-hdim", "16"])])
+def test_a_copied_algorithm_file_runs_on_its_own(tmp_path, script, extra):
     """The fork promise: copy one file anywhere, keep `envs` importable, run it."""
-    shutil.copy(os.path.join(ROOT, "algos", "td3.py"), tmp_path / "my_td3.py")
+    shutil.copy(os.path.join(ROOT, "algos", script), tmp_path / f"my_{script}")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "my_td3.py", "--env-id", "Pendulum-v1", "--total-timesteps", "300",
+    proc = subprocess.run([sys.executable, f"my_{script}", "--env-id", "Pendulum-v1", "--total-timesteps", "300",
                            "--learning-starts", "100", "--eval-freq", "300", "--eval-episodes", "1",
-                           "--results-dir", "out"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                           "--results-dir", "out", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = os.listdir(tmp_path / "out")
-    assert len(_eval_rows(tmp_path / "out" / run)) == 2  # steps 0 and 300
+    seeds = 2 if script == "td7.py" else 1
+    assert len(_eval_rows(tmp_path / "out" / run)) == 2 * seeds  # steps 0 and 300
