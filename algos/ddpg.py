@@ -17,7 +17,8 @@ Deviations and notes (none changes the algorithm):
 - Actions live in [-1, 1]; the `envs` adapter maps them onto the env's bounds. Exploration
   noise 0.1 is therefore in units of max_action, as the repo's `expl_noise * max_action`.
 - Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
-  `episode_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same.
+  `episode_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same except for a
+  real termination on the time-limit step itself, which old gym stored as not done.
 - Warm-up actions are uniform in [-1, 1] drawn from each seed's JAX key instead of
   `env.action_space.sample()` (same distribution, another random stream).
 - The buffer holds min(buffer_size, total_timesteps) transitions: identical behaviour, since a

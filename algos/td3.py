@@ -16,7 +16,8 @@ Deviations and notes (none changes the algorithm):
   noise 0.1, target noise 0.2 and noise clip 0.5 are therefore in units of max_action, which is
   the repo's `x * max_action` scaling exactly for symmetric boxes (every MuJoCo task).
 - Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
-  `episode_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same.
+  `episode_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same except for a
+  real termination on the time-limit step itself, which old gym stored as not done.
 - Warm-up actions are uniform in [-1, 1] drawn from each seed's JAX key instead of
   `env.action_space.sample()` (same distribution, another random stream).
 - The buffer holds min(buffer_size, total_timesteps) transitions: identical behaviour, since a

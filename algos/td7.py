@@ -29,7 +29,8 @@ Deviations and notes (none changes the algorithm):
 - Actions live in [-1, 1] (the buffer stores a / max_action as the authors do); the `envs`
   adapter maps them affinely onto the env's bounds, so noise is in normalised units as in TD7.
 - Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
-  `ep_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same.
+  `ep_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same except for a
+  real termination on the time-limit step itself, which old gym stored as not done.
 - Warm-up actions (uniform in [-1, 1]) and exploration noise come from a per-seed numpy
   generator seeded with the seed, not from `env.action_space.sample()` and torch (same
   distributions, other random streams). The acting policy is evaluated by XLA on the CPU.
@@ -42,6 +43,8 @@ Deviations and notes (none changes the algorithm):
 - The evaluation env is re-seeded seed + 100 at every evaluation (the TD3 repo's protocol, shared
   by every file here); the TD7 repo seeds it once, so its later evaluations start from other
   (identically distributed) states.
+- On GPUs JAX may run float32 matmuls in TF32, while the authors' PyTorch 2.0 uses full float32;
+  set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
 - Offline TD7 (TD3+BC term, D4RL) is not part of this file.
 """
@@ -86,7 +89,7 @@ class Args:
     total_timesteps: int = 1_000_000
     """env steps per seed (the paper reports 300k, 1M and 5M)"""
     learning_starts: int = 25_000
-    """uniform-random steps; the policy acts from the first episode that ends after them (timesteps_before_training)"""
+    """uniform-random steps; the policy acts from the episode after the first one that ends after them (timesteps_before_training)"""
     eval_freq: int = 5_000
     """evaluate every this many env steps (and at step 0 and at the end)"""
     eval_episodes: int = 10
