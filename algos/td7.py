@@ -974,8 +974,7 @@ def train(args: Args) -> dict:
     timed = None
     if window:
         elapsed = loop_end - window[0] - excluded_s
-        timed = {"env_steps_per_s": (t.sum() - window[1]) / elapsed, "updates_per_s": (steps.sum() - window[2]) / elapsed,
-                 "update_calls_per_s": calls / elapsed if not args.resume else None}
+        timed = {"env_steps_per_s": (t.sum() - window[1]) / elapsed, "updates_per_s": (steps.sum() - window[2]) / elapsed}
     return {
         "run_dir": run_dir, "learner": learner, "buffer": buffer, "priorities": prio, "final_eval": last_eval,
         "compile_s": compile_s, "timed": timed, "masking": waste, "training_steps": steps.copy(),

@@ -86,6 +86,41 @@ def test_env_state_replay_restores_exactly():
             assert sa.episodes == sb.episodes
 
 
+
+def test_inactive_seeds_do_not_step_and_replay_stays_exact():
+    """`active` steps a subset (TD7's per-seed schedules): the others keep their observation and
+    their env is untouched, so each seed's stream equals stepping it alone; NaN actions of
+    inactive seeds are ignored; checkpoint replay still restores the state exactly."""
+    masked, alone = envs.SeedEnvs("Hopper-v4", [3, 4]), envs.SeedEnvs("Hopper-v4", [4])
+    masked.reset(), alone.reset()
+    rng = np.random.default_rng(1)
+    for k in range(80):
+        act = rng.uniform(-1, 1, (2, masked.action_dim)).astype(np.float32)
+        active = np.array([True, k % 3 == 0])
+        before = masked.obs.copy()
+        act[~active] = np.nan  # ignored where inactive
+        s = masked.step(act, active)
+        if not active[1]:
+            np.testing.assert_array_equal(s.obs[1], before[1])
+            np.testing.assert_array_equal(s.next_obs[1], before[1])
+            assert s.reward[1] == 0.0 and not s.terminated[1] and not s.truncated[1]
+        else:
+            a = alone.step(act[1:])
+            np.testing.assert_array_equal(s.next_obs[1], a.next_obs[0])
+            assert s.reward[1] == a.reward[0]
+    copy = envs.SeedEnvs("Hopper-v4", [3, 4])
+    np.testing.assert_array_equal(copy.set_state(masked.get_state()), masked.obs)
+    with pytest.raises(FloatingPointError, match=r"seed index \[0\]"):
+        masked.step(np.full((2, masked.action_dim), np.nan, np.float32), np.array([True, False]))
+
+
+def test_evaluator_evaluates_only_active_seeds():
+    ev = envs.Evaluator("CountEnv-v0", [100, 101, 102], episodes=3)
+    policy = lambda obs: np.full((obs.shape[0], 1), 0.5, np.float32)  # noqa: E731
+    full = ev(policy)
+    part = ev(policy, active=np.array([False, True, False]))
+    assert np.isnan(part[0]) and np.isnan(part[2]) and part[1] == full[1]
+
 # ---------------------------------------------------------------------------------------------
 # Actions, seeding
 # ---------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ def test_solves_pendulum(algo, tmp_path):
 def test_td7_solves_pendulum(tmp_path):
     """TD7 (SALE, LAP, value clipping; paper networks and learning rates) on Pendulum-v1: 2 seeds,
     4,000 env steps of which 1,000 random, one update per step, mean final return >= -450 (a
-    swing-up from most start states; random play scores about -1200). Measured on the 2-core CPU machine: -224 and -308 (mean -266) at 4,000
-    steps, about 165 s; the untrained actor scores about -1280.
+    swing-up from most start states; random play scores about -1200). Measured on the 2-core CPU machine: -219 and -307 (mean -263) at 4,000
+    steps, about 150-175 s; the untrained actor scores about -1280.
 
     Policy checkpoints are off (`--no-checkpoints`) here: Pendulum's start states make the return
     of one episode of a fixed policy range from about 0 to -1500, and before 750k training steps
