@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train test test-slow bench lock clean
+.PHONY: setup train test test-slow bench reproduce reproduce-quick summary lock clean
 
 setup: $(STAMP)
 
@@ -33,11 +33,26 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
+# The papers' grids (reproduce/grids/*.toml): every (algo, env) is one process with all its seeds; re-running
+# skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.
+# reproduce = the papers' budgets and seeds (days on this CPU; meant for a GPU).
+# reproduce-quick = the reduced grid, about an hour on 2 CPU cores.
+JOBS ?= 1
+reproduce: setup
+	$(BIN)/python -m reproduce.launch --scale full --jobs $(JOBS) $(ARGS)
+
+reproduce-quick: setup
+	$(BIN)/python -m reproduce.launch --scale quick --jobs $(JOBS) $(ARGS)
+
+# Regenerate results/SUMMARY.md, results/summary.csv and results/plots/ from the runs on disk.
+summary: setup
+	$(BIN)/python -m reproduce.summarize
+
 # Re-resolve the ranges in pyproject.toml into requirements.lock (in a throw-away venv).
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot]"
 	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
 
 clean:

@@ -1,0 +1,1 @@
+"""`make reproduce`: the papers' grids as data (grids/*.toml), a resumable launcher and the summary."""

@@ -1,0 +1,301 @@
+"""Run a scale of the papers' grids: `python -m reproduce.launch --scale quick [--jobs 2]`.
+
+Each (algo, env) is one process training all its seeds (`--num-seeds`), with `--save-model` so a
+killed run resumes from its last evaluation. Re-running the launcher skips completed runs, resumes
+killed ones and retries failed ones; a failure is reported and the other runs go on. Results go to
+results/runs/<reproduce|reproduce-quick>/<algo>/<env>/ (eval.csv, train_episodes.csv,
+config.json; the large checkpoints are deleted once a run completes), logs to <root>/logs/.
+At the end results/SUMMARY.md is regenerated (reproduce.summarize).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from reproduce.grid import GRID_DIR, ROOT, SCALES, Run, expand, load_papers
+
+RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
+             "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old", "checkpoint.tmp")
+
+
+# ---------------------------------------------------------------------------------------------
+# State of a run on disk
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class State:
+    kind: str  # done | todo | resume | restart | conflict | unavailable
+    detail: str = ""
+    step: int = 0  # last evaluated step common to all seeds
+
+
+def algo_path(algo: str) -> str:
+    return os.path.join(ROOT, "algos", f"{algo}.py")
+
+
+def eval_steps(run_dir: str) -> dict[int, set[int]]:
+    """seed -> set of evaluated steps in run_dir/eval.csv."""
+    out: dict[int, set[int]] = {}
+    path = os.path.join(run_dir, "eval.csv")
+    if not os.path.exists(path):
+        return out
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                out.setdefault(int(row["seed"]), set()).add(int(row["step"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
+def last_common_step(run_dir: str, seeds: list[int]) -> int:
+    steps = eval_steps(run_dir)
+    common = set.intersection(*(steps.get(s, set()) for s in seeds)) if seeds else set()
+    return max(common, default=0)
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    return any(os.path.exists(os.path.join(run_dir, d, "host.pkl")) for d in CHECKPOINT_DIRS[:2])
+
+
+def run_state(run: Run, root: str) -> State:
+    if not os.path.exists(algo_path(run.algo)):
+        return State("unavailable", f"algos/{run.algo}.py does not exist yet")
+    run_dir = run.run_dir(root)
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        return State("restart", "no config.json") if os.path.exists(run_dir) and os.listdir(run_dir) else State("todo")
+    try:
+        with open(config_path) as f:
+            args = json.load(f)["args"]
+    except (OSError, ValueError, KeyError) as e:
+        return State("conflict", f"unreadable {config_path}: {e}")
+    want = {"env_id": run.env, "total_timesteps": run.steps, "num_seeds": run.seeds,
+            "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes}
+    diff = {k: (args.get(k), v) for k, v in want.items() if args.get(k) != v}
+    if diff:
+        return State("conflict", "the run on disk differs from the grid (on disk, grid): "
+                     + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
+                     + f"; move {run_dir} away to rerun it")
+    seeds = [args.get("seed", 0) + i for i in range(run.seeds)]
+    step = last_common_step(run_dir, seeds)
+    if step >= run.steps:
+        return State("done", step=step)
+    if has_checkpoint(run_dir):
+        return State("resume", f"from step {step}", step=step)
+    return State("restart", f"stopped at step {step} without a checkpoint", step=step)
+
+
+def command(run: Run, root: str, state: State) -> list[str]:
+    if state.kind == "resume":
+        return [sys.executable, algo_path(run.algo), "--resume", run.run_dir(root)]
+    return [sys.executable, algo_path(run.algo), "--env-id", run.env, "--num-seeds", str(run.seeds),
+            "--total-timesteps", str(run.steps), "--eval-freq", str(run.eval_freq),
+            "--eval-episodes", str(run.eval_episodes), "--save-model",
+            "--results-dir", os.path.join(root, run.algo), "--run-name", run.env, *run.args]
+
+
+def set_aside(run: Run, root: str) -> str:
+    """Move an unresumable partial run to <root>/.incomplete/ (kept, never deleted)."""
+    dest = os.path.join(root, ".incomplete", f"{run.algo}__{run.env}__{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(run.run_dir(root), dest)
+    return dest
+
+
+def drop_checkpoints(run_dir: str) -> None:
+    for d in CHECKPOINT_DIRS:
+        shutil.rmtree(os.path.join(run_dir, d), ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress over the grid
+# ---------------------------------------------------------------------------------------------
+def fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """Work = env steps x seeds x the algorithm's relative cost; the ETA extrapolates this session's rate."""
+
+    def __init__(self, runs: list[Run], start_steps: dict[str, int]):
+        self.runs = {r.name: r for r in runs}
+        self.total = sum(r.work for r in runs) or 1.0
+        self.start = {n: start_steps.get(n, 0) / self.runs[n].steps * self.runs[n].work for n in self.runs}
+        self.now = dict(self.start)
+        self.t0 = time.time()
+
+    def update(self, name: str, step: int) -> None:
+        run = self.runs[name]
+        self.now[name] = max(self.now[name], min(step, run.steps) / run.steps * run.work)
+
+    def line(self, done: int, running: list[str], failed: int, total_runs: int) -> str:
+        work = sum(self.now.values())
+        gained = work - sum(self.start.values())
+        elapsed = time.time() - self.t0
+        eta = (self.total - work) * elapsed / gained if gained > 0 else None
+        now = ", ".join(f"{n} {int(self.now[n] / self.runs[n].work * self.runs[n].steps):,}/"
+                        f"{self.runs[n].steps:,}" for n in running)
+        return (f"[grid] {done}/{total_runs} runs done, {failed} failed | {100 * work / self.total:.0f}% of the work"
+                f" | elapsed {fmt_duration(elapsed)}, ETA {fmt_duration(eta)}" + (f" | running: {now}" if now else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher
+# ---------------------------------------------------------------------------------------------
+def _provenance(argv: list[str]) -> dict:
+    import platform
+
+    from reproduce.summarize import git_info, versions
+    return {"command": " ".join(argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+            "versions": versions(), "git": git_info()}
+
+
+def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: int = 1,
+           papers: list[str] | None = None, algos: list[str] | None = None, envs: list[str] | None = None,
+           keep_checkpoints: bool = False, dry_run: bool = False, poll_s: float = 2.0, report_s: float = 60.0,
+           argv: list[str] | None = None, out=sys.stdout) -> dict:
+    """Run every pending run of the grid; returns {run name: final state kind or 'failed'}."""
+    root = root or RUN_ROOTS[scale]
+    runs = expand(load_papers(grid_dir, papers), scale, algos, envs)
+    if not runs:
+        raise ValueError(f"the selection expands to no run at scale '{scale}'")
+    states = {r.name: run_state(r, root) for r in runs}
+
+    def say(msg):
+        print(msg, file=out, flush=True)
+
+    say(f"[grid] scale '{scale}': {len(runs)} runs under {os.path.relpath(root, ROOT)}")
+    for r in runs:
+        st = states[r.name]
+        say(f"  {r.name:40s} {r.seeds:>2d} seeds x {r.steps:>9,d} steps  [{st.kind}{': ' + st.detail if st.detail else ''}]"
+            f"  ({', '.join(r.papers)})")
+    if dry_run:
+        return {n: s.kind for n, s in states.items()}
+
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    prov_path = os.path.join(root, "launches.json")
+    history = json.load(open(prov_path)) if os.path.exists(prov_path) else []
+    history.append({**_provenance(argv or [sys.executable, "-m", "reproduce.launch"] + sys.argv[1:]),
+                    "scale": scale, "jobs": jobs, "runs": [asdict(r) for r in runs]})
+    with open(prov_path + ".tmp", "w") as f:
+        json.dump(history, f, indent=2)
+    os.replace(prov_path + ".tmp", prov_path)
+
+    result = {n: s.kind for n, s in states.items() if s.kind in ("done", "unavailable", "conflict")}
+    pending = [r for r in runs if states[r.name].kind in ("todo", "resume", "restart")]
+    progress = Progress([r for r in runs if states[r.name].kind != "unavailable"],
+                        {n: (s.step if s.kind != "done" else 10 ** 12) for n, s in states.items()})
+    for r in runs:
+        if states[r.name].kind == "done" and not keep_checkpoints:
+            drop_checkpoints(r.run_dir(root))
+    running: dict[str, tuple[Run, subprocess.Popen, str]] = {}
+    last_report = 0.0
+
+    def report():
+        done = sum(v == "done" for v in result.values())
+        failed = sum(v == "failed" for v in result.values())
+        say(progress.line(done, list(running), failed, len([r for r in runs if states[r.name].kind != "unavailable"])))
+
+    while pending or running:
+        while pending and len(running) < jobs:
+            run = pending.pop(0)
+            state = run_state(run, root)
+            if state.kind == "restart" and os.path.exists(run.run_dir(root)):
+                say(f"[grid] {run.name}: {state.detail}; moved to {set_aside(run, root)} and restarted")
+                state = State("todo")
+            cmd = command(run, root, state)
+            log_path = os.path.join(root, "logs", f"{run.algo}__{run.env}.log")
+            log = open(log_path, "a")
+            log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
+            log.flush()
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+                [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            log.close()
+            running[run.name] = (run, proc, log_path)
+            say(f"[grid] start {run.name} ({state.kind}{' ' + state.detail if state.detail else ''}); "
+                f"log {os.path.relpath(log_path, ROOT)}")
+        time.sleep(poll_s)
+        for name, (run, proc, log_path) in list(running.items()):
+            progress.update(name, _progress_step(run, root))
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del running[name]
+            state = run_state(run, root)
+            if rc == 0 and state.kind == "done":
+                result[name] = "done"
+                if not keep_checkpoints:
+                    drop_checkpoints(run.run_dir(root))
+                say(f"[grid] done  {name}")
+            else:
+                result[name] = "failed"
+                with open(log_path, errors="replace") as f:
+                    tail = f.readlines()[-15:]
+                say(f"[grid] FAILED {name} (exit code {rc}, state {state.kind}); last lines of "
+                    f"{os.path.relpath(log_path, ROOT)}:\n    " + "    ".join(tail))
+            report()
+            last_report = time.time()
+        if time.time() - last_report > report_s:
+            report()
+            last_report = time.time()
+
+    say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}"
+                                        for k in ("done", "failed", "conflict", "unavailable")))
+    for name, kind in result.items():
+        if kind in ("failed", "conflict"):
+            detail = states[name].detail if kind == "conflict" else f"see {root}/logs"
+            say(f"  {kind.upper()}: {name}: {detail}")
+    return result
+
+
+def _progress_step(run: Run, root: str) -> int:
+    """Last evaluated step of a running run (every seed evaluates at the same steps)."""
+    steps = eval_steps(run.run_dir(root))
+    return max((max(v) for v in steps.values() if v), default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=SCALES, default="quick",
+                   help="full = the papers' budgets and seeds (meant for a GPU); quick = the reduced grid")
+    p.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", 1)),
+                   help="processes run at once (default $JOBS or 1)")
+    p.add_argument("--papers", nargs="*", help="only these paper ids (grid file ids)")
+    p.add_argument("--algos", nargs="*", help="only these algorithms")
+    p.add_argument("--envs", nargs="*", help="only these env ids")
+    p.add_argument("--root", help="results folder of this scale (default results/runs/reproduce[-quick])")
+    p.add_argument("--grid-dir", default=GRID_DIR, help="folder of the paper grid files")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep completed runs' checkpoints (large)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--no-summary", action="store_true", help="do not regenerate results/SUMMARY.md at the end")
+    a = p.parse_args(argv)
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    try:
+        result = launch(a.scale, a.root, a.grid_dir, a.jobs, a.papers, a.algos, a.envs, a.keep_checkpoints,
+                        a.dry_run, argv=[sys.executable, "-m", "reproduce.launch"] + (argv or sys.argv[1:]))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not a.dry_run and not a.no_summary:
+        from reproduce import summarize
+        summarize.main([])
+    return 1 if any(v in ("failed", "conflict") for v in result.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

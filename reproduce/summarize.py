@@ -1,0 +1,521 @@
+"""results/SUMMARY.md, results/summary.csv and results/plots/ from the runs' eval.csv files.
+
+`python -m reproduce.summarize` (also run at the end of `make reproduce[-quick]`). For every paper
+grid and scale: our statistic (the one the reference reports, computed the same way over our
+seeds) with a 95% percentile bootstrap CI over seeds, beside each reference row of
+results/reference/, with a verdict; the paper's aggregates; learning curves against the
+reference points. Nothing here is typed by hand: every number comes from a CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from reproduce.grid import GRID_DIR, ROOT, Aggregate, Paper, load_papers
+
+RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
+             "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
+SCALE_TITLES = {"full": "full (`make reproduce`: the papers' budgets and seeds)",
+                "quick": "quick (`make reproduce-quick`: a REDUCED grid, fewer envs, seeds and steps)"}
+BOOTSTRAP = 10_000  # resamples for every CI
+Z95 = 1.959964
+REFERENCE_HEADER = ["paper", "algo", "env", "budget", "statistic", "mean", "spread", "spread_kind", "seeds", "source"]
+SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_mean", "ours_lo", "ours_hi", "seeds",
+                  "reference_env", "reference_mean", "reference_lo", "reference_hi", "reference_source", "verdict"]
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro", "rliable", "matplotlib"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_info() -> dict:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0:
+            return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+def load_reference(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != REFERENCE_HEADER:
+            raise ValueError(f"{path}: header must be {','.join(REFERENCE_HEADER)}, got {reader.fieldnames}")
+        rows = []
+        for i, row in enumerate(reader, start=2):
+            try:
+                row["budget"], row["mean"] = int(row["budget"]), float(row["mean"])
+                row["spread"] = float(row["spread"]) if row["spread"] else None
+                row["seeds"] = int(row["seeds"]) if row["seeds"] else None
+            except ValueError as e:
+                raise ValueError(f"{path} line {i}: {e}") from e
+            if row["statistic"] not in STATISTICS and row["statistic"] != "mean_pct_gain_over_td3":
+                raise ValueError(f"{path} line {i}: unknown statistic {row['statistic']!r}")
+            if row["spread"] is not None and row["spread_kind"] not in ("std", "ci95"):
+                raise ValueError(f"{path} line {i}: spread_kind must be std or ci95, got {row['spread_kind']!r}")
+            if not row["source"]:
+                raise ValueError(f"{path} line {i}: every reference row names its source")
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class RunData:
+    algo: str
+    env: str
+    run_dir: str
+    config: dict
+    steps: np.ndarray  # (T,) evaluation steps every seed has
+    returns: np.ndarray  # (seeds, T)
+
+    @property
+    def seeds(self) -> int:
+        return self.returns.shape[0]
+
+    def upto(self, budget: int) -> np.ndarray | None:
+        """(seeds, T') returns at the evaluations <= budget; None unless budget itself was evaluated."""
+        if budget not in set(self.steps.tolist()):
+            return None
+        return self.returns[:, self.steps <= budget]
+
+
+def load_run(run_dir: str) -> RunData | None:
+    eval_path, config_path = os.path.join(run_dir, "eval.csv"), os.path.join(run_dir, "config.json")
+    if not (os.path.exists(eval_path) and os.path.exists(config_path)):
+        return None
+    with open(config_path) as f:
+        config = json.load(f)
+    by_seed: dict[int, dict[int, float]] = {}
+    with open(eval_path, newline="") as f:
+        for row in csv.DictReader(f):
+            by_seed.setdefault(int(row["seed"]), {})[int(row["step"])] = float(row["return"])
+    if not by_seed:
+        return None
+    common = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    seeds = sorted(by_seed)
+    returns = np.array([[by_seed[s][t] for t in common] for s in seeds], dtype=np.float64).reshape(len(seeds), -1)
+    return RunData(config.get("algo", os.path.basename(os.path.dirname(run_dir))), config["args"]["env_id"],
+                   run_dir, config, np.array(common, dtype=np.int64), returns)
+
+
+def load_runs(root: str) -> dict[tuple[str, str], RunData]:
+    runs = {}
+    if not os.path.isdir(root):
+        return runs
+    for algo in sorted(os.listdir(root)):
+        if algo.startswith(".") or algo == "logs" or not os.path.isdir(os.path.join(root, algo)):
+            continue
+        for env in sorted(os.listdir(os.path.join(root, algo))):
+            run = load_run(os.path.join(root, algo, env))
+            if run is not None:
+                runs[(algo, run.env)] = run
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics: each maps a (seeds, T) matrix of returns at evaluations <= budget to a number, and
+# works on a stack of bootstrap resamples (..., seeds, T) as well.
+# ---------------------------------------------------------------------------------------------
+STATISTICS = {
+    "mean_at_budget": lambda m: m[..., -1].mean(-1),
+    "max_of_mean_curve": lambda m: m.mean(-2).max(-1),
+    "mean_last_10_evals": lambda m: m[..., -10:].mean((-1, -2)),
+}
+STAT_TITLES = {"mean_at_budget": "mean at budget", "max_of_mean_curve": "max of mean curve",
+               "mean_last_10_evals": "mean of last 10 evals", "mean_pct_gain_over_td3": "mean % gain over TD3"}
+
+
+def bootstrap_ci(m: np.ndarray, stat, reps: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
+    """Point value and 95% percentile bootstrap CI of stat(m), resampling the rows (seeds) of m."""
+    m = np.asarray(m, dtype=np.float64)
+    point = float(stat(m))
+    n = m.shape[0]
+    rng = np.random.default_rng(seed)
+    values = []
+    chunk = max(1, min(reps, 20_000_000 // max(1, m.size)))  # bound the memory of the resample stack
+    for start in range(0, reps, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, reps - start), n))
+        values.append(stat(m[idx]))
+    values = np.concatenate(values)
+    return point, float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def reference_interval(ref: dict) -> tuple[float, float] | None:
+    if ref["spread"] is None:
+        return None
+    if ref["spread_kind"] == "ci95":
+        return ref["mean"] - ref["spread"], ref["mean"] + ref["spread"]
+    if not ref["seeds"]:
+        return None
+    half = Z95 * ref["spread"] / math.sqrt(ref["seeds"])
+    return ref["mean"] - half, ref["mean"] + half
+
+
+def verdict(mean: float, lo: float, hi: float, ref: dict, not_comparable: str | None = None) -> str:
+    """inside / above / below the reference's 95% CI (mean +- 1.96 std/sqrt(n), or the printed CI).
+    A reference without a spread is compared with our CI instead ('reference inside our CI')."""
+    interval = reference_interval(ref)
+    if interval is not None:
+        v = "inside" if interval[0] <= mean <= interval[1] else ("above" if mean > interval[1] else "below")
+    else:
+        v = "reference inside our CI" if lo <= ref["mean"] <= hi else ("above" if lo > ref["mean"] else "below")
+    return f"not comparable ({not_comparable}); would be: {v}" if not_comparable else v
+
+
+def env_base(env: str) -> str:
+    return re.sub(r"-v\d+$", "", env)
+
+
+def comparability(ref_env: str, run_env: str) -> str | None:
+    if ref_env == run_env:
+        return None
+    a, b = re.search(r"-(v\d+)$", ref_env), re.search(r"-(v\d+)$", run_env)
+    if a and b:
+        return f"{a.group(1)} reference, {b.group(1)} run"
+    return f"reference env {ref_env}, run env {run_env}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+def fmt(x: float | None) -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    return f"{x:.1f}" if abs(x) < 1e5 else f"{x:.4g}"
+
+
+def fmt_ci(mean, lo, hi) -> str:
+    return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def fmt_budget(b: int) -> str:
+    if b < 1000 or b % 1000:
+        return f"{b:,}"
+    return f"{b // 1_000_000}M" if b % 1_000_000 == 0 else (f"{b / 1e6:g}M" if b >= 1_000_000 else f"{b // 1000}k")
+
+
+def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tuple[list[dict], list[dict]]:
+    """One row per reference row whose env belongs to this scale's grid; then our own rows at the
+    scale's budgets (our statistics even where no reference exists)."""
+    grid = paper.scales[scale]
+    bases = {env_base(e): e for e in grid.envs}
+    rows = []
+    for ref in refs:
+        if ref["statistic"] not in STATISTICS or env_base(ref["env"]) not in bases:
+            continue
+        env = bases[env_base(ref["env"])]
+        row = {"scale": scale, "paper": paper.id, "algo": ref["algo"], "env": env, "budget": ref["budget"],
+               "statistic": ref["statistic"], "ours_mean": None, "ours_lo": None, "ours_hi": None, "seeds": 0,
+               "reference_env": ref["env"], "reference_mean": ref["mean"], "reference_lo": None, "reference_hi": None,
+               "reference_source": ref["source"]}
+        interval = reference_interval(ref)
+        if interval:
+            row["reference_lo"], row["reference_hi"] = interval
+        run = runs.get((ref["algo"], env))
+        if not os.path.exists(os.path.join(ROOT, "algos", f"{ref['algo']}.py")):
+            row["verdict"] = f"no run: algos/{ref['algo']}.py is not implemented"
+        elif run is None:
+            row["verdict"] = "no run yet"
+        elif run.upto(ref["budget"]) is None:
+            row["seeds"] = run.seeds
+            reached = int(run.steps.max()) if len(run.steps) else 0
+            row["verdict"] = (f"not comparable (budget {fmt_budget(ref['budget'])} not reached: the run ends at "
+                              f"{fmt_budget(reached)})")
+        else:
+            m = run.upto(ref["budget"])
+            mean, lo, hi = bootstrap_ci(m, STATISTICS[ref["statistic"]])
+            row.update(ours_mean=mean, ours_lo=lo, ours_hi=hi, seeds=run.seeds)
+            row["verdict"] = verdict(mean, lo, hi, ref, comparability(ref["env"], run.env))
+        rows.append(row)
+    ours = []
+    for algo in grid.algos:
+        for env in grid.envs:
+            run = runs.get((algo, env))
+            for budget in grid.budgets:
+                m = run.upto(budget) if run else None
+                r = {"algo": algo, "env": env, "budget": budget, "seeds": run.seeds if run else 0}
+                for stat in ("mean_at_budget", "max_of_mean_curve"):
+                    r[stat] = bootstrap_ci(m, STATISTICS[stat]) if m is not None else None
+                ours.append(r)
+    return rows, ours
+
+
+def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
+    """Per budget: IQM and mean of baseline-normalised scores (rliable, stratified bootstrap) and the
+    mean % gain over the baseline, on the aggregate's envs that both algorithms reached."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    out = []
+    for budget in paper.scales[scale].budgets:
+        envs, cols, ratios_algo, ratios_base = [], [], [], []
+        for env in agg.envs:
+            a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, env))
+            ma, mb = (a.upto(budget) if a else None), (b.upto(budget) if b else None)
+            if ma is None or mb is None:
+                continue
+            base = mb[:, -1].mean()
+            if base <= 0:
+                continue  # a ratio to a non-positive baseline means nothing
+            envs.append(env)
+            cols.append(ma[:, -1] / base)
+            ratios_algo.append(ma[:, -1])
+            ratios_base.append(mb[:, -1])
+        row = {"budget": budget, "envs": envs, "missing": [e for e in agg.envs if e not in envs]}
+        if envs:
+            n = min(len(c) for c in cols)
+            scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
+            point, ci = rly.get_interval_estimates(
+                {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+                reps=2000)
+            row["iqm"] = (float(point[agg.algo][0]), *map(float, ci[agg.algo][:, 0]))
+            row["mean"] = (float(point[agg.algo][1]), *map(float, ci[agg.algo][:, 1]))
+            row["gain"] = gain_ci(ratios_algo, ratios_base)
+            row["seeds"] = n
+            ref = next((r for r in refs if r["statistic"] == "mean_pct_gain_over_td3" and r["algo"] == agg.algo
+                        and r["budget"] == budget and r["env"] == agg.reference_env), None)
+            if ref is not None:
+                reason = None if set(envs) == set(agg.envs) else f"{len(envs)} of the paper's {len(agg.envs)} envs"
+                row["reference"] = ref
+                row["verdict"] = verdict(*row["gain"], ref, reason)
+        out.append(row)
+    return out
+
+
+def gain_ci(algo: list[np.ndarray], base: list[np.ndarray], reps: int = BOOTSTRAP, seed: int = 0):
+    """100 * (mean over envs of mean(algo) / mean(baseline) - 1), seeds resampled within each env."""
+    def stat(a_means, b_means):
+        return 100 * (np.mean(a_means / b_means, axis=0) - 1)
+    point = float(stat(np.array([a.mean() for a in algo]), np.array([b.mean() for b in base])))
+    rng = np.random.default_rng(seed)
+    a_bs = np.array([a[rng.integers(0, len(a), (reps, len(a)))].mean(1) for a in algo])  # (envs, reps)
+    b_bs = np.array([b[rng.integers(0, len(b), (reps, len(b)))].mean(1) for b in base])
+    values = stat(a_bs, b_bs)
+    return point, float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = paper.scales[scale]
+    envs = [e for e in grid.envs if any((a, e) in runs for a in grid.algos)]
+    if not envs:
+        return False
+    cols = min(3, len(envs))
+    rows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colours = {a: f"C{i}" for i, a in enumerate(sorted({r["algo"] for r in refs} | set(grid.algos)))}
+    rng = np.random.default_rng(0)
+    for ax, env in zip(axes.flat, envs):
+        for algo in grid.algos:
+            run = runs.get((algo, env))
+            if run is None or not len(run.steps):
+                continue
+            m = run.returns
+            boot = m[rng.integers(0, m.shape[0], (2000, m.shape[0]))].mean(1)  # (reps, T)
+            ax.plot(run.steps, m.mean(0), color=colours[algo], label=f"{algo} (ours, {run.seeds} seeds)")
+            ax.fill_between(run.steps, *np.percentile(boot, [2.5, 97.5], axis=0), color=colours[algo], alpha=0.2)
+        for ref in refs:
+            if env_base(ref["env"]) != env_base(env) or ref["statistic"] not in STATISTICS:
+                continue
+            interval = reference_interval(ref)
+            yerr = None if interval is None else [[ref["mean"] - interval[0]], [interval[1] - ref["mean"]]]
+            marker = {"mean_at_budget": "o", "max_of_mean_curve": "^", "mean_last_10_evals": "s"}[ref["statistic"]]
+            ax.errorbar([ref["budget"]], [ref["mean"]], yerr=yerr, fmt=marker, color=colours[ref["algo"]],
+                        mfc="none", capsize=3, label=f"{ref['algo']} ref {ref['env']}: {STAT_TITLES[ref['statistic']]}")
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    fig.suptitle(f"{paper.title}, {scale} scale: ours (mean, 95% bootstrap CI) vs reference points (95% CI)",
+                 fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# SUMMARY.md
+# ---------------------------------------------------------------------------------------------
+def runs_table(runs: dict, root: str) -> list[str]:
+    lines = ["| run | seeds | steps evaluated | command | commit | jax / gymnasium / mujoco | machine | wall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (algo, env), run in sorted(runs.items()):
+        c = run.config
+        v, g, mach = c.get("versions", {}), c.get("git", {}), c.get("machine", {})
+        commit = (g.get("commit") or "?")[:10] + (" (dirty)" if g.get("dirty") else "")
+        resumed = len(c.get("resumed", []))
+        wall = ""
+        try:
+            with open(os.path.join(run.run_dir, "eval.csv"), newline="") as f:
+                wall = f"{max(float(r['time_s']) for r in csv.DictReader(f)) / 60:.0f} min"
+        except (OSError, ValueError, KeyError):
+            pass
+        cmd = c.get("command", "?").replace("|", "\\|")
+        cmd = re.sub(r"\S*/(algos/\S+\.py)", r"\1", re.sub(r"--results-dir \S+", "--results-dir ...", cmd))
+        lines.append(f"| {os.path.relpath(run.run_dir, ROOT)} | {run.seeds} | {int(run.steps.max()):,} | `{cmd}`"
+                     + (f" (resumed {resumed}x)" if resumed else "")
+                     + f" | {commit} | {v.get('jax')} / {v.get('gymnasium')} / {v.get('mujoco')} | "
+                     f"{mach.get('platform', '?')}, {mach.get('cpu_count', '?')} CPUs, "
+                     f"{', '.join(mach.get('jax_devices', [])) or '?'} | {wall} |")
+    return lines
+
+
+def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str | None = None,
+              out_csv: str | None = None, plots_dir: str | None = None, ref_root: str = ROOT) -> list[dict]:
+    roots = roots or RUN_ROOTS
+    results = os.path.join(ROOT, "results")
+    out_md = out_md or os.path.join(results, "SUMMARY.md")
+    out_csv = out_csv or os.path.join(results, "summary.csv")
+    plots_dir = plots_dir or os.path.join(results, "plots")
+    papers = load_papers(grid_dir)
+    refs = {p.id: load_reference(os.path.join(ref_root, p.reference)) for p in papers}
+    git = git_info()
+    md = ["# Reproduction summary", "",
+          f"Generated by `python -m reproduce.summarize` (run by `make reproduce` and `make reproduce-quick`) "
+          f"on {time.strftime('%Y-%m-%d')}, repo commit {(git['commit'] or '?')[:10]}"
+          f"{' (dirty)' if git['dirty'] else ''}; do not edit by hand. The runs' own provenance (command, "
+          "commit, versions, machine) is in the runs table of each scale and in each run's config.json.", "",
+          "How to read it:",
+          "- **ours** = the statistic the reference reports, computed the same way from our eval.csv: mean over "
+          f"seeds [95% percentile bootstrap CI over seeds, {BOOTSTRAP:,} resamples].",
+          "- **reference** = results/reference/*.csv, each row with its source; its 95% CI is mean ± "
+          "1.96·std/√n when the source gives a std over n seeds, the printed interval when it gives a CI.",
+          "- **verdict** = where our mean falls: *inside* / *above* / *below* the reference's CI. A reference "
+          "without a spread is tested against our CI (*reference inside our CI* / *above* / *below*). "
+          "*not comparable* (different env version, budget not reached, a subset of the paper's envs) is "
+          "always followed by what the verdict would be when both numbers exist.", ""]
+    all_rows = []
+    for scale in ("full", "quick"):
+        root = roots.get(scale)
+        runs = load_runs(root) if root else {}
+        md += [f"## Scale: {SCALE_TITLES[scale]}", ""]
+        if not runs:
+            md += [f"No runs yet (`make reproduce{'-quick' if scale == 'quick' else ''}`).", ""]
+            continue
+        if scale == "quick":
+            md += ["**Reduced grid**: fewer envs, seeds and env steps than the papers (see reproduce/grids/*.toml, "
+                   "`[scale.quick]`). Its budgets are far below the papers', so its rows against the references "
+                   "are mostly *not comparable*; it checks that the pipeline runs and shows early learning, not "
+                   "that the paper's numbers are reproduced.", ""]
+        md += ["### Runs", ""] + runs_table(runs, root) + [""]
+        for paper in papers:
+            if scale not in paper.scales:
+                continue
+            grid = paper.scales[scale]
+            rows, ours = compare_rows(scale, paper, refs[paper.id], runs)
+            all_rows += rows
+            md += [f"### {paper.title}", "", f"Paper protocol: {paper.protocol}", "",
+                   f"This scale: {', '.join(grid.algos)} on {', '.join(grid.envs)}; {grid.seeds} seeds; budgets "
+                   f"{', '.join(fmt_budget(b) for b in grid.budgets)}; evaluation every {grid.eval_freq:,} steps, "
+                   f"{grid.eval_episodes} episodes. Grid: `{os.path.relpath(paper.path, ROOT)}`; references: "
+                   f"`{paper.reference}`.", ""]
+            if rows:
+                md += ["| algo | env (ours / reference) | budget | statistic | ours [95% CI] | seeds | reference "
+                       "[95% CI] | verdict | source |", "|---|---|---|---|---|---|---|---|---|"]
+                for r in rows:
+                    ref_ci = (fmt_ci(r["reference_mean"], r["reference_lo"], r["reference_hi"])
+                              if r["reference_lo"] is not None else fmt(r["reference_mean"]))
+                    ours_s = fmt_ci(r["ours_mean"], r["ours_lo"], r["ours_hi"]) if r["ours_mean"] is not None else "—"
+                    md.append(f"| {r['algo']} | {r['env']} / {r['reference_env']} | {fmt_budget(r['budget'])} | "
+                              f"{STAT_TITLES[r['statistic']]} | {ours_s} | {r['seeds'] or '—'} | {ref_ci} | "
+                              f"**{r['verdict']}** | {r['reference_source']} |")
+                md.append("")
+            md += ["Our results at this scale's budgets:", "",
+                   "| algo | env | budget | seeds | mean at budget [95% CI] | max of mean curve [95% CI] |",
+                   "|---|---|---|---|---|---|"]
+            for r in ours:
+                cells = [fmt_ci(*r[s]) if r[s] else "no run" if not r["seeds"] else "budget not reached"
+                         for s in ("mean_at_budget", "max_of_mean_curve")]
+                md.append(f"| {r['algo']} | {r['env']} | {fmt_budget(r['budget'])} | {r['seeds'] or '—'} | "
+                          f"{cells[0]} | {cells[1]} |")
+            md.append("")
+            for agg in paper.aggregates:
+                md += [f"Aggregate, {agg.name}: {agg.algo} normalised by {agg.baseline} (our runs of both, same "
+                       "scale), per seed return / baseline seed-mean at the budget; IQM and mean over env x seed "
+                       "with stratified bootstrap 95% CIs (rliable); gain = 100·(mean over envs of "
+                       f"{agg.algo} mean / {agg.baseline} mean − 1).", "",
+                       "| budget | envs | seeds | IQM [95% CI] | mean [95% CI] | gain % [95% CI] | reference gain % "
+                       "| verdict |", "|---|---|---|---|---|---|---|---|"]
+                for a in aggregate_rows(scale, paper, agg, refs[paper.id], runs):
+                    if not a["envs"]:
+                        md.append(f"| {fmt_budget(a['budget'])} | none of {', '.join(agg.envs)} has both runs at "
+                                  "this budget | — | — | — | — | — | — |")
+                        continue
+                    ref = a.get("reference")
+                    md.append(f"| {fmt_budget(a['budget'])} | {', '.join(a['envs'])} | {a['seeds']} | "
+                              f"{fmt_ci(*a['iqm'])} | {fmt_ci(*a['mean'])} | {fmt_ci(*a['gain'])} | "
+                              f"{fmt(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
+                              f"{a.get('verdict', 'no reference at this budget')} |")
+                md.append("")
+            png = os.path.join(plots_dir, scale, f"{paper.id}.png")
+            if plot(png, scale, paper, refs[paper.id], runs):
+                md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
+    os.makedirs(os.path.dirname(out_md), exist_ok=True)
+    for path, text in ((out_md, "\n".join(md) + "\n"), (out_csv, _csv(all_rows))):
+        with open(path + ".tmp", "w", newline="") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return all_rows
+
+
+def _csv(rows: list[dict]) -> str:
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, SUMMARY_HEADER, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in SUMMARY_HEADER})
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid-dir", default=GRID_DIR)
+    p.add_argument("--out", default=None, help="markdown output (default results/SUMMARY.md)")
+    a = p.parse_args(argv)
+    rows = summarize(a.grid_dir, out_md=a.out)
+    print(f"[summary] {len(rows)} comparison rows -> {a.out or 'results/SUMMARY.md'}, results/summary.csv, "
+          "results/plots/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
