@@ -55,6 +55,7 @@ class Paper:
     cost: dict = field(hash=False)  # algo -> relative cost of one env step of one seed
     aggregates: tuple[Aggregate, ...] = ()
     path: str = ""
+    year: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,15 @@ def load_paper(path: str) -> Paper:
                 _fail(path, f"[[aggregate]] needs '{key}'")
         aggregates.append(Aggregate(a["name"], a["algo"], a["baseline"], tuple(a["envs"]), a.get("reference_env")))
     return Paper(meta["id"], meta["title"], meta["reference"], meta.get("protocol", ""), scales,
-                 {k: float(v) for k, v in data.get("cost", {}).items()}, tuple(aggregates), path)
+                 {k: float(v) for k, v in data.get("cost", {}).items()}, tuple(aggregates), path,
+                 int(meta.get("year", 0)))
 
 
 def load_papers(grid_dir: str = GRID_DIR, only: list[str] | None = None) -> list[Paper]:
     paths = sorted(glob.glob(os.path.join(grid_dir, "*.toml")))
     if not paths:
         raise FileNotFoundError(f"no grid files (*.toml) in {grid_dir}")
-    papers = [load_paper(p) for p in paths]
+    papers = sorted((load_paper(p) for p in paths), key=lambda p: (p.year, p.id))  # in publication order
     ids = [p.id for p in papers]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate paper ids in {grid_dir}: {ids}")

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -209,49 +210,60 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
         failed = sum(v == "failed" for v in result.values())
         say(progress.line(done, list(running), failed, len([r for r in runs if states[r.name].kind != "unavailable"])))
 
-    while pending or running:
-        while pending and len(running) < jobs:
-            run = pending.pop(0)
-            state = run_state(run, root)
-            if state.kind == "restart" and os.path.exists(run.run_dir(root)):
-                say(f"[grid] {run.name}: {state.detail}; moved to {set_aside(run, root)} and restarted")
-                state = State("todo")
-            cmd = command(run, root, state)
-            log_path = os.path.join(root, "logs", f"{run.algo}__{run.env}.log")
-            log = open(log_path, "a")
-            log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
-            log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-                [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-            log.close()
-            running[run.name] = (run, proc, log_path)
-            say(f"[grid] start {run.name} ({state.kind}{' ' + state.detail if state.detail else ''}); "
-                f"log {os.path.relpath(log_path, ROOT)}")
-        time.sleep(poll_s)
-        for name, (run, proc, log_path) in list(running.items()):
-            progress.update(name, _progress_step(run, root))
-            rc = proc.poll()
-            if rc is None:
-                continue
-            del running[name]
-            state = run_state(run, root)
-            if rc == 0 and state.kind == "done":
-                result[name] = "done"
-                if not keep_checkpoints:
-                    drop_checkpoints(run.run_dir(root))
-                say(f"[grid] done  {name}")
-            else:
-                result[name] = "failed"
-                with open(log_path, errors="replace") as f:
-                    tail = f.readlines()[-15:]
-                say(f"[grid] FAILED {name} (exit code {rc}, state {state.kind}); last lines of "
-                    f"{os.path.relpath(log_path, ROOT)}:\n    " + "    ".join(tail))
-            report()
-            last_report = time.time()
-        if time.time() - last_report > report_s:
-            report()
-            last_report = time.time()
+    lock = _acquire_lock(root)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
+                state = run_state(run, root)
+                if state.kind == "restart" and os.path.exists(run.run_dir(root)):
+                    say(f"[grid] {run.name}: {state.detail}; moved to {set_aside(run, root)} and restarted")
+                    state = State("todo")
+                cmd = command(run, root, state)
+                log_path = os.path.join(root, "logs", f"{run.algo}__{run.env}.log")
+                log = open(log_path, "a")
+                log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
+                log.flush()
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+                    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                log.close()
+                running[run.name] = (run, proc, log_path)
+                say(f"[grid] start {run.name} ({state.kind}{' ' + state.detail if state.detail else ''}); "
+                    f"log {os.path.relpath(log_path, ROOT)}")
+            time.sleep(poll_s)
+            for name, (run, proc, log_path) in list(running.items()):
+                progress.update(name, _progress_step(run, root))
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                del running[name]
+                state = run_state(run, root)
+                if rc == 0 and state.kind == "done":
+                    result[name] = "done"
+                    if not keep_checkpoints:
+                        drop_checkpoints(run.run_dir(root))
+                    say(f"[grid] done  {name}")
+                else:
+                    result[name] = "failed"
+                    with open(log_path, errors="replace") as f:
+                        tail = f.readlines()[-15:]
+                    say(f"[grid] FAILED {name} (exit code {rc}, state {state.kind}); last lines of "
+                        f"{os.path.relpath(log_path, ROOT)}:\n    " + "    ".join(tail))
+                report()
+                last_report = time.time()
+            if time.time() - last_report > report_s:
+                report()
+                last_report = time.time()
+    except BaseException:  # Ctrl-C, SIGTERM, a bug: stop the children, which resume on the next launch
+        for _, proc, _ in running.values():
+            proc.terminate()
+        for _, proc, _ in running.values():
+            proc.wait()
+        say(f"[grid] interrupted; stopped {', '.join(running) or 'nothing'}; launch again to resume")
+        raise
+    finally:
+        os.remove(lock)
 
     say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}"
                                         for k in ("done", "failed", "conflict", "unavailable")))
@@ -260,6 +272,25 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
             detail = states[name].detail if kind == "conflict" else f"see {root}/logs"
             say(f"  {kind.upper()}: {name}: {detail}")
     return result
+
+
+def _acquire_lock(root: str) -> str:
+    """One launcher per results folder: two would run the same runs into the same folders."""
+    path = os.path.join(root, ".launcher.pid")
+    if os.path.exists(path):
+        try:
+            pid = int(open(path).read().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            pass  # stale: that launcher is gone
+        except PermissionError:
+            raise ValueError(f"another launcher (pid {open(path).read().strip()}) is using {root}")
+        else:
+            if pid != os.getpid():
+                raise ValueError(f"another launcher (pid {pid}) is using {root}; wait for it or stop it")
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    return path
 
 
 def _progress_step(run: Run, root: str) -> int:
@@ -283,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--no-summary", action="store_true", help="do not regenerate results/SUMMARY.md at the end")
     a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the children are stopped too
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     try:

@@ -1,0 +1,312 @@
+"""make reproduce: grid files, expansion, launcher state and resume, summary statistics and verdicts."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from reproduce import grid, launch, summarize
+
+REF_HEADER = ",".join(summarize.REFERENCE_HEADER)
+
+
+def write_grid(folder, name="t", scale_body=None, extra="", reference=None):
+    folder.mkdir(exist_ok=True)
+    reference = reference or str(folder / "ref.csv")
+    if not os.path.exists(reference):
+        with open(reference, "w") as f:
+            f.write(REF_HEADER + "\n")
+    body = scale_body or ('algos = ["td3"]\nenvs = ["Pendulum-v1"]\nseeds = 2\nbudgets = [400]\neval_freq = 200\n'
+                          'eval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    (folder / f"{name}.toml").write_text(f'[paper]\nid = "{name}"\ntitle = "{name}"\nreference = "{reference}"\n'
+                                         f'[scale.quick]\n{body}\n{extra}')
+    return folder
+
+
+def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_freq=None, eval_episodes=10):
+    """A run folder as the algorithms write it: returns is (seeds, evals) at `steps`."""
+    run_dir = os.path.join(root, algo, env)
+    os.makedirs(run_dir, exist_ok=True)
+    n = len(returns)
+    args = {"env_id": env, "seed": 0, "num_seeds": seeds_arg or n, "total_timesteps": total or steps[-1],
+            "eval_freq": eval_freq or (steps[1] - steps[0]), "eval_episodes": eval_episodes}
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({"algo": algo, "args": args, "command": f"python algos/{algo}.py --env-id {env}",
+                   "versions": {"jax": "x"}, "git": {"commit": "abc", "dirty": False}, "machine": {}}, f)
+    with open(os.path.join(run_dir, "eval.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "env", "seed", "step", "return", "time_s"])
+        for t, step in enumerate(steps):
+            for s in range(n):
+                w.writerow([algo, env, s, step, returns[s][t], 1.0])
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid files and expansion
+# ---------------------------------------------------------------------------------------------
+def test_repo_grids_load_and_merge_shared_runs():
+    papers = grid.load_papers()
+    assert {p.id for p in papers} >= {"td3", "td7", "mrq"}
+    for p in papers:
+        assert os.path.exists(os.path.join(grid.ROOT, p.reference)), p.reference
+        summarize.load_reference(os.path.join(grid.ROOT, p.reference))  # valid rows with sources
+    quick = {r.name: r for r in grid.expand(papers, "quick")}
+    # TD3 on Hopper is asked for by the TD3 paper (3 seeds) and as TD7's baseline (2 seeds): one run
+    td3 = quick["td3/Hopper-v4"]
+    assert set(td3.papers) >= {"td3", "td7"} and td3.seeds == 3 and td3.steps == 50_000
+    full = {r.name: r for r in grid.expand(papers, "full")}
+    # the full TD3 run on Hopper serves TD3's 1M and TD7's 5M budgets
+    assert full["td3/Hopper-v4"].steps == 5_000_000 and full["td3/Reacher-v4"].steps == 1_000_000
+    assert len(full) == len(set(full))
+    # every full-scale paper budget is reached by the run that serves it
+    for p in papers:
+        s = p.scales["full"]
+        for algo in s.algos:
+            for env in s.envs:
+                assert full[f"{algo}/{env}"].steps >= max(s.budgets) and full[f"{algo}/{env}"].seeds >= s.seeds
+
+
+def test_expand_filters_and_protocol_conflict(tmp_path):
+    d = write_grid(tmp_path / "g", "a")
+    write_grid(d, "b", 'algos = ["td3", "ddpg"]\nenvs = ["Pendulum-v1", "Hopper-v4"]\nseeds = 1\nbudgets = [200, 800]\n'
+                       'eval_freq = 200\neval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    runs = grid.expand(grid.load_papers(str(d)), "quick")
+    assert [r.name for r in runs] == ["td3/Pendulum-v1", "td3/Hopper-v4", "ddpg/Pendulum-v1", "ddpg/Hopper-v4"]
+    merged = runs[0]
+    assert (merged.steps, merged.seeds, merged.papers) == (800, 2, ("a", "b"))
+    assert [r.name for r in grid.expand(grid.load_papers(str(d)), "quick", algos=["ddpg"], envs=["Hopper-v4"])] \
+        == ["ddpg/Hopper-v4"]
+    assert grid.expand(grid.load_papers(str(d)), "full") == []
+    write_grid(d, "c", 'algos = ["td3"]\nenvs = ["Pendulum-v1"]\nseeds = 1\nbudgets = [400]\neval_freq = 100\n'
+                       'eval_episodes = 1')
+    with pytest.raises(ValueError, match="two protocols"):
+        grid.expand(grid.load_papers(str(d)), "quick")
+    with pytest.raises(ValueError, match="unknown paper"):
+        grid.load_papers(str(d), only=["zzz"])
+
+
+@pytest.mark.parametrize("body,match", [
+    ('algos = ["td3"]\nenvs = ["Hopper-v4"]\nseeds = 1\nbudgets = [300]\neval_freq = 200\neval_episodes = 1',
+     "multiple of eval_freq"),
+    ('algos = ["td3"]\nenvs = ["Hopper-v4"]\nseeds = 1\nbudgets = [400]\neval_freq = 200\neval_episodes = 1\n'
+     'steps = 3', "unknown keys"),
+    ('algos = ["td3"]\nenvs = ["Hopper-v4"]\nbudgets = [400]\neval_freq = 200\neval_episodes = 1', "missing keys"),
+])
+def test_bad_grid_files_name_the_problem(tmp_path, body, match):
+    d = write_grid(tmp_path / "g", "bad", body)
+    with pytest.raises(ValueError, match=match):
+        grid.load_papers(str(d))
+
+
+def test_bad_reference_rows_name_the_problem(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(REF_HEADER + "\np,td3,Hopper-v4,1000,mean_at_budget,1.0,2.0,std,10,\n")
+    with pytest.raises(ValueError, match="line 2: every reference row names its source"):
+        summarize.load_reference(str(path))
+    path.write_text(REF_HEADER + "\np,td3,Hopper-v4,1000,median,1.0,2.0,std,10,src\n")
+    with pytest.raises(ValueError, match="unknown statistic 'median'"):
+        summarize.load_reference(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and verdicts on data with known answers
+# ---------------------------------------------------------------------------------------------
+def test_statistics_on_hand_values():
+    m = np.array([[0.0, 10.0, 4.0], [2.0, 6.0, 8.0]])  # 2 seeds x 3 evaluations
+    assert summarize.STATISTICS["mean_at_budget"](m) == 6.0
+    assert summarize.STATISTICS["max_of_mean_curve"](m) == 8.0  # mean curve [1, 8, 6]
+    assert summarize.STATISTICS["mean_last_10_evals"](m) == 5.0
+    m12 = np.arange(24.0).reshape(2, 12)
+    assert summarize.STATISTICS["mean_last_10_evals"](m12) == np.mean(m12[:, 2:])
+    # the same statistics on a stack of resamples
+    stack = np.stack([m, m[::-1]])
+    assert summarize.STATISTICS["max_of_mean_curve"](stack).tolist() == [8.0, 8.0]
+
+
+def test_bootstrap_ci_matches_normal_theory_and_collapses_on_constants():
+    mean, lo, hi = summarize.bootstrap_ci(np.full((5, 3), 7.0), summarize.STATISTICS["mean_at_budget"])
+    assert (mean, lo, hi) == (7.0, 7.0, 7.0)
+    x = np.random.default_rng(1).normal(100.0, 10.0, size=(200, 1))
+    mean, lo, hi = summarize.bootstrap_ci(x, summarize.STATISTICS["mean_at_budget"])
+    assert mean == pytest.approx(x.mean())
+    half = 1.96 * x.std() / np.sqrt(len(x))  # the normal-theory 95% CI of a mean of 200 draws
+    assert lo == pytest.approx(mean - half, rel=0, abs=0.15 * half)
+    assert hi == pytest.approx(mean + half, rel=0, abs=0.15 * half)
+
+
+def test_verdicts():
+    ref = {"mean": 100.0, "spread": 10.0, "spread_kind": "std", "seeds": 4}  # CI 100 +- 9.8
+    assert summarize.reference_interval(ref) == pytest.approx((100 - 9.79982, 100 + 9.79982))
+    assert summarize.verdict(105, 0, 0, ref) == "inside"
+    assert summarize.verdict(110, 0, 0, ref) == "above"
+    assert summarize.verdict(90, 0, 0, ref) == "below"
+    ci = {"mean": 100.0, "spread": 5.0, "spread_kind": "ci95", "seeds": 10}
+    assert summarize.verdict(106, 0, 0, ci) == "above"
+    bare = {"mean": 100.0, "spread": None, "spread_kind": "", "seeds": 10}
+    assert summarize.verdict(95, 90, 101, bare) == "reference inside our CI"
+    assert summarize.verdict(95, 90, 99, bare) == "below"
+    assert summarize.verdict(105, 101, 110, bare) == "above"
+    assert summarize.verdict(90, 0, 0, ref, "v1 reference, v4 run") == \
+        "not comparable (v1 reference, v4 run); would be: below"
+    assert summarize.comparability("Hopper-v1", "Hopper-v4") == "v1 reference, v4 run"
+    assert summarize.comparability("Hopper-v4", "Hopper-v4") is None
+
+
+def test_summary_on_synthetic_runs(tmp_path):
+    """Two algorithms on two envs with returns chosen so every statistic, CI, verdict and aggregate is known."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text(REF_HEADER + "\n" + "\n".join([
+        "t,td7,A-v4,400,mean_at_budget,30,1,std,4,src-a",  # ours 30 exactly: inside
+        "t,td7,A-v1,400,max_of_mean_curve,10,,,,src-b",  # v1: not comparable, would be above
+        "t,td7,B-v4,800,mean_at_budget,1,1,std,4,src-c",  # budget 800 never evaluated
+        "t,mrq,A-v4,400,mean_at_budget,1,1,std,4,src-d",  # no algos/mrq.py
+        "t,td7,gym-2,400,mean_pct_gain_over_td3,200,,,,src-e",
+    ]) + "\n")
+    body = ('algos = ["td7", "td3", "mrq"]\nenvs = ["A-v4", "B-v4"]\nseeds = 3\nbudgets = [400]\neval_freq = 200\n'
+            'eval_episodes = 10')
+    agg = '[[aggregate]]\nname = "gain"\nalgo = "td7"\nbaseline = "td3"\nenvs = ["A-v4", "B-v4"]\nreference_env = "gym-2"\n'
+    d = write_grid(tmp_path / "g", "t", body, agg, reference=str(ref))
+    root = tmp_path / "runs"
+    steps = [0, 200, 400]
+    fake_run(root, "td7", "A-v4", [[0, 40, 30]] * 3, steps)  # every seed identical: CIs collapse
+    fake_run(root, "td3", "A-v4", [[0, 5, 10]] * 3, steps)
+    fake_run(root, "td7", "B-v4", [[0, 1, 20]] * 3, steps)
+    fake_run(root, "td3", "B-v4", [[0, 1, 10]] * 3, steps)
+    out = tmp_path / "out"
+    rows = summarize.summarize(str(d), {"quick": str(root)}, str(out / "SUMMARY.md"), str(out / "summary.csv"),
+                               str(out / "plots"))
+    by_source = {r["reference_source"]: r for r in rows}
+    assert (by_source["src-a"]["ours_mean"], by_source["src-a"]["ours_lo"], by_source["src-a"]["ours_hi"]) == (30, 30, 30)
+    assert by_source["src-a"]["verdict"] == "inside" and by_source["src-a"]["seeds"] == 3
+    assert by_source["src-b"]["ours_mean"] == 40  # max of the mean curve [0, 40, 30]
+    assert by_source["src-b"]["verdict"] == "not comparable (v1 reference, v4 run); would be: above"
+    assert by_source["src-c"]["ours_mean"] is None and "800 not reached" in by_source["src-c"]["verdict"]
+    assert by_source["src-d"]["verdict"] == "no run: algos/mrq.py is not implemented"
+    assert "src-e" not in by_source  # aggregates are reported in their own table
+    with open(out / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    text = (out / "SUMMARY.md").read_text()
+    assert "REDUCED grid" in text and "![t quick](plots/quick/t.png)" in text and (out / "plots/quick/t.png").exists()
+    # aggregate: td7/td3 = 3 on A and 2 on B for every seed -> IQM = mean = 2.5, gain = 150% (reference 200: below)
+    paper = grid.load_papers(str(d))[0]
+    (a,) = summarize.aggregate_rows("quick", paper, paper.aggregates[0], summarize.load_reference(str(ref)),
+                                    summarize.load_runs(str(root)))
+    assert a["envs"] == ["A-v4", "B-v4"] and a["seeds"] == 3
+    assert a["iqm"] == pytest.approx((2.5, 2.5, 2.5)) and a["mean"] == pytest.approx((2.5, 2.5, 2.5))
+    assert a["gain"] == pytest.approx((150.0, 150.0, 150.0))
+    assert a["verdict"] == "below"
+    assert "| 400 | A-v4, B-v4 | 3 | 2.5 [2.5, 2.5] | 2.5 [2.5, 2.5] | 150.0 [150.0, 150.0] | 200.0 (src-e) | below |" in text
+
+
+def test_gain_ci_resamples_within_envs():
+    rng = np.random.default_rng(0)
+    algo = [rng.normal(200, 20, 10), rng.normal(50, 5, 10)]
+    base = [np.full(10, 100.0), np.full(10, 50.0)]
+    point, lo, hi = summarize.gain_ci(algo, base)
+    assert point == pytest.approx(100 * ((algo[0].mean() / 100 + algo[1].mean() / 50) / 2 - 1))
+    assert lo < point < hi and hi - lo < 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher: state on disk, commands, and real runs
+# ---------------------------------------------------------------------------------------------
+def test_run_states_and_commands(tmp_path):
+    root = str(tmp_path)
+    run = grid.Run("td3", "Hopper-v4", 400, 2, 200, 10, ("--learning-starts", "100"), ("p",))
+    assert launch.run_state(run, root).kind == "todo"
+    cmd = launch.command(run, root, launch.State("todo"))
+    assert cmd[cmd.index("--num-seeds") + 1] == "2" and cmd[cmd.index("--total-timesteps") + 1] == "400"
+    assert "--save-model" in cmd and cmd[-2:] == ["--learning-starts", "100"]
+    run_dir = fake_run(root, "td3", "Hopper-v4", [[0, 1], [0, 1]], [0, 200], total=400)
+    st = launch.run_state(run, root)
+    assert (st.kind, st.step) == ("restart", 200)  # killed before its first checkpoint
+    os.makedirs(os.path.join(run_dir, "checkpoint.old"))
+    open(os.path.join(run_dir, "checkpoint.old", "host.pkl"), "w").close()
+    st = launch.run_state(run, root)
+    assert (st.kind, st.step) == ("resume", 200)
+    assert launch.command(run, root, st)[-2:] == ["--resume", run_dir]
+    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2], [0, 1, 2]], [0, 200, 400], total=400)
+    assert launch.run_state(run, root).kind == "done"
+    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2]], [0, 200, 400], total=400)  # 1 seed on disk, grid wants 2
+    st = launch.run_state(run, root)
+    assert st.kind == "conflict" and "num_seeds 1 vs 2" in st.detail
+    assert launch.run_state(grid.Run("nope", "Hopper-v4", 400, 2, 200, 10, (), ("p",)), root).kind == "unavailable"
+    moved = launch.set_aside(run, root)
+    assert not os.path.exists(run_dir) and os.path.exists(os.path.join(moved, "eval.csv"))
+
+
+def test_launcher_runs_a_tiny_grid_reports_failures_and_skips_completed(tmp_path):
+    """Smoke run: TD3 on Pendulum (2 seeds, 400 steps) completes; a bad env id fails and is reported
+    without stopping the grid; a second launch skips the completed run and retries the failed one."""
+    d = write_grid(tmp_path / "g", "t", 'algos = ["td3"]\nenvs = ["Pendulum-v1", "Nope-v0"]\nseeds = 2\n'
+                   'budgets = [400]\neval_freq = 200\neval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    root = str(tmp_path / "runs")
+    out = io.StringIO()
+    result = launch.launch("quick", root, str(d), jobs=2, poll_s=0.2, out=out)
+    assert result == {"td3/Pendulum-v1": "done", "td3/Nope-v0": "failed"}, out.getvalue()
+    log = out.getvalue()
+    assert "FAILED td3/Nope-v0" in log and "Unknown env id 'Nope-v0'" in log
+    assert "[grid] finished: done 1, failed 1" in log
+    run_dir = os.path.join(root, "td3", "Pendulum-v1")
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((int(r["seed"]), int(r["step"])) for r in rows) == [(s, t) for s in (0, 1) for t in (0, 200, 400)]
+    assert not any(n.startswith("checkpoint") for n in os.listdir(run_dir))  # dropped once complete
+    assert json.load(open(os.path.join(root, "launches.json")))[0]["scale"] == "quick"
+    out2 = io.StringIO()
+    result = launch.launch("quick", root, str(d), jobs=1, poll_s=0.2, out=out2)
+    assert result["td3/Pendulum-v1"] == "done" and result["td3/Nope-v0"] == "failed"
+    assert "start td3/Pendulum-v1" not in out2.getvalue() and "start td3/Nope-v0" in out2.getvalue()
+    assert launch.main(["--scale", "quick", "--grid-dir", str(d), "--root", root, "--no-summary",
+                        "--envs", "Pendulum-v1"]) == 0
+
+
+def test_launcher_resumes_a_killed_run(tmp_path):
+    """A run killed after its first checkpoint is resumed, not restarted: every (seed, step) row
+    appears once and config.json records the resume."""
+    d = write_grid(tmp_path / "g", "t", 'algos = ["td3"]\nenvs = ["Pendulum-v1"]\nseeds = 2\nbudgets = [1000]\n'
+                   'eval_freq = 200\neval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    root = str(tmp_path / "runs")
+    (run,) = grid.expand(grid.load_papers(str(d)), "quick")
+    env = {**os.environ, "PYTHONPATH": grid.ROOT}
+    proc = subprocess.Popen(launch.command(run, root, launch.State("todo")), cwd=grid.ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = run.run_dir(root)
+    deadline = time.time() + 120
+    while not launch.has_checkpoint(run_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = launch.run_state(run, root)
+    assert state.kind == "resume" and 200 <= state.step < 1000, state
+    out = io.StringIO()
+    assert launch.launch("quick", root, str(d), poll_s=0.2, out=out) == {"td3/Pendulum-v1": "done"}
+    assert f"(resume from step" in out.getvalue()
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        keys = [(int(r["seed"]), int(r["step"])) for r in csv.DictReader(f)]
+    assert sorted(keys) == [(s, t) for s in (0, 1) for t in range(0, 1001, 200)]
+    assert len(json.load(open(os.path.join(run_dir, "config.json")))["resumed"]) == 1
+
+
+def test_launcher_cli_errors(tmp_path, capsys):
+    assert launch.main(["--scale", "quick", "--grid-dir", str(tmp_path)]) == 2
+    assert "no grid files" in capsys.readouterr().err
+    d = write_grid(tmp_path / "g")
+    assert launch.main(["--scale", "quick", "--grid-dir", str(d), "--algos", "zzz", "--root", str(tmp_path)]) == 2
+    assert "expands to no run" in capsys.readouterr().err
+
+
+def test_one_launcher_per_results_folder(tmp_path):
+    (tmp_path / ".launcher.pid").write_text(str(os.getppid()))  # a live process
+    with pytest.raises(ValueError, match="another launcher"):
+        launch._acquire_lock(str(tmp_path))
+    (tmp_path / ".launcher.pid").write_text("999999999")  # gone: a stale lock is taken over
+    assert open(launch._acquire_lock(str(tmp_path))).read() == str(os.getpid())
