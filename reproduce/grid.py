@@ -22,7 +22,7 @@ else:  # pragma: no cover
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID_DIR = os.path.join(ROOT, "reproduce", "grids")
 SCALES = ("full", "quick")
-SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes", "args"}
+SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes", "args", "env_args"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class Scale:
     eval_freq: int
     eval_episodes: int
     args: tuple[str, ...] = ()
+    env_args: dict = field(default_factory=dict, hash=False)  # env -> extra flags for that env only
+
+    def run_args(self, env: str) -> tuple[str, ...]:
+        return self.args + tuple(self.env_args.get(env, ()))
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def load_paper(path: str) -> Paper:
         if name not in SCALES:
             _fail(path, f"unknown scale '{name}' (valid: {', '.join(SCALES)})")
         unknown = set(s) - SCALE_KEYS
-        missing = SCALE_KEYS - {"args"} - set(s)
+        missing = SCALE_KEYS - {"args", "env_args"} - set(s)
         if unknown or missing:
             _fail(path, f"[scale.{name}] unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
         budgets = tuple(int(b) for b in s["budgets"])
@@ -118,8 +122,11 @@ def load_paper(path: str) -> Paper:
                         f"so the run evaluates exactly there")
         if int(s["seeds"]) < 1 or not s["algos"] or not s["envs"]:
             _fail(path, f"[scale.{name}] needs seeds >= 1, at least one algo and one env")
+        env_args = {k: tuple(v) for k, v in s.get("env_args", {}).items()}
+        if set(env_args) - set(s["envs"]):
+            _fail(path, f"[scale.{name}.env_args] names envs outside the grid: {sorted(set(env_args) - set(s['envs']))}")
         scales[name] = Scale(tuple(s["algos"]), tuple(s["envs"]), int(s["seeds"]), tuple(sorted(budgets)),
-                             int(s["eval_freq"]), int(s["eval_episodes"]), tuple(s.get("args", ())))
+                             int(s["eval_freq"]), int(s["eval_episodes"]), tuple(s.get("args", ())), env_args)
     aggregates = []
     for a in data.get("aggregate", []):
         for key in ("name", "algo", "baseline", "envs"):
@@ -162,7 +169,7 @@ def expand(papers: list[Paper], scale: str, algos: list[str] | None = None,
                 if envs and env not in envs:
                     continue
                 key = (algo, env)
-                protocol = (s.eval_freq, s.eval_episodes, s.args)
+                protocol = (s.eval_freq, s.eval_episodes, s.run_args(env))
                 if key in merged:
                     m = merged[key]
                     if m["protocol"] != protocol:

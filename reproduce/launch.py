@@ -79,20 +79,45 @@ def run_state(run: Run, root: str) -> State:
             args = json.load(f)["args"]
     except (OSError, ValueError, KeyError) as e:
         return State("conflict", f"unreadable {config_path}: {e}")
-    want = {"env_id": run.env, "total_timesteps": run.steps, "num_seeds": run.seeds,
-            "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes}
-    diff = {k: (args.get(k), v) for k, v in want.items() if args.get(k) != v}
+    exact = {"env_id": run.env, "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes, **parse_flags(run.args)}
+    diff = {k: (args.get(k, "<absent>"), v) for k, v in exact.items() if not _same(args.get(k), v)}
+    diff.update({k: (args.get(k), v) for k, v in (("total_timesteps", run.steps), ("num_seeds", run.seeds))
+                 if not isinstance(args.get(k), int) or args[k] < v})  # a larger run serves a smaller grid
     if diff:
         return State("conflict", "the run on disk differs from the grid (on disk, grid): "
                      + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
                      + f"; move {run_dir} away to rerun it")
-    seeds = [args.get("seed", 0) + i for i in range(run.seeds)]
+    seeds = [args.get("seed", 0) + i for i in range(args["num_seeds"])]
     step = last_common_step(run_dir, seeds)
     if step >= run.steps:
         return State("done", step=step)
     if has_checkpoint(run_dir):
-        return State("resume", f"from step {step}", step=step)
+        return State("resume", f"from its last checkpoint (evaluated up to step {step})", step=step)
     return State("restart", f"stopped at step {step} without a checkpoint", step=step)
+
+
+def parse_flags(flags: tuple[str, ...]) -> dict:
+    """('--learning-starts', '1000', '--no-checkpoints') -> {'learning_starts': '1000', 'checkpoints': False}."""
+    out, i = {}, 0
+    while i < len(flags):
+        name = flags[i]
+        if not name.startswith("--"):
+            raise ValueError(f"grid args must be --flag [value] pairs, got {name!r} in {flags}")
+        key = name[2:].replace("-", "_")
+        if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+            out[key], i = flags[i + 1], i + 2
+        else:
+            out[key[3:] if key.startswith("no_") else key], i = not key.startswith("no_"), i + 1
+    return out
+
+
+def _same(on_disk, wanted) -> bool:
+    if isinstance(wanted, bool) or isinstance(on_disk, bool):
+        return on_disk is wanted
+    try:
+        return float(on_disk) == float(wanted)
+    except (TypeError, ValueError):
+        return str(on_disk) == str(wanted)
 
 
 def command(run: Run, root: str, state: State) -> list[str]:
@@ -133,7 +158,8 @@ class Progress:
     def __init__(self, runs: list[Run], start_steps: dict[str, int]):
         self.runs = {r.name: r for r in runs}
         self.total = sum(r.work for r in runs) or 1.0
-        self.start = {n: start_steps.get(n, 0) / self.runs[n].steps * self.runs[n].work for n in self.runs}
+        self.start = {n: min(start_steps.get(n, 0), self.runs[n].steps) / self.runs[n].steps * self.runs[n].work
+                      for n in self.runs}
         self.now = dict(self.start)
         self.t0 = time.time()
 
@@ -187,8 +213,19 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
         return {n: s.kind for n, s in states.items()}
 
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    lock = _acquire_lock(root)
+    try:
+        return _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s, argv, say)
+    finally:
+        os.remove(lock)
+
+
+def _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s, argv, say) -> dict:
     prov_path = os.path.join(root, "launches.json")
-    history = json.load(open(prov_path)) if os.path.exists(prov_path) else []
+    history = []
+    if os.path.exists(prov_path):
+        with open(prov_path) as f:
+            history = json.load(f)
     history.append({**_provenance(argv or [sys.executable, "-m", "reproduce.launch"] + sys.argv[1:]),
                     "scale": scale, "jobs": jobs, "runs": [asdict(r) for r in runs]})
     with open(prov_path + ".tmp", "w") as f:
@@ -197,7 +234,7 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
 
     result = {n: s.kind for n, s in states.items() if s.kind in ("done", "unavailable", "conflict")}
     pending = [r for r in runs if states[r.name].kind in ("todo", "resume", "restart")]
-    progress = Progress([r for r in runs if states[r.name].kind != "unavailable"],
+    progress = Progress([r for r in runs if states[r.name].kind not in ("unavailable", "conflict")],
                         {n: (s.step if s.kind != "done" else 10 ** 12) for n, s in states.items()})
     for r in runs:
         if states[r.name].kind == "done" and not keep_checkpoints:
@@ -208,9 +245,8 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
     def report():
         done = sum(v == "done" for v in result.values())
         failed = sum(v == "failed" for v in result.values())
-        say(progress.line(done, list(running), failed, len([r for r in runs if states[r.name].kind != "unavailable"])))
+        say(progress.line(done, list(running), failed, len(progress.runs)))
 
-    lock = _acquire_lock(root)
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -226,7 +262,8 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
                 log.flush()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
                     [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent)
                 log.close()
                 running[run.name] = (run, proc, log_path)
                 say(f"[grid] start {run.name} ({state.kind}{' ' + state.detail if state.detail else ''}); "
@@ -239,8 +276,10 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
                     continue
                 del running[name]
                 state = run_state(run, root)
-                if rc == 0 and state.kind == "done":
+                if state.kind == "done":
                     result[name] = "done"
+                    if rc != 0:
+                        say(f"[grid] warning: {name} exited with code {rc} after writing its last evaluation")
                     if not keep_checkpoints:
                         drop_checkpoints(run.run_dir(root))
                     say(f"[grid] done  {name}")
@@ -262,8 +301,6 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
             proc.wait()
         say(f"[grid] interrupted; stopped {', '.join(running) or 'nothing'}; launch again to resume")
         raise
-    finally:
-        os.remove(lock)
 
     say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}"
                                         for k in ("done", "failed", "conflict", "unavailable")))
@@ -277,20 +314,35 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
 def _acquire_lock(root: str) -> str:
     """One launcher per results folder: two would run the same runs into the same folders."""
     path = os.path.join(root, ".launcher.pid")
-    if os.path.exists(path):
+    for _ in range(2):
         try:
-            pid = int(open(path).read().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            pass  # stale: that launcher is gone
-        except PermissionError:
-            raise ValueError(f"another launcher (pid {open(path).read().strip()}) is using {root}")
-        else:
-            if pid != os.getpid():
-                raise ValueError(f"another launcher (pid {pid}) is using {root}; wait for it or stop it")
-    with open(path, "w") as f:
-        f.write(str(os.getpid()))
-    return path
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    holder = f.read().strip()
+                os.kill(int(holder), 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                if os.path.exists(path):
+                    os.remove(path)  # stale: that launcher is gone
+                continue
+            except PermissionError:
+                pass
+            raise ValueError(f"another launcher (pid {holder}) is using {root}; wait for it or stop it")
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    raise ValueError(f"could not take the lock {path}")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux), so no orphan keeps
+    writing a run that the next launcher resumes."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _progress_step(run: Run, root: str) -> int:
@@ -325,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.dry_run and not a.no_summary:
         from reproduce import summarize
-        summarize.main([])
+        if a.root:  # a custom results folder gets its own summary, beside it
+            summarize.summarize(a.grid_dir, {a.scale: a.root}, os.path.join(a.root, "SUMMARY.md"),
+                                os.path.join(a.root, "summary.csv"), os.path.join(a.root, "plots"))
+        else:
+            summarize.main(["--grid-dir", a.grid_dir])
     return 1 if any(v in ("failed", "conflict") for v in result.values()) else 0
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,6 @@ RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
 SCALE_TITLES = {"full": "full (`make reproduce`: the papers' budgets and seeds)",
                 "quick": "quick (`make reproduce-quick`: a REDUCED grid, fewer envs, seeds and steps)"}
 BOOTSTRAP = 10_000  # resamples for every CI
-Z95 = 1.959964
 REFERENCE_HEADER = ["paper", "algo", "env", "budget", "statistic", "mean", "spread", "spread_kind", "seeds", "source"]
 SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_mean", "ours_lo", "ours_hi", "seeds",
                   "reference_env", "reference_mean", "reference_lo", "reference_hi", "reference_source", "verdict"]
@@ -166,26 +166,33 @@ def bootstrap_ci(m: np.ndarray, stat, reps: int = BOOTSTRAP, seed: int = 0) -> t
     return point, float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+def t975(dof: int) -> float:
+    """97.5% quantile of Student's t: the 95% CI of a mean of n = dof + 1 seeds is mean +- t975 * std / sqrt(n)."""
+    from scipy.stats import t
+    return float(t.ppf(0.975, dof))
+
+
 def reference_interval(ref: dict) -> tuple[float, float] | None:
     if ref["spread"] is None:
         return None
     if ref["spread_kind"] == "ci95":
         return ref["mean"] - ref["spread"], ref["mean"] + ref["spread"]
-    if not ref["seeds"]:
+    if not ref["seeds"] or ref["seeds"] < 2:
         return None
-    half = Z95 * ref["spread"] / math.sqrt(ref["seeds"])
+    half = t975(ref["seeds"] - 1) * ref["spread"] / math.sqrt(ref["seeds"])
     return ref["mean"] - half, ref["mean"] + half
 
 
 def verdict(mean: float, lo: float, hi: float, ref: dict, not_comparable: str | None = None) -> str:
-    """inside / above / below the reference's 95% CI (mean +- 1.96 std/sqrt(n), or the printed CI).
+    """inside / above / below the reference's 95% CI (mean +- t(0.975, n-1) std/sqrt(n), or the printed CI).
     A reference without a spread is compared with our CI instead ('reference inside our CI')."""
     interval = reference_interval(ref)
     if interval is not None:
         v = "inside" if interval[0] <= mean <= interval[1] else ("above" if mean > interval[1] else "below")
     else:
         v = "reference inside our CI" if lo <= ref["mean"] <= hi else ("above" if lo > ref["mean"] else "below")
-    return f"not comparable ({not_comparable}); would be: {v}" if not_comparable else v
+    v = f"not comparable ({not_comparable}); would be: {v}" if not_comparable else v
+    return v + " (third-party sanity range)" if "third-party" in ref.get("source", "") else v
 
 
 def env_base(env: str) -> str:
@@ -239,7 +246,7 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
             row["reference_lo"], row["reference_hi"] = interval
         run = runs.get((ref["algo"], env))
         if not os.path.exists(os.path.join(ROOT, "algos", f"{ref['algo']}.py")):
-            row["verdict"] = f"no run: algos/{ref['algo']}.py is not implemented"
+            row["verdict"] = f"no run: there is no algos/{ref['algo']}.py in this repo"
         elif run is None:
             row["verdict"] = "no run yet"
         elif run.upto(ref["budget"]) is None:
@@ -248,6 +255,9 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
             env_reason = comparability(ref["env"], run.env)
             row["verdict"] = (f"not comparable (budget {fmt_budget(ref['budget'])} not reached: the run ends at "
                               f"{fmt_budget(reached)}{'; ' + env_reason if env_reason else ''})")
+        elif ref["statistic"] == "mean_last_10_evals" and run.upto(ref["budget"]).shape[1] < 10:
+            row["seeds"] = run.seeds
+            row["verdict"] = "not comparable (fewer than 10 evaluations up to this budget)"
         else:
             m = run.upto(ref["budget"])
             mean, lo, hi = bootstrap_ci(m, STATISTICS[ref["statistic"]])
@@ -290,11 +300,13 @@ def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], r
             ratios_base.append(mb[:, -1])
         row = {"budget": budget, "envs": envs, "missing": [e for e in agg.envs if e not in envs]}
         if envs:
-            n = min(len(c) for c in cols)
+            n = min(len(c) for c in cols)  # rliable needs as many runs per task: the first n seeds of each
             scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
-            point, ci = rly.get_interval_estimates(
-                {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
-                reps=2000)
+            with warnings.catch_warnings():  # arch warns about rliable's RandomState; it is what makes CIs repeatable
+                warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+                point, ci = rly.get_interval_estimates(
+                    {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+                    reps=BOOTSTRAP, random_state=np.random.RandomState(0))
             row["iqm"] = (float(point[agg.algo][0]), *map(float, ci[agg.algo][:, 0]))
             row["mean"] = (float(point[agg.algo][1]), *map(float, ci[agg.algo][:, 1]))
             row["gain"] = gain_ci(ratios_algo, ratios_base)
@@ -344,7 +356,7 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
             if run is None or not len(run.steps):
                 continue
             m = run.returns
-            boot = m[rng.integers(0, m.shape[0], (2000, m.shape[0]))].mean(1)  # (reps, T)
+            boot = m[rng.integers(0, m.shape[0], (BOOTSTRAP, m.shape[0]))].mean(1)  # (reps, T)
             ax.plot(run.steps, m.mean(0), color=colours[algo], label=f"{algo} (ours, {run.seeds} seeds)")
             ax.fill_between(run.steps, *np.percentile(boot, [2.5, 97.5], axis=0), color=colours[algo], alpha=0.2)
         xmax = max(int(runs[(a, env)].steps.max()) for a in grid.algos if (a, env) in runs)
@@ -399,8 +411,12 @@ def runs_table(runs: dict, root: str) -> list[str]:
         wall = ""
         try:
             with open(os.path.join(run.run_dir, "eval.csv"), newline="") as f:
-                wall = f"{max(float(r['time_s']) for r in csv.DictReader(f)) / 60:.0f} min"
-        except (OSError, ValueError, KeyError):
+                rows = sorted((int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)
+                              if int(r["seed"]) == int(c["args"].get("seed", 0)))
+            # time_s restarts at 0 when a run is resumed: add up the segments
+            total = sum(t0 for (_, t0), (_, t1) in zip(rows, rows[1:]) if t1 < t0) + rows[-1][1]
+            wall = f"{total / 60:.0f} min"
+        except (OSError, ValueError, KeyError, IndexError):
             pass
         cmd = c.get("command", "?").replace("|", "\\|")
         cmd = re.sub(r"\S*/(algos/\S+\.py)", r"\1", re.sub(r"--results-dir \S+", "--results-dir ...", cmd))
@@ -434,11 +450,14 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
           "- **ours** = the statistic the reference reports, computed the same way from our eval.csv: mean over "
           f"seeds [95% percentile bootstrap CI over seeds, {BOOTSTRAP:,} resamples].",
           "- **reference** = results/reference/*.csv, each row with its source; its 95% CI is mean ± "
-          "1.96·std/√n when the source gives a std over n seeds, the printed interval when it gives a CI.",
+          "t·std/√n (t = the 97.5% Student-t quantile with n−1 degrees of freedom, 2.26 for n = 10) when the source gives a std over n seeds, the printed interval when it gives a CI.",
           "- **verdict** = where our mean falls: *inside* / *above* / *below* the reference's CI. A reference "
           "without a spread is tested against our CI (*reference inside our CI* / *above* / *below*). "
           "*not comparable* (different env version, budget not reached, a subset of the paper's envs) is "
-          "always followed by what the verdict would be when both numbers exist.", ""]
+          "always followed by what the verdict would be when both numbers exist. References from third "
+          "parties are marked *(third-party sanity range)*.",
+          "- `results/summary.csv` holds the same comparison rows, generated by the same command at the same "
+          "commit.", ""]
     all_rows = []
     for scale in ("full", "quick"):
         root = roots.get(scale)
@@ -451,7 +470,9 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
             md += ["**Reduced grid**: fewer envs, seeds and env steps than the papers (see reproduce/grids/*.toml, "
                    "`[scale.quick]`). Its budgets are far below the papers', so its rows against the references "
                    "are mostly *not comparable*; it checks that the pipeline runs and shows early learning, not "
-                   "that the paper's numbers are reproduced.", ""]
+                   "that the paper's numbers are reproduced. With 2-3 seeds a percentile bootstrap CI is much "
+                   "too narrow (it cannot see beyond the seeds it has): read those CIs as the spread of the "
+                   "seeds, not as a 95% interval.", ""]
         md += ["### Runs", ""] + runs_table(runs, root) + [""]
         for paper in papers:
             if scale not in paper.scales:
@@ -463,7 +484,8 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                    f"This scale: {', '.join(grid.algos)} on {', '.join(grid.envs)}; {grid.seeds} seeds; budgets "
                    f"{', '.join(fmt_budget(b) for b in grid.budgets)}; evaluation every {grid.eval_freq:,} steps, "
                    f"{grid.eval_episodes} episodes. Grid: `{os.path.relpath(paper.path, ROOT)}`; references: "
-                   f"`{paper.reference}`.", ""]
+                   f"`{paper.reference}`. A run shared with another paper's grid may have more seeds or steps; "
+                   "the seeds column says how many were used.", ""]
             if rows:
                 md += ["| algo | env (ours / reference) | budget | statistic | ours [95% CI] | seeds | reference "
                        "[95% CI] | verdict | source |", "|---|---|---|---|---|---|---|---|---|"]

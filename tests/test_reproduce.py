@@ -30,13 +30,18 @@ def write_grid(folder, name="t", scale_body=None, extra="", reference=None):
     return folder
 
 
-def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_freq=None, eval_episodes=10):
+def open_text(*parts):
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
+def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_freq=None, eval_episodes=10, **extra):
     """A run folder as the algorithms write it: returns is (seeds, evals) at `steps`."""
     run_dir = os.path.join(root, algo, env)
     os.makedirs(run_dir, exist_ok=True)
     n = len(returns)
     args = {"env_id": env, "seed": 0, "num_seeds": seeds_arg or n, "total_timesteps": total or steps[-1],
-            "eval_freq": eval_freq or (steps[1] - steps[0]), "eval_episodes": eval_episodes}
+            "eval_freq": eval_freq or (steps[1] - steps[0]), "eval_episodes": eval_episodes, **extra}
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"algo": algo, "args": args, "command": f"python algos/{algo}.py --env-id {env}",
                    "versions": {"jax": "x"}, "git": {"commit": "abc", "dirty": False}, "machine": {}}, f)
@@ -143,18 +148,20 @@ def test_bootstrap_ci_matches_normal_theory_and_collapses_on_constants():
 
 
 def test_verdicts():
-    ref = {"mean": 100.0, "spread": 10.0, "spread_kind": "std", "seeds": 4}  # CI 100 +- 9.8
-    assert summarize.reference_interval(ref) == pytest.approx((100 - 9.79982, 100 + 9.79982))
-    assert summarize.verdict(105, 0, 0, ref) == "inside"
-    assert summarize.verdict(110, 0, 0, ref) == "above"
-    assert summarize.verdict(90, 0, 0, ref) == "below"
+    ref = {"mean": 100.0, "spread": 10.0, "spread_kind": "std", "seeds": 4}  # CI 100 +- t(3) * 10 / 2
+    assert summarize.reference_interval(ref) == pytest.approx((100 - 3.182446 * 5, 100 + 3.182446 * 5))
+    assert summarize.t975(9) == pytest.approx(2.262157)
+    assert summarize.verdict(115, 0, 0, ref) == "inside"
+    assert summarize.verdict(116, 0, 0, ref) == "above"
+    assert summarize.verdict(84, 0, 0, ref) == "below"
+    assert summarize.verdict(84, 0, 0, {**ref, "source": "x, third-party"}) == "below (third-party sanity range)"
     ci = {"mean": 100.0, "spread": 5.0, "spread_kind": "ci95", "seeds": 10}
     assert summarize.verdict(106, 0, 0, ci) == "above"
     bare = {"mean": 100.0, "spread": None, "spread_kind": "", "seeds": 10}
     assert summarize.verdict(95, 90, 101, bare) == "reference inside our CI"
     assert summarize.verdict(95, 90, 99, bare) == "below"
     assert summarize.verdict(105, 101, 110, bare) == "above"
-    assert summarize.verdict(90, 0, 0, ref, "v1 reference, v4 run") == \
+    assert summarize.verdict(80, 0, 0, ref, "v1 reference, v4 run") == \
         "not comparable (v1 reference, v4 run); would be: below"
     assert summarize.comparability("Hopper-v1", "Hopper-v4") == "v1 reference, v4 run"
     assert summarize.comparability("Hopper-v4", "Hopper-v4") is None
@@ -189,7 +196,7 @@ def test_summary_on_synthetic_runs(tmp_path):
     assert by_source["src-b"]["ours_mean"] == 40  # max of the mean curve [0, 40, 30]
     assert by_source["src-b"]["verdict"] == "not comparable (v1 reference, v4 run); would be: above"
     assert by_source["src-c"]["ours_mean"] is None and "800 not reached" in by_source["src-c"]["verdict"]
-    assert by_source["src-d"]["verdict"] == "no run: algos/mrq.py is not implemented"
+    assert by_source["src-d"]["verdict"] == "no run: there is no algos/mrq.py in this repo"
     assert "src-e" not in by_source  # aggregates are reported in their own table
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
@@ -225,7 +232,7 @@ def test_run_states_and_commands(tmp_path):
     cmd = launch.command(run, root, launch.State("todo"))
     assert cmd[cmd.index("--num-seeds") + 1] == "2" and cmd[cmd.index("--total-timesteps") + 1] == "400"
     assert "--save-model" in cmd and cmd[-2:] == ["--learning-starts", "100"]
-    run_dir = fake_run(root, "td3", "Hopper-v4", [[0, 1], [0, 1]], [0, 200], total=400)
+    run_dir = fake_run(root, "td3", "Hopper-v4", [[0, 1], [0, 1]], [0, 200], total=400, learning_starts=100)
     st = launch.run_state(run, root)
     assert (st.kind, st.step) == ("restart", 200)  # killed before its first checkpoint
     os.makedirs(os.path.join(run_dir, "checkpoint.old"))
@@ -233,14 +240,37 @@ def test_run_states_and_commands(tmp_path):
     st = launch.run_state(run, root)
     assert (st.kind, st.step) == ("resume", 200)
     assert launch.command(run, root, st)[-2:] == ["--resume", run_dir]
-    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2], [0, 1, 2]], [0, 200, 400], total=400)
+    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2], [0, 1, 2]], [0, 200, 400], total=400, learning_starts=100)
     assert launch.run_state(run, root).kind == "done"
-    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2]], [0, 200, 400], total=400)  # 1 seed on disk, grid wants 2
+    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2]], [0, 200, 400], total=400, learning_starts=100)  # 1 seed on disk, grid wants 2
     st = launch.run_state(run, root)
     assert st.kind == "conflict" and "num_seeds 1 vs 2" in st.detail
+    # a larger run (more seeds, more steps) serves a smaller grid once it passed the grid's budget
+    fake_run(root, "td3", "Hopper-v4", [[0, 1, 2]] * 3, [0, 200, 400], total=800, learning_starts=100)
+    assert launch.run_state(run, root).kind == "done"
+    # ... but a run made with other flags is never taken for this grid's
+    changed = grid.Run("td3", "Hopper-v4", 400, 2, 200, 10, ("--learning-starts", "500"), ("p",))
+    assert launch.run_state(run, root).kind == "done"
+    st = launch.run_state(changed, root)
+    assert st.kind == "conflict" and "learning_starts 100 vs 500" in st.detail
+    assert launch.parse_flags(("--learning-starts", "1000", "--no-checkpoints", "--tb")) == \
+        {"learning_starts": "1000", "checkpoints": False, "tb": True}
     assert launch.run_state(grid.Run("nope", "Hopper-v4", 400, 2, 200, 10, (), ("p",)), root).kind == "unavailable"
     moved = launch.set_aside(run, root)
     assert not os.path.exists(run_dir) and os.path.exists(os.path.join(moved, "eval.csv"))
+
+
+def test_progress_counts_work_and_eta():
+    a = grid.Run("td3", "A-v4", 1000, 2, 100, 1, (), ("p",), cost=1.0)
+    b = grid.Run("td7", "A-v4", 1000, 2, 100, 1, (), ("p",), cost=3.0)  # 3x the work of a
+    p = launch.Progress([a, b], {"td3/A-v4": 10 ** 12, "td7/A-v4": 0})  # a already done
+    p.t0 -= 60
+    assert "1/2 runs done" in p.line(1, [], 0, 2) and "25% of the work" in p.line(1, [], 0, 2)
+    assert "ETA ?" in p.line(1, [], 0, 2)  # nothing gained in this session yet
+    p.update("td7/A-v4", 500)  # half of b in 60 s: the other half takes about 60 s more
+    line = p.line(1, ["td7/A-v4"], 0, 2)
+    assert "62% of the work" in line and "running: td7/A-v4 500/1,000" in line
+    assert "ETA 1m00s" in line or "ETA 0m59s" in line or "ETA 1m01s" in line
 
 
 def test_launcher_runs_a_tiny_grid_reports_failures_and_skips_completed(tmp_path):
@@ -260,7 +290,7 @@ def test_launcher_runs_a_tiny_grid_reports_failures_and_skips_completed(tmp_path
         rows = list(csv.DictReader(f))
     assert sorted((int(r["seed"]), int(r["step"])) for r in rows) == [(s, t) for s in (0, 1) for t in (0, 200, 400)]
     assert not any(n.startswith("checkpoint") for n in os.listdir(run_dir))  # dropped once complete
-    assert json.load(open(os.path.join(root, "launches.json")))[0]["scale"] == "quick"
+    assert json.loads(open_text(root, "launches.json"))[0]["scale"] == "quick"
     out2 = io.StringIO()
     result = launch.launch("quick", root, str(d), jobs=1, poll_s=0.2, out=out2)
     assert result["td3/Pendulum-v1"] == "done" and result["td3/Nope-v0"] == "failed"
@@ -289,11 +319,11 @@ def test_launcher_resumes_a_killed_run(tmp_path):
     assert state.kind == "resume" and 200 <= state.step < 1000, state
     out = io.StringIO()
     assert launch.launch("quick", root, str(d), poll_s=0.2, out=out) == {"td3/Pendulum-v1": "done"}
-    assert f"(resume from step" in out.getvalue()
+    assert "start td3/Pendulum-v1 (resume from its last checkpoint" in out.getvalue()
     with open(os.path.join(run_dir, "eval.csv")) as f:
         keys = [(int(r["seed"]), int(r["step"])) for r in csv.DictReader(f)]
     assert sorted(keys) == [(s, t) for s in (0, 1) for t in range(0, 1001, 200)]
-    assert len(json.load(open(os.path.join(run_dir, "config.json")))["resumed"]) == 1
+    assert len(json.loads(open_text(run_dir, "config.json"))["resumed"]) == 1
 
 
 def test_launcher_cli_errors(tmp_path, capsys):
@@ -309,4 +339,5 @@ def test_one_launcher_per_results_folder(tmp_path):
     with pytest.raises(ValueError, match="another launcher"):
         launch._acquire_lock(str(tmp_path))
     (tmp_path / ".launcher.pid").write_text("999999999")  # gone: a stale lock is taken over
-    assert open(launch._acquire_lock(str(tmp_path))).read() == str(os.getpid())
+    assert (tmp_path / ".launcher.pid").exists() and launch._acquire_lock(str(tmp_path))
+    assert (tmp_path / ".launcher.pid").read_text() == str(os.getpid())
