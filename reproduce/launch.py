@@ -153,29 +153,35 @@ def fmt_duration(s: float | None) -> str:
 
 
 class Progress:
-    """Work = env steps x seeds x the algorithm's relative cost; the ETA extrapolates this session's rate."""
+    """Work = env steps x seeds x the algorithm's relative cost. The ETA extrapolates the rate of the
+    last `window_s` seconds, so a fast phase (random warm-up steps) does not linger in it."""
 
-    def __init__(self, runs: list[Run], start_steps: dict[str, int]):
+    def __init__(self, runs: list[Run], start_steps: dict[str, int], window_s: float = 900.0):
         self.runs = {r.name: r for r in runs}
         self.total = sum(r.work for r in runs) or 1.0
         self.start = {n: min(start_steps.get(n, 0), self.runs[n].steps) / self.runs[n].steps * self.runs[n].work
                       for n in self.runs}
         self.now = dict(self.start)
         self.t0 = time.time()
+        self.window_s = window_s
+        self.samples = [(self.t0, sum(self.start.values()))]  # (time, work done)
 
     def update(self, name: str, step: int) -> None:
         run = self.runs[name]
         self.now[name] = max(self.now[name], min(step, run.steps) / run.steps * run.work)
 
     def line(self, done: int, running: list[str], failed: int, total_runs: int) -> str:
-        work = sum(self.now.values())
-        gained = work - sum(self.start.values())
-        elapsed = time.time() - self.t0
-        eta = (self.total - work) * elapsed / gained if gained > 0 else None
-        now = ", ".join(f"{n} {int(self.now[n] / self.runs[n].work * self.runs[n].steps):,}/"
-                        f"{self.runs[n].steps:,}" for n in running)
+        work, now = sum(self.now.values()), time.time()
+        self.samples.append((now, work))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
+            self.samples.pop(0)  # keep one sample at least window_s old
+        t_old, w_old = self.samples[0]
+        eta = (self.total - work) * (now - t_old) / (work - w_old) if work > w_old else None
+        running_s = ", ".join(f"{n} {int(self.now[n] / self.runs[n].work * self.runs[n].steps):,}/"
+                              f"{self.runs[n].steps:,}" for n in running)
         return (f"[grid] {done}/{total_runs} runs done, {failed} failed | {100 * work / self.total:.0f}% of the work"
-                f" | elapsed {fmt_duration(elapsed)}, ETA {fmt_duration(eta)}" + (f" | running: {now}" if now else ""))
+                f" | elapsed {fmt_duration(now - self.t0)}, ETA {fmt_duration(eta)}"
+                + (f" | running: {running_s}" if running_s else ""))
 
 
 # ---------------------------------------------------------------------------------------------
