@@ -34,9 +34,12 @@ FRAME_HISTORY = 3
 
 def _suite():
     try:
+        from absl import logging as absl_logging
         from dm_control import suite
     except ImportError as e:
         raise ImportError("DeepMind Control envs need dm_control: pip install -e '.[dmc]'") from e
+    # dm_control's XML uses a compiler attribute newer MuJoCo deprecates; one warning per env is noise
+    absl_logging.set_verbosity(absl_logging.ERROR)
     return suite
 
 
