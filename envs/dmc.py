@@ -33,6 +33,8 @@ FRAME_HISTORY = 3
 
 
 def _suite():
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"  # headless: dm_control picks its GL backend at import; osmesa also works
     try:
         from absl import logging as absl_logging
         from dm_control import suite
@@ -64,8 +66,6 @@ class DMCEnv(gym.Env):
     def __init__(self, env_id: str, action_repeat: int = ACTION_REPEAT, max_steps: int = MAX_AGENT_STEPS,
                  render_mode: str | None = None):
         self.domain, self.task_name, self.pixels = parse_id(env_id)
-        if self.pixels and "MUJOCO_GL" not in os.environ:
-            os.environ["MUJOCO_GL"] = "egl"  # headless rendering; set MUJOCO_GL=osmesa where EGL is missing
         self.env_id, self.action_repeat, self.max_steps = env_id, action_repeat, max_steps
         self.render_mode = render_mode
         self._env = _suite().load(self.domain, self.task_name, task_kwargs={"random": 0})
