@@ -1,5 +1,11 @@
 """Thin adapters between environment suites and the algorithms in ``algos/``.
 
+One ``--env-id`` convention across suites: gymnasium ids as they are (``Hopper-v4``),
+``dmc:<domain>-<task>`` (DeepMind Control, proprioceptive states), ``dmc-pixels:<domain>-<task>``
+(DeepMind Control, 84x84 pixels) and ``atari:<Game>`` (``ALE/<Game>-v5``); see ``envs/dmc.py`` and
+``envs/atari.py`` for their preprocessing. Pixel and discrete-action envs are only accepted by
+algorithms that ask for them (``make_env(..., pixels_ok=True, discrete_ok=True)``).
+
 The contract every algorithm relies on (pinned by ``tests/test_envs.py``):
 
 * one environment per seed; seed ``i`` of a run with ``--seed s`` is seeded ``s + i``;

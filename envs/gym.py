@@ -17,28 +17,53 @@ import gymnasium as gym
 import numpy as np
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
-    """``gym.make`` with the checks a continuous-control algorithm needs, failing with clear errors."""
+SUITE_PREFIXES = "gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, atari:<Game>"
+
+
+def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
+    """gymnasium id, or a prefixed DeepMind Control / Atari id (envs/dmc.py, envs/atari.py)."""
+    if env_id.startswith(("dmc:", "dmc-pixels:")):
+        from envs.dmc import DMCEnv
+        return DMCEnv(env_id, **kwargs)
+    if env_id.startswith("atari:"):
+        from envs.atari import AtariEnv
+        return AtariEnv(env_id, **kwargs)
+    if ":" in env_id.split("/")[0] and env_id not in gym.registry:
+        raise ValueError(f"Unknown env id prefix in {env_id!r}; env ids are: {SUITE_PREFIXES}.")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
-        raise ValueError(f"Unknown env id {env_id!r}.{hint}")
+        raise ValueError(f"Unknown env id {env_id!r}.{hint} Other suites: {SUITE_PREFIXES}.")
     with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
         warnings.filterwarnings("ignore", message=".*is out of date.*")
-        env = gym.make(env_id, disable_env_checker=True, **kwargs)
+        return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **kwargs) -> gym.Env:
+    """An env of any suite, with the checks an algorithm needs, failing with clear errors.
+
+    By default the action space must be a continuous 1-D Box and observations 1-D vectors (TD3,
+    TD7, ...); ``discrete_ok`` also accepts Discrete actions, ``pixels_ok`` uint8 images [C, H, W].
+    """
+    env = _make_suite_env(env_id, **kwargs)
     act, obs = env.action_space, env.observation_space
-    if not isinstance(act, gym.spaces.Box):
+    if isinstance(act, gym.spaces.Discrete) and discrete_ok:
+        pass
+    elif not isinstance(act, gym.spaces.Box):
         env.close()
         raise TypeError(
             f"{env_id} has a {type(act).__name__} action space; this algorithm needs a continuous "
             "(Box) action space."
         )
-    if len(act.shape) != 1 or not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+    elif len(act.shape) != 1 or not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
         env.close()
         raise TypeError(f"{env_id}: the action space must be a 1-D Box with finite bounds, got {act}.")
-    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+    is_pixels = isinstance(obs, gym.spaces.Box) and len(obs.shape) == 3 and obs.dtype == np.uint8
+    if not isinstance(obs, gym.spaces.Box) or not (len(obs.shape) == 1 or (pixels_ok and is_pixels)):
         env.close()
-        raise TypeError(f"{env_id}: the observation space must be a 1-D Box, got {obs}.")
+        what = "image" if is_pixels else "non-vector"
+        raise TypeError(f"{env_id}: the observation space must be a 1-D Box, got {obs}"
+                        + (f" ({what} observations need an algorithm that takes them, e.g. MR.Q)." if is_pixels else "."))
     return env
 
 
