@@ -124,7 +124,8 @@ def load_paper(path: str) -> Paper:
             _fail(path, f"[scale.{name}] needs seeds >= 1, at least one algo and one env")
         env_args = {k: tuple(v) for k, v in s.get("env_args", {}).items()}
         if set(env_args) - set(s["envs"]):
-            _fail(path, f"[scale.{name}.env_args] names envs outside the grid: {sorted(set(env_args) - set(s['envs']))}")
+            outside = sorted(set(env_args) - set(s["envs"]))
+            _fail(path, f"[scale.{name}.env_args] names envs outside the grid: {outside}")
         scales[name] = Scale(tuple(s["algos"]), tuple(s["envs"]), int(s["seeds"]), tuple(sorted(budgets)),
                              int(s["eval_freq"]), int(s["eval_episodes"]), tuple(s.get("args", ())), env_args)
     aggregates = []

@@ -213,8 +213,8 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
     say(f"[grid] scale '{scale}': {len(runs)} runs under {os.path.relpath(root, ROOT)}")
     for r in runs:
         st = states[r.name]
-        say(f"  {r.name:40s} {r.seeds:>2d} seeds x {r.steps:>9,d} steps  [{st.kind}{': ' + st.detail if st.detail else ''}]"
-            f"  ({', '.join(r.papers)})")
+        detail = f": {st.detail}" if st.detail else ""
+        say(f"  {r.name:40s} {r.seeds:>2d} seeds x {r.steps:>9,d} steps  [{st.kind}{detail}]  ({', '.join(r.papers)})")
     if dry_run:
         return {n: s.kind for n, s in states.items()}
 
