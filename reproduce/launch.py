@@ -341,14 +341,22 @@ def _acquire_lock(root: str) -> str:
     raise ValueError(f"could not take the lock {path}")
 
 
+def _libc_prctl():
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved here: the child between fork and exec should import nothing
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux), so no orphan keeps
     writing a run that the next launcher resumes."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _progress_step(run: Run, root: str) -> int:
