@@ -200,6 +200,8 @@ def test_summary_on_synthetic_runs(tmp_path):
     assert "src-e" not in by_source  # aggregates are reported in their own table
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+    provenance = json.loads((out / "summary.json").read_text())
+    assert provenance["command"] == "python -m reproduce.summarize" and "commit" in provenance["git"]
     text = (out / "SUMMARY.md").read_text()
     assert "REDUCED grid" in text and "![t quick](plots/quick/t.png)" in text and (out / "plots/quick/t.png").exists()
     # aggregate: td7/td3 = 3 on A and 2 on B for every seed -> IQM = mean = 2.5, gain = 150% (reference 200: below)
