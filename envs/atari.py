@@ -10,10 +10,13 @@ sticky actions 0.25 and applies, per agent step:
   the first frame; no no-op starts, no life-loss terminals, the minimal action set;
 * 27,000 agent steps (108,000 frames) end an episode as a truncation; a game over is a termination;
 * ``epsilon``: probability of replacing the agent's action by a uniform random one (MR.Q evaluates
-  with 0.001; training uses 0, see algos/mrq.py for why the authors' code differs).
+  with 0.001 and trains with 0; the authors' code also applies 0.001 to the training env by
+  accident, ALGORITHMS.md s8.5).
 
 Seeding: ``reset(seed=s)`` seeds the env's generator; every reset draws the ALE seed (sticky
-actions, game randomness) from it, so an episode is fixed by that generator's state and the actions.
+actions, game randomness) from it, so an episode is fixed by that generator's state and the actions
+(what ``SeedEnvs`` relies on to resume). The authors seed the ALE once and let it run on across
+episodes: the same distribution, another stream.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def test_repo_grids_load_and_merge_shared_runs():
     full = {r.name: r for r in grid.expand(papers, "full")}
     # the full TD3 run on Hopper serves TD3's 1M and TD7's 5M budgets
     assert full["td3/Hopper-v4"].steps == 5_000_000 and full["td3/Reacher-v4"].steps == 1_000_000
-    assert len(full) == len(set(full))
+    # per-env flags reach their runs: the TD3 repo's 1k start steps on Reacher, none on Hopper
+    assert full["td3/Reacher-v4"].args == ("--learning-starts", "1000") and full["td3/Hopper-v4"].args == ()
     # every full-scale paper budget is reached by the run that serves it
     for p in papers:
         s = p.scales["full"]
