@@ -1,0 +1,68 @@
+"""MR.Q building blocks (branch `mrq`, work in progress)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algos import mrq
+
+
+def test_symlog_symexp_are_inverse_and_odd():
+    x = jnp.array([-1e4, -3.0, -0.5, 0.0, 0.5, 3.0, 1e4])
+    np.testing.assert_allclose(mrq.symexp(mrq.symlog(x)), x, rtol=1e-5)
+    np.testing.assert_allclose(mrq.symlog(jnp.array([np.e - 1, 0.0])), [1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(mrq.symlog(-x), -mrq.symlog(x))
+
+
+def test_reward_bins():
+    bins = mrq.reward_bins()
+    assert bins.shape == (65,) and float(bins[32]) == 0.0
+    np.testing.assert_allclose([bins[0], bins[-1]], [-np.expm1(10), np.expm1(10)], rtol=1e-5)  # +-22025.5
+    np.testing.assert_allclose(mrq.symlog(bins), np.linspace(-10, 10, 65), atol=1e-5)
+
+
+def test_two_hot_encode_decode_and_cross_entropy_on_hand_values():
+    bins = jnp.array([-2.0, 0.0, 1.0, 5.0])
+    w = mrq.two_hot(jnp.array([0.25, 1.0, -3.0, 7.0, 3.0]), bins)
+    np.testing.assert_allclose(w, [[0, 0.75, 0.25, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0.5, 0.5]],
+                               atol=1e-7)
+    # decoding the encoding gives the reward back (inside the range)
+    x = jnp.array([-1234.5, -0.3, 0.0, 0.7, 42.0])
+    big = mrq.reward_bins()
+    np.testing.assert_allclose(mrq.two_hot(x, big) @ big, x, rtol=1e-5, atol=1e-5)
+    logits = jnp.log(mrq.two_hot(x, big) + 1e-30)
+    np.testing.assert_allclose(mrq.two_hot_decode(logits, big), x, rtol=1e-4, atol=1e-4)
+    # cross-entropy: uniform logits give log K whatever the target; a peaked one on the target is ~0
+    np.testing.assert_allclose(mrq.two_hot_cross_entropy(jnp.zeros((5, 65)), x, big), np.log(65) * np.ones(5),
+                               rtol=1e-6)
+    ce = mrq.two_hot_cross_entropy(jnp.array([[0.0, 100.0, 0.0, 0.0]]), jnp.array([0.0]), bins)
+    assert float(ce[0]) < 1e-6
+
+
+def test_multi_step_return_textbook_and_original():
+    r = jnp.array([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0], [1.0, 2.0, 4.0]])
+    nd = jnp.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])  # none / 2nd / 1st terminal
+    g = 0.5
+    ret, mask = mrq.multi_step_return(r, nd, g)
+    np.testing.assert_allclose(ret, [1 + 0.5 * 2 + 0.25 * 4, 1 + 0.5 * 2, 1.0])
+    np.testing.assert_allclose(mask, [1, 0, 0])
+    # the original code weights r_i by its own not_done_i: a terminal transition's reward is dropped,
+    # and with a per-index mask the rewards after it count again
+    ret, mask = mrq.multi_step_return(r, nd, g, terminal_reward=False)
+    np.testing.assert_allclose(ret, [3.0, 1 + 0.25 * 4, 0.5 * 2 + 0.25 * 4])
+    np.testing.assert_allclose(mask, [1, 0, 0])
+
+
+def test_mlp_has_no_layer_norm_parameters_and_xavier_relu_init():
+    m = mrq.MLP(hidden=512, out=7)
+    params = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))["params"]
+    assert sorted(params) == ["Dense_0", "Dense_1", "Dense_2"]  # LayerNorm adds nothing to learn
+    assert all(sorted(p) == ["bias", "kernel"] for p in params.values())
+    k = np.asarray(params["Dense_0"]["kernel"])
+    limit = np.sqrt(2) * np.sqrt(6 / (300 + 512))  # xavier_uniform(gain = calculate_gain('relu'))
+    assert np.abs(k).max() <= limit and np.abs(k).max() > 0.99 * limit
+    assert np.std(k) == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    assert not np.any(params["Dense_0"]["bias"])
+    y = mrq.layer_norm(jnp.array([[1.0, 2.0, 3.0, 6.0]]))
+    np.testing.assert_allclose([y.mean(), (y ** 2).mean()], [0, 1], atol=1e-4)
