@@ -105,3 +105,79 @@ class MLP(nn.Module):
 def count_params(params) -> int:
     return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder, policy, value (ALGORITHMS.md s8.1)
+# ---------------------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    """f: s -> zs (state MLP or pixel CNN, then LN + ELU); g: (zs, a) -> zsa; model head on zsa."""
+
+    pixels: bool
+    zs_dim: int = 512
+    za_dim: int = 256
+    zsa_dim: int = 512
+    hidden: int = 512
+    num_bins: int = 65
+
+    def setup(self):
+        if self.pixels:
+            self.convs = [nn.Conv(32, (3, 3), strides=s, padding="VALID", kernel_init=XAVIER_RELU,
+                                  bias_init=nn.initializers.zeros) for s in (2, 2, 2, 1)]
+            self.state_out = dense(self.zs_dim)
+        else:
+            self.state_mlp = MLP(self.hidden, self.zs_dim, "elu")
+        self.action_in = dense(self.za_dim)
+        self.sa_mlp = MLP(self.hidden, self.zsa_dim, "elu")
+        self.model = dense(1 + self.zs_dim + self.num_bins)
+
+    def f(self, obs):
+        if self.pixels:  # [B, C, 84, 84] uint8 -> 84 -> 41 -> 20 -> 9 -> 7
+            x = obs.astype(jnp.float32).transpose(0, 2, 3, 1) / 255.0 - 0.5
+            for conv in self.convs:
+                x = nn.elu(conv(x))
+            return nn.elu(layer_norm(self.state_out(x.reshape(x.shape[0], -1))))
+        return nn.elu(layer_norm(self.state_mlp(obs)))
+
+    def g(self, zs, action):
+        za = nn.elu(self.action_in(action))
+        return self.sa_mlp(jnp.concatenate([zs, za], -1))
+
+    def predict(self, zsa):
+        """zsa -> (done logit [B], next zs [B, zs_dim], reward logits [B, num_bins])."""
+        out = self.model(zsa)
+        return out[:, 0], out[:, 1:1 + self.zs_dim], out[:, 1 + self.zs_dim:]
+
+    def __call__(self, obs, action):  # initialises every parameter
+        return self.predict(self.g(self.f(obs), action))
+
+
+class Policy(nn.Module):
+    """zs -> (action, pre-activation). Continuous: tanh. Discrete: Gumbel-softmax (tau) samples."""
+
+    action_dim: int
+    discrete: bool = False
+    hidden: int = 512
+    gumbel_tau: float = 10.0
+
+    @nn.compact
+    def __call__(self, zs, key=None):
+        pre = MLP(self.hidden, self.action_dim, "relu")(zs)
+        if not self.discrete:
+            return jnp.tanh(pre), pre
+        gumbel = jax.random.gumbel(key, pre.shape, pre.dtype)
+        return jax.nn.softmax((pre + gumbel) / self.gumbel_tau, axis=-1), pre
+
+
+class Value(nn.Module):
+    """Two independent heads on zsa: MLP -> LN + ELU -> Linear(1). Returns [B, 2]."""
+
+    hidden: int = 512
+
+    @nn.compact
+    def __call__(self, zsa):
+        heads = []
+        for _ in range(2):
+            x = nn.elu(layer_norm(MLP(self.hidden, self.hidden, "elu")(zsa)))
+            heads.append(dense(1)(x))
+        return jnp.concatenate(heads, -1)

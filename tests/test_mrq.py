@@ -66,3 +66,34 @@ def test_mlp_has_no_layer_norm_parameters_and_xavier_relu_init():
     assert not np.any(params["Dense_0"]["bias"])
     y = mrq.layer_norm(jnp.array([[1.0, 2.0, 3.0, 6.0]]))
     np.testing.assert_allclose([y.mean(), (y ** 2).mean()], [0, 1], atol=1e-4)
+
+
+def test_parameter_count_on_halfcheetah():
+    """Layer by layer from ALGORITHMS.md s8.1 on HalfCheetah-v4 (17-dim states, 6 actions): 3,857,226.
+    OPEN QUESTION: the paper's Figure 1 says 4.1M, about one 512x512 layer (262,656) more; find
+    which before calling the architecture done."""
+    key = jax.random.PRNGKey(0)
+    enc = mrq.Encoder(pixels=False).init(key, jnp.zeros((1, 17)), jnp.zeros((1, 6)))
+    pol = mrq.Policy(6).init(key, jnp.zeros((1, 512)))
+    val = mrq.Value().init(key, jnp.zeros((1, 512)))
+    total = sum(mrq.count_params(p) for p in (enc, pol, val))
+    mlp = lambda i, o: (i * 512 + 512) + (512 * 512 + 512) + (512 * o + o)  # noqa: E731
+    encoder = mlp(17, 512) + (6 * 256 + 256) + mlp(768, 512) + (512 * 578 + 578)
+    assert total == encoder + mlp(512, 6) + 2 * (mlp(512, 512) + 513) == 3_857_226
+
+
+def test_pixel_encoder_shapes_and_gumbel_policy():
+    key = jax.random.PRNGKey(0)
+    enc = mrq.Encoder(pixels=True)
+    obs = jnp.zeros((2, 9, 84, 84), jnp.uint8)
+    params = enc.init(key, obs, jnp.zeros((2, 4)))
+    zs = enc.apply(params, obs, method=mrq.Encoder.f)
+    assert zs.shape == (2, 512)
+    assert params["params"]["state_out"]["kernel"].shape == (32 * 7 * 7, 512)
+    done, nzs, rew = enc.apply(params, obs, jnp.zeros((2, 4)))
+    assert done.shape == (2,) and nzs.shape == (2, 512) and rew.shape == (2, 65)
+    pol = mrq.Policy(4, discrete=True)
+    pp = pol.init(key, zs, key)
+    a, pre = pol.apply(pp, zs, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
+    assert a.shape == pre.shape == (2, 4)
