@@ -8,6 +8,7 @@ the authors' code is under a non-commercial licence and is not followed line by 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -181,3 +182,84 @@ class Value(nn.Module):
             x = nn.elu(layer_norm(MLP(self.hidden, self.hidden, "elu")(zsa)))
             heads.append(dense(1)(x))
         return jnp.concatenate(heads, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay: one frame per slot, histories and windows rebuilt from indices (ALGORITHMS.md s8.4)
+# ---------------------------------------------------------------------------------------------
+class Replay(NamedTuple):
+    """One seed's buffer (vmapped over seeds). Slot i holds the observation (one frame for pixels)
+    and, for a transition starting there, its action, reward and not-done flag. An episode that
+    ends takes one extra slot for its final observation, so s' of slot i is always slot i + 1.
+    `pos` is the slot's step within its episode: histories stop at the episode's first frame."""
+
+    obs: jnp.ndarray  # [S, *frame]
+    action: jnp.ndarray  # [S, A]
+    reward: jnp.ndarray  # [S]
+    not_done: jnp.ndarray  # [S]
+    pos: jnp.ndarray  # [S] int32
+    valid: jnp.ndarray  # [S] bool: the window starting here may be sampled
+    priority: jnp.ndarray  # [S]
+    max_priority: jnp.ndarray  # []
+    ptr: jnp.ndarray  # [] int32, next slot to write
+
+
+def replay_init(slots: int, frame_shape, frame_dtype, action_dim: int) -> Replay:
+    return Replay(jnp.zeros((slots, *frame_shape), frame_dtype), jnp.zeros((slots, action_dim), jnp.float32),
+                  jnp.zeros(slots, jnp.float32), jnp.zeros(slots, jnp.float32), jnp.zeros(slots, jnp.int32),
+                  jnp.zeros(slots, bool), jnp.zeros(slots, jnp.float32), jnp.ones((), jnp.float32),
+                  jnp.zeros((), jnp.int32))
+
+
+def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_frame, pos, horizon: int = 5,
+               history: int = 1) -> Replay:
+    """Store one transition whose observation is `pos` steps into its episode; at an episode end also
+    store the final observation in the next slot. Starts become sampleable once `horizon` further
+    steps of their episode exist; at a termination the episode's last starts become sampleable too
+    (the steps after it are masked in the losses); at a truncation they never do."""
+    slots = buf.obs.shape[0]
+    p = buf.ptr
+
+    def write(b: Replay, at, frame_, action_, reward_, not_done_, pos_):
+        # the overwritten slot and the old starts whose history reads it are no longer sampleable
+        stale = (at + jnp.arange(history)) % slots
+        return b._replace(obs=b.obs.at[at].set(frame_), action=b.action.at[at].set(action_),
+                          reward=b.reward.at[at].set(reward_), not_done=b.not_done.at[at].set(not_done_),
+                          pos=b.pos.at[at].set(pos_), valid=b.valid.at[stale].set(False))
+
+    buf = write(buf, p, frame, action, reward, 1.0 - terminated.astype(jnp.float32), pos)
+    done = jnp.logical_or(terminated, truncated)
+    # the start `horizon` slots back is now complete (its last s' is this slot's observation)
+    start = (p - horizon) % slots
+    ready = pos >= horizon
+    buf = buf._replace(valid=buf.valid.at[start].set(jnp.where(ready, True, buf.valid[start])),
+                       priority=buf.priority.at[start].set(jnp.where(ready, buf.max_priority, buf.priority[start])))
+    # episode end: the final observation in the next slot (no transition starts there)
+    ended = write(buf, (p + 1) % slots, next_frame, jnp.zeros_like(action), 0.0, 0.0, pos + 1)
+    back = jnp.arange(horizon)  # the episode's last starts: p - horizon + 1 .. p
+    last = (p - back) % slots
+    in_episode = back <= pos
+    open_ = jnp.logical_and(terminated, in_episode)
+    ended = ended._replace(valid=ended.valid.at[last].set(jnp.where(open_, True, ended.valid[last])),
+                           priority=ended.priority.at[last].set(jnp.where(open_, ended.max_priority,
+                                                                          ended.priority[last])))
+    buf = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), ended, buf)
+    return buf._replace(ptr=(p + jnp.where(done, 2, 1)) % slots)
+
+
+def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int = 1):
+    """Prioritised starts (cumsum + searchsorted over priority x valid) and their windows:
+    obs [B, horizon + 1, history * C, ...] (or [B, horizon + 1, obs_dim]), action/reward/not_done
+    [B, horizon]."""
+    slots = buf.obs.shape[0]
+    weights = jnp.where(buf.valid, buf.priority, 0.0)
+    cdf = jnp.cumsum(weights)
+    u = jax.random.uniform(key, (batch,)) * cdf[-1]
+    start = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), slots - 1)
+    steps = (start[:, None] + jnp.arange(horizon + 1)) % slots  # [B, h + 1]
+    back = jnp.arange(history - 1, -1, -1)  # oldest frame first
+    frames = (steps[..., None] - jnp.minimum(back, buf.pos[steps][..., None])) % slots  # [B, h + 1, H]
+    obs = buf.obs[frames]  # [B, h + 1, H, *frame]
+    obs = obs.reshape(*obs.shape[:2], -1, *obs.shape[4:]) if obs.ndim > 4 else obs.reshape(*obs.shape[:2], -1)
+    t = steps[:, :horizon]
+    return start, obs, buf.action[t], buf.reward[t], buf.not_done[t]

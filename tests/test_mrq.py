@@ -97,3 +97,63 @@ def test_pixel_encoder_shapes_and_gumbel_policy():
     a, pre = pol.apply(pp, zs, jax.random.PRNGKey(1))
     np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
     assert a.shape == pre.shape == (2, 4)
+
+
+def _fill(buf, episodes, horizon, history, frame_shape=(3,)):
+    """episodes: list of (length, 'terminated' | 'truncated'); frames hold a running id."""
+    add = jax.jit(mrq.replay_add, static_argnames=("horizon", "history"))
+    uid = 0
+    for length, end in episodes:
+        for t in range(length):
+            last = t == length - 1
+            buf = add(buf, jnp.full(frame_shape, uid, jnp.float32), jnp.array([float(uid)]), float(uid),
+                      jnp.array(last and end == "terminated"), jnp.array(last and end == "truncated"),
+                      jnp.full(frame_shape, 1000 + uid, jnp.float32), t, horizon=horizon, history=history)
+            uid += 1
+    return buf
+
+
+def test_replay_masks_truncated_tails_and_opens_terminated_ones():
+    buf = _fill(mrq.replay_init(30, (3,), jnp.float32, 1), [(5, "truncated"), (5, "terminated")], 2, 1)
+    # episode 1: slots 0-4 + final obs at 5; episode 2: slots 6-10 + final obs at 11
+    assert np.nonzero(np.asarray(buf.valid))[0].tolist() == [0, 1, 2, 6, 7, 8, 9, 10]
+    assert int(buf.ptr) == 12
+    assert buf.obs[5, 0] == 1004 and buf.obs[11, 0] == 1009  # true final observations kept
+    assert buf.not_done[10] == 0 and buf.not_done[4] == 1  # a truncation is not a termination
+
+
+def test_replay_sample_windows_only_from_valid_starts():
+    buf = _fill(mrq.replay_init(30, (3,), jnp.float32, 1), [(5, "truncated"), (5, "terminated")], 2, 1)
+    start, obs, act, rew, nd = mrq.replay_sample(buf, jax.random.PRNGKey(0), 4000, horizon=2)
+    assert set(np.asarray(start).tolist()) == {0, 1, 2, 6, 7, 8, 9, 10}
+    i = int(np.nonzero(np.asarray(start) == 10)[0][0])  # the terminal transition's start
+    np.testing.assert_array_equal(obs[i, :, 0], [9, 1009, 0])  # s, final s', then a masked slot
+    np.testing.assert_array_equal(rew[i], [9, 0])
+    np.testing.assert_array_equal(nd[i], [0, 0])
+    j = int(np.nonzero(np.asarray(start) == 2)[0][0])
+    np.testing.assert_array_equal(obs[j, :, 0], [2, 3, 4])
+    np.testing.assert_array_equal(act[j, :, 0], [2, 3])
+
+
+def test_replay_histories_stop_at_the_episode_start_and_wrap():
+    frame = (1, 2, 2)
+    buf = _fill(mrq.replay_init(12, frame, jnp.float32, 1), [(4, "terminated"), (9, "truncated")], 1, 3, frame)
+    # 4 + 1 + 9 + 1 = 15 slots in a 12-slot ring: episode 2 (ids 4..12) sits at slots 5..13 % 12
+    start, obs, *_ = mrq.replay_sample(buf, jax.random.PRNGKey(1), 2000, horizon=1, history=3)
+    assert obs.shape[1:] == (2, 3, 2, 2)
+    # episode 1 lost slots 0-2 to episode 2, and its last start (slot 3) lost its history; episode 2
+    # (truncated) keeps every start but its last (id 12, slot 1)
+    assert set(np.asarray(start).tolist()) == {5, 6, 7, 8, 9, 10, 11, 0}
+    expected = {5: [4, 4, 4], 7: [4, 5, 6], 0: [9, 10, 11]}  # first step repeats its frame; slot 0 wraps
+    for k, s in enumerate(np.asarray(start)):
+        if int(s) in expected:
+            np.testing.assert_array_equal(np.asarray(obs[k, 0, :, 0, 0]), expected[int(s)])
+    assert {5, 7, 0} <= set(np.asarray(start).tolist())
+
+
+def test_replay_sampling_follows_priorities():
+    buf = _fill(mrq.replay_init(30, (3,), jnp.float32, 1), [(5, "terminated")], 1, 1)
+    buf = buf._replace(priority=buf.priority.at[:5].set(jnp.array([1.0, 2.0, 3.0, 4.0, 0.0])))
+    start, *_ = mrq.replay_sample(buf, jax.random.PRNGKey(2), 200_000, horizon=1)
+    freq = np.bincount(np.asarray(start), minlength=30)[:6] / 200_000
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4, 0, 0], atol=0.005)  # > 4 sigma
