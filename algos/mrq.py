@@ -263,3 +263,53 @@ def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int =
     obs = obs.reshape(*obs.shape[:2], -1, *obs.shape[4:]) if obs.ndim > 4 else obs.reshape(*obs.shape[:2], -1)
     t = steps[:, :horizon]
     return start, obs, buf.action[t], buf.reward[t], buf.not_done[t]
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (ALGORITHMS.md s8.3)
+# ---------------------------------------------------------------------------------------------
+def value_target(ret, mask, q_next, discount: float, q_horizon: int, reward_scale, target_reward_scale):
+    """y = (R + mask * gamma^n * Q'(s_n, a') * previous scale) / current scale, in scaled units."""
+    return (ret + mask * discount ** q_horizon * q_next * target_reward_scale) / reward_scale
+
+
+def huber(x):
+    """smooth L1 with delta 1 (torch's default), elementwise."""
+    a = jnp.abs(x)
+    return jnp.where(a < 1.0, 0.5 * x ** 2, a - 0.5)
+
+
+def lap_priority(q, y, alpha: float = 0.4, min_priority: float = 1.0):
+    """max over heads |Q - y|, clamped below at min_priority, to the power alpha: [B, 2], [B] -> [B]."""
+    return jnp.maximum(jnp.abs(q - y[:, None]).max(-1), min_priority) ** alpha
+
+
+def policy_loss(q, pre, pre_activ_weight: float = 1e-5):
+    """-mean over both heads and the batch, plus a small penalty on the policy's pre-activations."""
+    return -q.mean() + pre_activ_weight * (pre ** 2).mean()
+
+
+def encoder_loss(encoder: Encoder, params, target_params, obs, action, reward, not_done, bins,
+                 env_terminates, dyn_weight: float = 1.0, reward_weight: float = 0.1, done_weight: float = 0.1):
+    """Unrolled model loss on [B, h + 1] observations and [B, h] actions/rewards/not-done flags.
+
+    zs_0 = f(s_0); each step predicts (done, zs_{i+1}, reward) from g(zs_i, a_i) and feeds the
+    *predicted* zs_{i+1} back. Targets are the target encoder's f(s_{i+1}). Step i is weighted by
+    prod_{j<i} not_done_j (steps after a termination are ignored; the terminal step counts), as a
+    mean over all elements. The done term counts only once the env has ever terminated."""
+    b, h = action.shape[:2]
+    flat = obs.reshape(b * (h + 1), *obs.shape[2:])
+    targets = jax.lax.stop_gradient(encoder.apply(target_params, flat, method=Encoder.f)).reshape(b, h + 1, -1)
+    zs = encoder.apply(params, obs[:, 0], method=Encoder.f)
+    mask = jnp.ones((b,), jnp.float32)
+    total, parts = 0.0, {"dyn": 0.0, "reward": 0.0, "done": 0.0}
+    for i in range(h):
+        done_logit, zs, reward_logits = encoder.apply(
+            params, encoder.apply(params, zs, action[:, i], method=Encoder.g), method=Encoder.predict)
+        dyn = (((zs - targets[:, i + 1]) ** 2) * mask[:, None]).mean()
+        rew = (two_hot_cross_entropy(reward_logits, reward[:, i], bins) * mask).mean()
+        done = (((done_logit - (1.0 - not_done[:, i])) ** 2) * mask).mean() * env_terminates
+        total = total + dyn_weight * dyn + reward_weight * rew + done_weight * done
+        parts = {"dyn": parts["dyn"] + dyn, "reward": parts["reward"] + rew, "done": parts["done"] + done}
+        mask = mask * not_done[:, i]
+    return total, parts

@@ -157,3 +157,58 @@ def test_replay_sampling_follows_priorities():
     start, *_ = mrq.replay_sample(buf, jax.random.PRNGKey(2), 200_000, horizon=1)
     freq = np.bincount(np.asarray(start), minlength=30)[:6] / 200_000
     np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4, 0, 0], atol=0.005)  # > 4 sigma
+
+
+def test_value_target_priority_policy_and_huber_on_hand_values():
+    # R = 2, mask 1, gamma^3 Q' = 0.5^3 * 8 = 1, previous scale 2, current scale 4: y = (2 + 2) / 4
+    y = mrq.value_target(jnp.array([2.0, 2.0]), jnp.array([1.0, 0.0]), jnp.array([8.0, 8.0]), 0.5, 3, 4.0, 2.0)
+    np.testing.assert_allclose(y, [1.0, 0.5])
+    np.testing.assert_allclose(mrq.huber(jnp.array([0.5, -2.0, 1.0])), [0.125, 1.5, 0.5])
+    q = jnp.array([[1.0, 4.0], [1.0, 1.5]])
+    np.testing.assert_allclose(mrq.lap_priority(q, jnp.array([1.0, 1.0])), [3.0 ** 0.4, 1.0])
+    np.testing.assert_allclose(mrq.policy_loss(q, jnp.array([[10.0, 0.0]])), -1.875 + 1e-5 * 50)
+
+
+def _encoder_setup(h=3, b=4, obs_dim=5, adim=2):
+    enc = mrq.Encoder(pixels=False, zs_dim=8, za_dim=4, zsa_dim=8, hidden=16, num_bins=65)
+    k = jax.random.split(jax.random.PRNGKey(0), 6)
+    params = enc.init(k[0], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
+    target = enc.init(k[1], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
+    obs = jax.random.normal(k[2], (b, h + 1, obs_dim))
+    act = jax.random.uniform(k[3], (b, h, adim), minval=-1, maxval=1)
+    rew = jax.random.normal(k[4], (b, h))
+    return enc, params, target, obs, act, rew
+
+
+def test_encoder_unroll_feeds_back_predicted_latents_against_a_plain_loop():
+    enc, params, target, obs, act, rew = _encoder_setup()
+    nd = jnp.ones((4, 3))
+    bins = mrq.reward_bins()
+    total, parts = mrq.encoder_loss(enc, params, target, obs, act, rew, nd, bins, 1.0)
+    zs = enc.apply(params, obs[:, 0], method=mrq.Encoder.f)
+    expect = 0.0
+    for i in range(3):
+        d, zs, r = enc.apply(params, enc.apply(params, zs, act[:, i], method=mrq.Encoder.g),
+                             method=mrq.Encoder.predict)
+        tgt = enc.apply(target, obs[:, i + 1], method=mrq.Encoder.f)  # the *target* encoder, s_{i+1}
+        expect += ((zs - tgt) ** 2).mean() + 0.1 * mrq.two_hot_cross_entropy(r, rew[:, i], bins).mean() \
+            + 0.1 * (d ** 2).mean()
+    np.testing.assert_allclose(total, expect, rtol=1e-5)
+    # re-encoding s_1 instead of feeding the prediction back would give another loss
+    assert parts["dyn"] > 0
+
+
+def test_encoder_loss_masks_steps_after_a_termination():
+    enc, params, target, obs, act, rew = _encoder_setup()
+    nd = jnp.ones((4, 3)).at[:, 0].set(0.0)  # every window terminates at its first step
+    bins = mrq.reward_bins()
+    base, parts = mrq.encoder_loss(enc, params, target, obs, act, rew, nd, bins, 1.0)
+    # changing anything after the terminal step (s_2, s_3, a_1, a_2, r_1, r_2) changes nothing
+    obs2 = obs.at[:, 2:].set(99.0)
+    act2 = act.at[:, 1:].set(0.3)
+    rew2 = rew.at[:, 1:].set(-7.0)
+    again, _ = mrq.encoder_loss(enc, params, target, obs2, act2, rew2, nd, bins, 1.0)
+    np.testing.assert_allclose(again, base, rtol=1e-6)
+    # the terminal step itself counts, with its done target 1; without terminations ever seen, no done term
+    no_done, p2 = mrq.encoder_loss(enc, params, target, obs, act, rew, nd, bins, 0.0)
+    assert float(p2["done"]) == 0.0 and float(parts["done"]) > 0 and no_done < base
