@@ -13,6 +13,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 ALGO = "mrq"
 
@@ -313,3 +314,113 @@ def encoder_loss(encoder: Encoder, params, target_params, obs, action, reward, n
         parts = {"dyn": parts["dyn"] + dyn, "reward": parts["reward"] + rew, "done": parts["done"] + done}
         mask = mask * not_done[:, i]
     return total, parts
+
+
+# ---------------------------------------------------------------------------------------------
+# Learner and its two updates (ALGORITHMS.md s8.3). One seed; the training loop vmaps over seeds.
+# ---------------------------------------------------------------------------------------------
+class Learner(NamedTuple):
+    encoder: dict
+    encoder_target: dict
+    policy: dict
+    policy_target: dict
+    value: dict
+    value_target: dict
+    encoder_opt: optax.OptState
+    policy_opt: optax.OptState
+    value_opt: optax.OptState
+    reward_scale: jnp.ndarray  # mean |r| of the buffer at the last target copy
+    target_reward_scale: jnp.ndarray  # the one before (0 at the start)
+    key: jnp.ndarray
+
+
+class Nets(NamedTuple):
+    encoder: Encoder
+    policy: Policy
+    value: Value
+    encoder_tx: optax.GradientTransformation
+    policy_tx: optax.GradientTransformation
+    value_tx: optax.GradientTransformation
+
+
+def make_nets(obs_is_pixels: bool, action_dim: int, discrete: bool, enc_lr=1e-4, enc_wd=1e-4, value_lr=3e-4,
+              value_wd=1e-4, value_grad_clip=20.0, policy_lr=3e-4, policy_wd=1e-4) -> Nets:
+    """AdamW everywhere (decoupled decay on every parameter); the value's gradient is clipped by norm."""
+    return Nets(Encoder(pixels=obs_is_pixels), Policy(action_dim, discrete), Value(),
+                optax.adamw(enc_lr, weight_decay=enc_wd),
+                optax.adamw(policy_lr, weight_decay=policy_wd),
+                optax.chain(optax.clip_by_global_norm(value_grad_clip), optax.adamw(value_lr, weight_decay=value_wd)))
+
+
+def learner_init(nets: Nets, key, obs_example, action_dim: int) -> Learner:
+    k_enc, k_pol, k_val, key = jax.random.split(key, 4)
+    enc = nets.encoder.init(k_enc, obs_example[None], jnp.zeros((1, action_dim)))
+    zs = jnp.zeros((1, nets.encoder.zs_dim))
+    pol = nets.policy.init(k_pol, zs, k_pol)
+    val = nets.value.init(k_val, jnp.zeros((1, nets.encoder.zsa_dim)))
+    return Learner(enc, enc, pol, pol, val, val, nets.encoder_tx.init(enc), nets.policy_tx.init(pol),
+                   nets.value_tx.init(val), jnp.ones(()), jnp.zeros(()), key)
+
+
+def target_action(nets: Nets, params, zs, key, noise: float, noise_clip: float):
+    """Target policy action with clipped Gaussian noise: clipped to [-1, 1], or one-hot(argmax) if discrete
+    (where the caller passes the halved noise)."""
+    k_g, k_n = jax.random.split(key)
+    a, _ = nets.policy.apply(params, zs, k_g)
+    a = a + jnp.clip(noise * jax.random.normal(k_n, a.shape), -noise_clip, noise_clip)
+    if nets.policy.discrete:
+        return jax.nn.one_hot(a.argmax(-1), a.shape[-1])
+    return jnp.clip(a, -1.0, 1.0)
+
+
+def rl_update(nets: Nets, learner: Learner, obs, action, reward, not_done, discount=0.99, q_horizon=3,
+              noise=0.2, noise_clip=0.3, terminal_reward=True, pre_activ_weight=1e-5):
+    """One value step then one policy step on windows [B, >= q_horizon + 1]. Returns the learner, the
+    new LAP priorities [B] (in reward-scaled units) and metrics."""
+    key, k_t, k_p = jax.random.split(learner.key, 3)
+    enc, enc_t = nets.encoder, learner.encoder_target
+    ret, mask = multi_step_return(reward[:, :q_horizon], not_done[:, :q_horizon], discount, terminal_reward)
+    next_zs = enc.apply(enc_t, obs[:, q_horizon], method=Encoder.f)
+    a_next = target_action(nets, learner.policy_target, next_zs, k_t, noise, noise_clip)
+    q_next = nets.value.apply(learner.value_target, enc.apply(enc_t, next_zs, a_next, method=Encoder.g)).min(-1)
+    y = value_target(ret, mask, q_next, discount, q_horizon, learner.reward_scale, learner.target_reward_scale)
+    y = jax.lax.stop_gradient(y)
+    zs = jax.lax.stop_gradient(enc.apply(learner.encoder, obs[:, 0], method=Encoder.f))
+    zsa = jax.lax.stop_gradient(enc.apply(learner.encoder, zs, action[:, 0], method=Encoder.g))
+
+    def value_loss(vp):
+        q = nets.value.apply(vp, zsa)
+        return huber(q - y[:, None]).mean(), q
+
+    (v_loss, q), grads = jax.value_and_grad(value_loss, has_aux=True)(learner.value)
+    updates, value_opt = nets.value_tx.update(grads, learner.value_opt, learner.value)
+    value = optax.apply_updates(learner.value, updates)
+
+    def pol_loss(pp):
+        a, pre = nets.policy.apply(pp, zs, k_p)
+        q_pi = nets.value.apply(value, enc.apply(learner.encoder, zs, a, method=Encoder.g))
+        return policy_loss(q_pi, pre, pre_activ_weight)
+
+    p_loss, grads = jax.value_and_grad(pol_loss)(learner.policy)
+    updates, policy_opt = nets.policy_tx.update(grads, learner.policy_opt, learner.policy)
+    policy = optax.apply_updates(learner.policy, updates)
+    learner = learner._replace(value=value, value_opt=value_opt, policy=policy, policy_opt=policy_opt, key=key)
+    return learner, lap_priority(q, y), {"value_loss": v_loss, "policy_loss": p_loss, "q": q.mean()}
+
+
+def encoder_update(nets: Nets, learner: Learner, obs, action, reward, not_done, bins, env_terminates):
+    """One AdamW step on the unrolled model loss (the training loop runs 250 of them per burst)."""
+    (loss, parts), grads = jax.value_and_grad(
+        lambda p: encoder_loss(nets.encoder, p, learner.encoder_target, obs, action, reward, not_done, bins,
+                               env_terminates), has_aux=True)(learner.encoder)
+    updates, opt = nets.encoder_tx.update(grads, learner.encoder_opt, learner.encoder)
+    return learner._replace(encoder=optax.apply_updates(learner.encoder, updates), encoder_opt=opt), \
+        {"encoder_loss": loss, **parts}
+
+
+def copy_targets(learner: Learner, buffer_mean_abs_reward) -> Learner:
+    """Every 250 training steps: hard copies, and the reward scale refresh (the old scale is kept
+    for the bootstrap: targets mix the previous and the current scale)."""
+    return learner._replace(encoder_target=learner.encoder, policy_target=learner.policy,
+                            value_target=learner.value, target_reward_scale=learner.reward_scale,
+                            reward_scale=jnp.maximum(buffer_mean_abs_reward, 1e-8))

@@ -212,3 +212,50 @@ def test_encoder_loss_masks_steps_after_a_termination():
     # the terminal step itself counts, with its done target 1; without terminations ever seen, no done term
     no_done, p2 = mrq.encoder_loss(enc, params, target, obs, act, rew, nd, bins, 0.0)
     assert float(p2["done"]) == 0.0 and float(parts["done"]) > 0 and no_done < base
+
+
+def _learner(discrete=False, obs_dim=6, adim=3, b=32, h=5):
+    nets = mrq.make_nets(False, adim, discrete)
+    learner = mrq.learner_init(nets, jax.random.PRNGKey(0), jnp.zeros(obs_dim), adim)
+    k = jax.random.split(jax.random.PRNGKey(1), 3)
+    obs = jax.random.normal(k[0], (b, h + 1, obs_dim))
+    act = jnp.tanh(jax.random.normal(k[1], (b, h, adim)))
+    rew = jax.random.normal(k[2], (b, h))
+    return nets, learner, obs, act, rew, jnp.ones((b, h))
+
+
+def test_rl_update_fits_a_fixed_batch_and_leaves_the_encoder_alone():
+    nets, learner, obs, act, rew, nd = _learner()
+    learner = mrq.copy_targets(learner, jnp.array(1.0))  # scales 1 and 1
+    step = jax.jit(lambda l: mrq.rl_update(nets, l, obs, act, rew, nd))
+    first, prio, m0 = step(learner)
+    assert prio.shape == (32,) and bool(jnp.all(prio >= 1.0))
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, first.encoder, learner.encoder))
+    assert not jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, first.value, learner.value))
+    assert not jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, first.policy, learner.policy))
+    current = first
+    for _ in range(60):
+        current, _, m = step(current)
+    assert float(m["value_loss"]) < 0.5 * float(m0["value_loss"])  # targets are fixed: the value fits them
+
+
+def test_encoder_update_lowers_the_model_loss_and_copy_targets():
+    nets, learner, obs, act, rew, nd = _learner()
+    bins = mrq.reward_bins()
+    step = jax.jit(lambda l: mrq.encoder_update(nets, l, obs, act, rew, nd, bins, 1.0))
+    current, m0 = step(learner)
+    for _ in range(30):
+        current, m = step(current)
+    assert float(m["encoder_loss"]) < float(m0["encoder_loss"])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, current.encoder_target,
+                                                         learner.encoder_target))
+    copied = mrq.copy_targets(current._replace(reward_scale=jnp.array(3.0)), jnp.array(0.0))
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, copied.encoder_target, current.encoder))
+    assert float(copied.target_reward_scale) == 3.0 and float(copied.reward_scale) == pytest.approx(1e-8)
+
+
+def test_discrete_target_action_is_one_hot():
+    nets, learner, *_ = _learner(discrete=True)
+    a = mrq.target_action(nets, learner.policy, jnp.ones((4, 512)), jax.random.PRNGKey(3), 0.1, 0.15)
+    np.testing.assert_array_equal(a.sum(-1), 1.0)
+    assert set(np.unique(np.asarray(a)).tolist()) <= {0.0, 1.0}
