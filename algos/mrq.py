@@ -424,3 +424,12 @@ def copy_targets(learner: Learner, buffer_mean_abs_reward) -> Learner:
     return learner._replace(encoder_target=learner.encoder, policy_target=learner.policy,
                             value_target=learner.value, target_reward_scale=learner.reward_scale,
                             reward_scale=jnp.maximum(buffer_mean_abs_reward, 1e-8))
+
+
+def random_shift(key, x, pad: int = 4):
+    """Pixel augmentation: pad by `pad` (edge replication, an assumption to check) and crop back at a
+    random offset, one offset per sample shared by all its channels (the frames of its history)."""
+    b, c, h, w = x.shape
+    padded = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
+    offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
+    return jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (0, o[0], o[1]), (c, h, w)))(padded, offsets)

@@ -259,3 +259,16 @@ def test_discrete_target_action_is_one_hot():
     a = mrq.target_action(nets, learner.policy, jnp.ones((4, 512)), jax.random.PRNGKey(3), 0.1, 0.15)
     np.testing.assert_array_equal(a.sum(-1), 1.0)
     assert set(np.unique(np.asarray(a)).tolist()) <= {0.0, 1.0}
+
+
+def test_random_shift_moves_every_channel_of_a_sample_together():
+    x = jnp.arange(2 * 3 * 84 * 84, dtype=jnp.float32).reshape(2, 3, 84, 84)
+    y = mrq.random_shift(jax.random.PRNGKey(0), x)
+    assert y.shape == x.shape
+    padded = np.pad(np.asarray(x), ((0, 0), (0, 0), (4, 4), (4, 4)), mode="edge")
+    for i in range(2):
+        hits = [(dy, dx) for dy in range(9) for dx in range(9)
+                if np.array_equal(padded[i, :, dy:dy + 84, dx:dx + 84], np.asarray(y[i]))]
+        assert len(hits) == 1  # one offset within +-4 pixels, the same for the three channels
+    shifts = {tuple(np.asarray(jax.random.randint(jax.random.PRNGKey(s), (1, 2), 0, 9))[0]) for s in range(50)}
+    assert len(shifts) > 10
