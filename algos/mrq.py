@@ -7,15 +7,174 @@ the authors' code is under a non-commercial licence and is not followed line by 
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
+import io
+import json
 import math
-from typing import NamedTuple
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import tyro
+
+import envs
 
 ALGO = "mrq"
+
+# The paper's benchmark protocol per suite (ALGORITHMS.md s8.2): steps are agent steps (DMC repeats
+# each action twice, Atari four times), evaluation every eval_freq of them, 10 episodes.
+PRESETS = {
+    "gym": {"total_timesteps": 1_000_000, "eval_freq": 5_000},
+    "dmc": {"total_timesteps": 500_000, "eval_freq": 5_000},
+    "atari": {"total_timesteps": 2_500_000, "eval_freq": 100_000},
+}
+
+
+def suite_of(env_id: str) -> str:
+    return "dmc" if env_id.startswith(("dmc:", "dmc-pixels:")) else "atari" if env_id.startswith("atari:") else "gym"
+
+
+@dataclass
+class Args:
+    # Experiment
+    env_id: str = "Hopper-v4"
+    """gymnasium id, dmc:<domain>-<task>, dmc-pixels:<domain>-<task> or atari:<Game> (one set of hyperparameters)"""
+    seed: int = 0
+    """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
+    num_seeds: int = 1
+    """number of independent agents trained together in this process (vmapped)"""
+    total_timesteps: Optional[int] = None
+    """agent steps per seed (default: the suite's preset, Gym 1M, DMC 500k, Atari 2.5M)"""
+    learning_starts: int = 10_000
+    """uniform-random steps; training starts once the buffer holds more transitions (buffer_size_before_training)"""
+    eval_freq: Optional[int] = None
+    """evaluate every this many agent steps (default: the suite's preset, Gym/DMC 5k, Atari 100k; also at 0 and the end)"""
+    eval_episodes: int = 10
+    """evaluation episodes per seed (no exploration noise; Atari keeps epsilon = 0.001)"""
+    results_dir: str = "results/runs"
+    """where run folders are created"""
+    run_name: Optional[str] = None
+    """run folder name (default: <algo>__<env>__<seed>x<num_seeds>__<time>)"""
+    save_model: bool = False
+    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) at every evaluation"""
+    resume: Optional[str] = None
+    """run folder of a killed --save-model run to continue (its config.json supplies all other args)"""
+    eval_only: bool = False
+    """evaluate the policy saved in --checkpoint instead of training"""
+    checkpoint: Optional[str] = None
+    """run folder whose checkpoint --eval-only evaluates"""
+    capture_video: bool = False
+    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
+    tb: bool = False
+    """log to TensorBoard in the run folder (needs the `tb` extra)"""
+    track: bool = False
+    """log to Weights & Biases (needs the `track` extra)"""
+    wandb_project: str = "fujimoto-jax"
+    """W&B project for --track"""
+    # MR.Q (ALGORITHMS.md s8.2: one set for every suite)
+    buffer_size: int = 1_000_000
+    """replay slots per seed (an episode takes its length + 1); shrink it to fit memory (see the header)"""
+    batch_size: int = 256
+    """sub-trajectories per update"""
+    discount: float = 0.99
+    """discount factor gamma"""
+    target_update_freq: int = 250
+    """training steps between hard target copies; each copy starts a burst of this many encoder updates"""
+    exploration_noise: float = 0.2
+    """std of the Gaussian exploration noise (halved for discrete actions)"""
+    target_policy_noise: float = 0.2
+    """std of the target policy noise (halved for discrete actions)"""
+    noise_clip: float = 0.3
+    """target noise clip (halved for discrete actions)"""
+    dyn_weight: float = 1.0
+    """weight of the latent dynamics loss"""
+    reward_weight: float = 0.1
+    """weight of the two-hot reward loss"""
+    done_weight: float = 0.1
+    """weight of the termination loss (on only once a termination was stored)"""
+    alpha: float = 0.4
+    """LAP priority exponent"""
+    min_priority: float = 1.0
+    """LAP priorities are clamped below at this |TD error|"""
+    enc_horizon: int = 5
+    """steps of the unrolled model loss"""
+    q_horizon: int = 3
+    """steps of the multi-step return (bootstrap gamma^q_horizon)"""
+    zs_dim: int = 512
+    """state embedding size"""
+    za_dim: int = 256
+    """action embedding size"""
+    zsa_dim: int = 512
+    """state-action embedding size"""
+    enc_hdim: int = 512
+    """encoder hidden width"""
+    enc_lr: float = 1e-4
+    """AdamW learning rate of the encoder"""
+    enc_wd: float = 1e-4
+    """AdamW weight decay of the encoder"""
+    pixel_augs: bool = True
+    """random-shift augmentation (pad 4) of pixel observations in every update"""
+    value_hdim: int = 512
+    """value hidden width"""
+    value_lr: float = 3e-4
+    """AdamW learning rate of the value heads"""
+    value_wd: float = 1e-4
+    """AdamW weight decay of the value heads"""
+    value_grad_clip: float = 20.0
+    """global norm clip of the value gradient"""
+    policy_hdim: int = 512
+    """policy hidden width"""
+    policy_lr: float = 3e-4
+    """AdamW learning rate of the policy"""
+    policy_wd: float = 1e-4
+    """AdamW weight decay of the policy"""
+    gumbel_tau: float = 10.0
+    """Gumbel-softmax temperature of the discrete-action policy"""
+    pre_activ_weight: float = 1e-5
+    """penalty on the policy's squared pre-activations"""
+    num_bins: int = 65
+    """two-hot reward bins, symexp-spaced over [-10, 10] in symlog space"""
+    original_terminal_reward: bool = False
+    """deviation flag: the authors' multi-step return, which drops the reward of a terminal transition (see header)"""
+    train_epsilon: float = 0.0
+    """deviation flag: epsilon-random actions in the Atari training env (the authors' code applies eval's 0.001 there)"""
+
+
+def resolve_presets(args: Args) -> Args:
+    """Fill total_timesteps / eval_freq left unset from the suite's preset."""
+    preset = PRESETS[suite_of(args.env_id)]
+    return Args(**{**asdict(args), **{k: v for k, v in preset.items() if getattr(args, k) is None}})
+
+
+def check_args(args: Args) -> None:
+    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "buffer_size", "batch_size",
+                "target_update_freq", "enc_horizon", "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim",
+                "value_hdim", "policy_hdim", "num_bins")
+    for name in positive:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.learning_starts < 0:
+        raise ValueError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.q_horizon > args.enc_horizon:
+        raise ValueError(f"--q-horizon ({args.q_horizon}) must be <= --enc-horizon ({args.enc_horizon})")
+    if not 0.0 <= args.train_epsilon <= 1.0:
+        raise ValueError(f"--train-epsilon must be in [0, 1], got {args.train_epsilon}")
+    if args.train_epsilon > 0 and suite_of(args.env_id) != "atari":
+        raise ValueError("--train-epsilon applies to Atari envs only")
+    if args.eval_only and not args.checkpoint:
+        raise ValueError("--eval-only needs --checkpoint RUN_DIR")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,15 +360,23 @@ class Replay(NamedTuple):
     pos: jnp.ndarray  # [S] int32
     valid: jnp.ndarray  # [S] bool: the window starting here may be sampled
     priority: jnp.ndarray  # [S]
+    is_step: jnp.ndarray  # [S] bool: the slot holds a transition (not an episode's final observation)
     max_priority: jnp.ndarray  # []
+    terminated_seen: jnp.ndarray  # [] bool: a termination was ever stored (turns the done loss on)
     ptr: jnp.ndarray  # [] int32, next slot to write
 
 
 def replay_init(slots: int, frame_shape, frame_dtype, action_dim: int) -> Replay:
     return Replay(jnp.zeros((slots, *frame_shape), frame_dtype), jnp.zeros((slots, action_dim), jnp.float32),
                   jnp.zeros(slots, jnp.float32), jnp.zeros(slots, jnp.float32), jnp.zeros(slots, jnp.int32),
-                  jnp.zeros(slots, bool), jnp.zeros(slots, jnp.float32), jnp.ones((), jnp.float32),
-                  jnp.zeros((), jnp.int32))
+                  jnp.zeros(slots, bool), jnp.zeros(slots, jnp.float32), jnp.zeros(slots, bool),
+                  jnp.ones((), jnp.float32), jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+
+
+def replay_mean_abs_reward(buf: Replay):
+    """mean |r| over the stored transitions: the reward scale."""
+    n = jnp.maximum(buf.is_step.sum(), 1)
+    return jnp.where(buf.is_step, jnp.abs(buf.reward), 0.0).sum() / n
 
 
 def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_frame, pos, horizon: int = 5,
@@ -221,14 +388,16 @@ def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_f
     slots = buf.obs.shape[0]
     p = buf.ptr
 
-    def write(b: Replay, at, frame_, action_, reward_, not_done_, pos_):
+    def write(b: Replay, at, frame_, action_, reward_, not_done_, pos_, is_step):
         # the overwritten slot and the old starts whose history reads it are no longer sampleable
         stale = (at + jnp.arange(history)) % slots
         return b._replace(obs=b.obs.at[at].set(frame_), action=b.action.at[at].set(action_),
                           reward=b.reward.at[at].set(reward_), not_done=b.not_done.at[at].set(not_done_),
-                          pos=b.pos.at[at].set(pos_), valid=b.valid.at[stale].set(False))
+                          pos=b.pos.at[at].set(pos_), valid=b.valid.at[stale].set(False),
+                          is_step=b.is_step.at[at].set(is_step))
 
-    buf = write(buf, p, frame, action, reward, 1.0 - terminated.astype(jnp.float32), pos)
+    buf = write(buf, p, frame, action, reward, 1.0 - terminated.astype(jnp.float32), pos, True)
+    buf = buf._replace(terminated_seen=jnp.logical_or(buf.terminated_seen, terminated))
     done = jnp.logical_or(terminated, truncated)
     # the start `horizon` slots back is now complete (its last s' is this slot's observation)
     start = (p - horizon) % slots
@@ -236,7 +405,7 @@ def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_f
     buf = buf._replace(valid=buf.valid.at[start].set(jnp.where(ready, True, buf.valid[start])),
                        priority=buf.priority.at[start].set(jnp.where(ready, buf.max_priority, buf.priority[start])))
     # episode end: the final observation in the next slot (no transition starts there)
-    ended = write(buf, (p + 1) % slots, next_frame, jnp.zeros_like(action), 0.0, 0.0, pos + 1)
+    ended = write(buf, (p + 1) % slots, next_frame, jnp.zeros_like(action), 0.0, 0.0, pos + 1, False)
     back = jnp.arange(horizon)  # the episode's last starts: p - horizon + 1 .. p
     last = (p - back) % slots
     in_episode = back <= pos
@@ -248,13 +417,17 @@ def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_f
     return buf._replace(ptr=(p + jnp.where(done, 2, 1)) % slots)
 
 
-def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int = 1):
+def replay_cdf(buf: Replay):
+    """Cumulative sum of priority x valid: the sampling distribution (fixed during an encoder burst)."""
+    return jnp.cumsum(jnp.where(buf.valid, buf.priority, 0.0))
+
+
+def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int = 1, cdf=None):
     """Prioritised starts (cumsum + searchsorted over priority x valid) and their windows:
     obs [B, horizon + 1, history * C, ...] (or [B, horizon + 1, obs_dim]), action/reward/not_done
     [B, horizon]."""
     slots = buf.obs.shape[0]
-    weights = jnp.where(buf.valid, buf.priority, 0.0)
-    cdf = jnp.cumsum(weights)
+    cdf = replay_cdf(buf) if cdf is None else cdf
     u = jax.random.uniform(key, (batch,)) * cdf[-1]
     start = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), slots - 1)
     steps = (start[:, None] + jnp.arange(horizon + 1)) % slots  # [B, h + 1]
@@ -344,9 +517,12 @@ class Nets(NamedTuple):
 
 
 def make_nets(obs_is_pixels: bool, action_dim: int, discrete: bool, enc_lr=1e-4, enc_wd=1e-4, value_lr=3e-4,
-              value_wd=1e-4, value_grad_clip=20.0, policy_lr=3e-4, policy_wd=1e-4) -> Nets:
+              value_wd=1e-4, value_grad_clip=20.0, policy_lr=3e-4, policy_wd=1e-4, zs_dim=512, za_dim=256,
+              zsa_dim=512, enc_hidden=512, value_hidden=512, policy_hidden=512, num_bins=65,
+              gumbel_tau=10.0) -> Nets:
     """AdamW everywhere (decoupled decay on every parameter); the value's gradient is clipped by norm."""
-    return Nets(Encoder(pixels=obs_is_pixels), Policy(action_dim, discrete), Value(),
+    return Nets(Encoder(obs_is_pixels, zs_dim, za_dim, zsa_dim, enc_hidden, num_bins),
+                Policy(action_dim, discrete, policy_hidden, gumbel_tau), Value(value_hidden),
                 optax.adamw(enc_lr, weight_decay=enc_wd),
                 optax.adamw(policy_lr, weight_decay=policy_wd),
                 optax.chain(optax.clip_by_global_norm(value_grad_clip), optax.adamw(value_lr, weight_decay=value_wd)))
@@ -374,7 +550,7 @@ def target_action(nets: Nets, params, zs, key, noise: float, noise_clip: float):
 
 
 def rl_update(nets: Nets, learner: Learner, obs, action, reward, not_done, discount=0.99, q_horizon=3,
-              noise=0.2, noise_clip=0.3, terminal_reward=True, pre_activ_weight=1e-5):
+              noise=0.2, noise_clip=0.3, terminal_reward=True, pre_activ_weight=1e-5, alpha=0.4, min_priority=1.0):
     """One value step then one policy step on windows [B, >= q_horizon + 1]. Returns the learner, the
     new LAP priorities [B] (in reward-scaled units) and metrics."""
     key, k_t, k_p = jax.random.split(learner.key, 3)
@@ -405,14 +581,15 @@ def rl_update(nets: Nets, learner: Learner, obs, action, reward, not_done, disco
     updates, policy_opt = nets.policy_tx.update(grads, learner.policy_opt, learner.policy)
     policy = optax.apply_updates(learner.policy, updates)
     learner = learner._replace(value=value, value_opt=value_opt, policy=policy, policy_opt=policy_opt, key=key)
-    return learner, lap_priority(q, y), {"value_loss": v_loss, "policy_loss": p_loss, "q": q.mean()}
+    return learner, lap_priority(q, y, alpha, min_priority), {"value_loss": v_loss, "policy_loss": p_loss, "q": q.mean()}
 
 
-def encoder_update(nets: Nets, learner: Learner, obs, action, reward, not_done, bins, env_terminates):
-    """One AdamW step on the unrolled model loss (the training loop runs 250 of them per burst)."""
+def encoder_update(nets: Nets, learner: Learner, obs, action, reward, not_done, bins, env_terminates, **weights):
+    """One AdamW step on the unrolled model loss (the training loop runs 250 of them per burst).
+    `weights`: dyn_weight, reward_weight, done_weight of `encoder_loss`."""
     (loss, parts), grads = jax.value_and_grad(
         lambda p: encoder_loss(nets.encoder, p, learner.encoder_target, obs, action, reward, not_done, bins,
-                               env_terminates), has_aux=True)(learner.encoder)
+                               env_terminates, **weights), has_aux=True)(learner.encoder)
     updates, opt = nets.encoder_tx.update(grads, learner.encoder_opt, learner.encoder)
     return learner._replace(encoder=optax.apply_updates(learner.encoder, updates), encoder_opt=opt), \
         {"encoder_loss": loss, **parts}
@@ -433,3 +610,517 @@ def random_shift(key, x, pad: int = 4):
     padded = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
     offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
     return jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (0, o[0], o[1]), (c, h, w)))(padded, offsets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent: acting, the buffer write and the training step, vmapped over seeds
+# ---------------------------------------------------------------------------------------------
+class Transition(NamedTuple):
+    """One env step of every seed, as the host hands it over ([N, ...])."""
+
+    frame: np.ndarray  # [N, *frame] the newest frame of s (the whole vector for states)
+    action: np.ndarray  # [N, A] in [-1, 1], or [N] action indices
+    reward: np.ndarray  # [N]
+    terminated: np.ndarray  # [N] bool
+    truncated: np.ndarray  # [N] bool
+    next_frame: np.ndarray  # [N, *frame] the newest frame of s' (stored only at episode ends)
+    pos: np.ndarray  # [N] int32: steps of the episode before this one
+
+
+class Agent(NamedTuple):
+    init: callable  # keys [N] -> (Learner, Replay), stacked
+    act: callable  # (learner, obs [N, *obs_shape], random) -> (learner, env action [N, A] or [N])
+    policy: callable  # (encoder, policy, obs [N, *obs_shape], keys [N]) -> evaluation action
+    step: callable  # (learner, replay, transition, obs, train, burst, random_next) -> (learner, replay, action, metrics)
+    nets: Nets
+    slots: int
+    frame_channels: int  # channels of one stored frame (0 for state vectors)
+
+
+def replay_slots(args: Args) -> int:
+    """Slots the run can fill, capped by --buffer-size: every episode takes its length + 1 slots; DMC
+    episodes are 500 steps, other suites' can be as short as one."""
+    t = args.total_timesteps
+    return min(args.buffer_size, t + (t // 500 + 1 if suite_of(args.env_id) == "dmc" else t))
+
+
+def make_agent(args: Args, obs_shape, obs_dtype, action_dim: int, discrete: bool, history: int) -> Agent:
+    pixels = len(obs_shape) == 3
+    frame_channels = obs_shape[0] // history if pixels else 0
+    frame_shape = (frame_channels, *obs_shape[1:]) if pixels else tuple(obs_shape)
+    nets = make_nets(pixels, action_dim, discrete, args.enc_lr, args.enc_wd, args.value_lr, args.value_wd,
+                     args.value_grad_clip, args.policy_lr, args.policy_wd, args.zs_dim, args.za_dim, args.zsa_dim,
+                     args.enc_hdim, args.value_hdim, args.policy_hdim, args.num_bins, args.gumbel_tau)
+    bins = reward_bins(args.num_bins)
+    slots = replay_slots(args)
+    noise_scale = 0.5 if discrete else 1.0  # every noise is halved for discrete actions
+    h, weights = args.enc_horizon, {"dyn_weight": args.dyn_weight, "reward_weight": args.reward_weight,
+                                    "done_weight": args.done_weight}
+
+    def init(key):
+        return (learner_init(nets, key, jnp.zeros(obs_shape, obs_dtype), action_dim),
+                replay_init(slots, frame_shape, obs_dtype, action_dim))
+
+    def act(learner, obs, random):
+        key, k_a, k_g = jax.random.split(learner.key, 3)
+        if random:  # uniform actions while the buffer fills
+            a = (jax.random.randint(k_a, (), 0, action_dim) if discrete
+                 else jax.random.uniform(k_a, (action_dim,), minval=-1.0, maxval=1.0))
+        else:
+            a = nets.policy.apply(learner.policy, nets.encoder.apply(learner.encoder, obs[None], method=Encoder.f),
+                                  k_g)[0][0]
+            a = a + jax.random.normal(k_a, a.shape) * args.exploration_noise * noise_scale
+            a = a.argmax() if discrete else jnp.clip(a, -1.0, 1.0)  # discrete: noisy Gumbel sample, then argmax
+        return learner._replace(key=key), a
+
+    def policy(encoder, policy_params, obs, key):
+        """No exploration noise; a discrete policy still draws its Gumbel sample (as the authors' evaluation)."""
+        a = nets.policy.apply(policy_params, nets.encoder.apply(encoder, obs[None], method=Encoder.f), key)[0][0]
+        return a.argmax() if discrete else a
+
+    def augment(key, obs):
+        """Random shift of every image of the windows [B, T, C, H, W], each with its own offset."""
+        if not (pixels and args.pixel_augs):
+            return obs
+        return random_shift(key, obs.reshape(-1, *obs.shape[2:])).reshape(obs.shape)
+
+    def add(buf, tr):
+        action = jax.nn.one_hot(tr.action, action_dim) if discrete else tr.action
+        return replay_add(buf, tr.frame, action, tr.reward, tr.terminated, tr.truncated, tr.next_frame, tr.pos,
+                          h, history)
+
+    def keep_if(ok, new, old):  # nothing sampleable yet (no start has h further steps): skip the update
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+    def encoder_burst(learner, buf):
+        """target_update_freq encoder updates back to back, each on a fresh prioritised batch."""
+        cdf = replay_cdf(buf)  # priorities do not change during the burst
+
+        def one(learner, _):
+            key, k_s, k_a = jax.random.split(learner.key, 3)
+            _, obs, action, reward, not_done = replay_sample(buf, k_s, args.batch_size, h, history, cdf)
+            new, m = encoder_update(nets, learner._replace(key=key), augment(k_a, obs), action, reward, not_done,
+                                    bins, buf.terminated_seen.astype(jnp.float32), **weights)
+            return keep_if(cdf[-1] > 0, new, learner._replace(key=key)), m
+
+        learner, m = jax.lax.scan(one, learner, None, length=args.target_update_freq)
+        return learner, jax.tree.map(jnp.mean, m)
+
+    def rl_step(learner, buf):
+        key, k_s, k_a = jax.random.split(learner.key, 3)
+        cdf = replay_cdf(buf)
+        start, obs, action, reward, not_done = replay_sample(buf, k_s, args.batch_size, args.q_horizon, history, cdf)
+        new, prio, m = rl_update(nets, learner._replace(key=key), augment(k_a, obs), action, reward, not_done,
+                                 args.discount, args.q_horizon, args.target_policy_noise * noise_scale,
+                                 args.noise_clip * noise_scale, not args.original_terminal_reward,
+                                 args.pre_activ_weight, args.alpha, args.min_priority)
+        ok = cdf[-1] > 0
+        new_buf = buf._replace(priority=buf.priority.at[start].set(jnp.where(ok, prio, buf.priority[start])),
+                               max_priority=jnp.where(ok, jnp.maximum(buf.max_priority, prio.max()), buf.max_priority))
+        return keep_if(ok, new, learner._replace(key=key)), new_buf, m
+
+    def train_and_act(learner, buf, obs, train, burst, random_next):
+        """One training step if due (preceded by the target copy and encoder burst every
+        target_update_freq steps), then the action for obs, for all seeds."""
+        metrics = {}
+        if train:
+            if burst:
+                learner = jax.vmap(copy_targets)(learner, jax.vmap(replay_mean_abs_reward)(buf))
+                learner, metrics = jax.vmap(encoder_burst)(learner, buf)
+            learner, buf, m = jax.vmap(rl_step)(learner, buf)
+            metrics.update(m)
+        learner, action = jax.vmap(act, in_axes=(0, 0, None))(learner, obs, random_next)
+        return learner, buf, action, metrics
+
+    # As in td3.py: the write and the update are separate jitted calls, both donating their state,
+    # so XLA updates the buffer in place.
+    add = jax.jit(jax.vmap(add), donate_argnums=0)
+    train_and_act = jax.jit(train_and_act, static_argnames=("train", "burst", "random_next"), donate_argnums=(0, 1))
+
+    def step(learner, buf, transition, obs, train, burst, random_next):
+        """Store the transition, train once if due, then pick the action for obs."""
+        buf = add(buf, transition)
+        return train_and_act(learner, buf, obs, train=train, burst=burst, random_next=random_next)
+
+    return Agent(
+        init=jax.jit(jax.vmap(init)),
+        act=jax.jit(jax.vmap(act, in_axes=(0, 0, None)), static_argnums=2),
+        policy=jax.jit(jax.vmap(policy)),
+        step=step,
+        nets=nets,
+        slots=slots,
+        frame_channels=frame_channels,
+    )
+
+
+def schedule(t: int, learning_starts: int, target_update_freq: int) -> tuple[bool, bool, bool]:
+    """Host-side flags after storing env step t (0-based): (train, burst, random_next_action).
+
+    Training runs once the buffer holds more than learning_starts transitions; training step k
+    (1-based) starts with a target copy and an encoder burst when (k - 1) % target_update_freq == 0.
+    """
+    train = t + 1 > learning_starts
+    k = t + 1 - learning_starts
+    return train, train and (k - 1) % target_update_freq == 0, t + 1 < learning_starts
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folder: results, config, checkpoints, logging
+# ---------------------------------------------------------------------------------------------
+EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
+EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git() -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        # dirty = tracked files modified; untracked ones (results, logs) do not change the code
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_rows(path: str, max_step: int) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= max_step]
+
+
+class RunLogger:
+    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
+    each evaluation), config.json, and optional TensorBoard / W&B."""
+
+    def __init__(self, run_dir: str, args: Args, replay: dict, resume_step: Optional[int] = None):
+        self.run_dir, self.args, self.replay = run_dir, args, replay
+        self.eval_path = os.path.join(run_dir, "eval.csv")
+        self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
+        keep = -1 if resume_step is None else resume_step  # rows after the checkpoint are dropped
+        self.eval_rows = _read_rows(self.eval_path, keep)
+        episode_rows = _read_rows(self.episodes_path, keep)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, EPISODE_HEADER)
+        writer.writeheader()
+        writer.writerows(episode_rows)
+        _write_atomic(self.episodes_path, buf.getvalue())
+        self.episodes_file = open(self.episodes_path, "a", newline="")
+        self.episodes_csv = csv.writer(self.episodes_file)
+        self.write_config(resume_step)
+        self.tb = self.wandb = None
+        if args.tb:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as e:
+                raise ImportError("--tb needs tensorboardX: pip install -e '.[tb]'") from e
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+        if args.track:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError("--track needs wandb: pip install -e '.[track]'") from e
+            self.wandb = wandb.init(project=args.wandb_project, name=os.path.basename(run_dir), config=asdict(args),
+                                    dir=run_dir, resume="allow", id=os.path.basename(run_dir).replace(":", "-"))
+
+    def write_config(self, resume_step):
+        path = os.path.join(self.run_dir, "config.json")
+        config = json.load(open(path)) if os.path.exists(path) and resume_step is not None else {
+            "algo": ALGO, "args": asdict(self.args), "versions": _versions(), "git": _git(),
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
+            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
+        if resume_step is not None:
+            config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "command": " ".join(sys.argv), "versions": _versions(),
+                                                     "git": _git()})
+        _write_atomic(path, json.dumps(config, indent=2) + "\n")
+
+    def episode(self, seed: int, step: int, ret: float, length: int):
+        self.episodes_csv.writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
+        if self.tb:
+            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
+
+    def evaluation(self, step: int, returns: np.ndarray, elapsed: float, metrics: dict):
+        for i, r in enumerate(returns):
+            self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": self.args.seed + i, "step": step,
+                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}"})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, EVAL_HEADER)
+        writer.writeheader()
+        writer.writerows(self.eval_rows)
+        _write_atomic(self.eval_path, buf.getvalue())
+        self.episodes_file.flush()
+        os.fsync(self.episodes_file.fileno())
+        scalars = {"eval/return_mean": float(np.mean(returns))}
+        scalars.update({f"eval/return_seed{self.args.seed + i}": float(r) for i, r in enumerate(returns)})
+        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
+        if self.tb:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb:
+            self.wandb.log(scalars, step=step)
+
+    def close(self):
+        self.episodes_file.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def save_checkpoint(run_dir: str, learner, replay, action, host: dict) -> None:
+    """Write <run_dir>/checkpoint atomically (a new folder renamed over the old one)."""
+    final, tmp, old = (os.path.join(run_dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    np.savez(os.path.join(tmp, "learner.npz"), *[np.asarray(x) for x in jax.tree.leaves(learner)])
+    np.savez(os.path.join(tmp, "replay.npz"), *[np.asarray(x) for x in replay])
+    np.save(os.path.join(tmp, "action.npy"), np.asarray(action))
+    with open(os.path.join(tmp, "host.pkl"), "wb") as f:
+        pickle.dump(host, f)
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_dir(run_dir: str) -> str:
+    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
+        if os.path.exists(os.path.join(run_dir, name, "host.pkl")):
+            return os.path.join(run_dir, name)
+    raise FileNotFoundError(f"no checkpoint in {run_dir!r}: was it trained with --save-model?")
+
+
+def _load_tree(path: str, template):
+    leaves, treedef = jax.tree.flatten(template)
+    with np.load(path) as data:
+        saved = [data[f"arr_{i}"] for i in range(len(data.files))]
+    if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
+        raise ValueError(f"checkpoint {path} does not match this network/buffer (different dims or --num-seeds?)")
+    return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved])
+
+
+def load_learner(run_dir: str, template):
+    return _load_tree(os.path.join(_checkpoint_dir(run_dir), "learner.npz"), template)
+
+
+def load_checkpoint(run_dir: str, learner_template, replay_template):
+    path = _checkpoint_dir(run_dir)
+    learner = load_learner(run_dir, learner_template)
+    replay = _load_tree(os.path.join(path, "replay.npz"), replay_template)
+    action = jnp.asarray(np.load(os.path.join(path, "action.npy")))
+    with open(os.path.join(path, "host.pkl"), "rb") as f:
+        host = pickle.load(f)
+    return learner, replay, action, host
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bar
+# ---------------------------------------------------------------------------------------------
+def _progress(total: int, completed: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[evals]}"), refresh_per_second=2)
+    task = progress.add_task(ALGO, total=total, completed=completed, sps="-", evals="")
+    return progress, task
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def env_kwargs(env_id: str, evaluation: bool, train_epsilon: float = 0.0) -> dict:
+    """Atari: epsilon = 0.001 random actions in evaluation (and --train-epsilon in training)."""
+    if suite_of(env_id) != "atari":
+        return {}
+    return {"epsilon": 0.001 if evaluation else train_epsilon}
+
+
+def _make_envs(args: Args, seeds):
+    kw = {"discrete_ok": True, "pixels_ok": True}
+    train_envs = envs.SeedEnvs(args.env_id, seeds, env_kwargs=env_kwargs(args.env_id, False, args.train_epsilon),
+                               **kw)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes,
+                               env_kwargs=env_kwargs(args.env_id, True), **kw)
+    return train_envs, evaluator
+
+
+def _agent_for(args: Args, spaces) -> Agent:
+    return make_agent(args, spaces.obs_shape, spaces.obs_dtype, spaces.action_dim, spaces.discrete,
+                      spaces.frame_history)
+
+
+def _eval_policy(agent: Agent, learner, seeds, step: int):
+    """Policy for the Evaluator: its own key stream per seed and evaluation (for the Gumbel samples)."""
+    base = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s + 100), step) for s in seeds])
+    calls = iter(range(1 << 62))
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    return lambda o: agent.policy(learner.encoder, learner.policy, o, fold(base, next(calls)))
+
+
+def train(args: Args) -> dict:
+    """Train args.num_seeds agents; returns the final learner, replay and run facts."""
+    if args.resume:
+        overrides = {"resume": args.resume}
+        with open(os.path.join(args.resume, "config.json")) as f:
+            args = Args(**{**json.load(f)["args"], **overrides, "save_model": True})
+        run_dir = args.resume
+    else:
+        run_dir = os.path.join(args.results_dir, args.run_name or
+                               f"{ALGO}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}")
+        if os.path.exists(os.path.join(run_dir, "eval.csv")):
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-name")
+    args = resolve_presets(args)
+    check_args(args)
+    seeds = [args.seed + i for i in range(args.num_seeds)]
+    train_envs, evaluator = _make_envs(args, seeds)
+    agent = _agent_for(args, train_envs)
+    learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    os.makedirs(run_dir, exist_ok=True)
+    per_slot = sum(x.nbytes for x in replay) // (args.num_seeds * agent.slots)
+    params = count_params(jax.tree.map(lambda x: x[0], (learner.encoder, learner.policy, learner.value)))
+    replay_info = {"slots": agent.slots, "bytes_per_slot": per_slot, "mb_per_seed": round(per_slot * agent.slots / 1e6, 1),
+                   "parameters": params}
+    print(f"[{ALGO} {args.env_id}] {params:,} parameters; replay on {jax.devices()[0].platform}: {agent.slots} slots x "
+          f"{per_slot} bytes = {replay_info['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
+
+    if args.resume:
+        learner, replay, action, host = load_checkpoint(run_dir, learner, replay)
+        t0, ep_pos = host["t"], host["ep_pos"]
+        obs = train_envs.set_state(host["envs"])
+        logger = RunLogger(run_dir, args, replay_info, resume_step=t0)
+    else:
+        t0, ep_pos = 0, np.zeros(args.num_seeds, np.int32)
+        logger = RunLogger(run_dir, args, replay_info)
+        obs = train_envs.reset()
+        learner, action = agent.act(learner, obs, args.learning_starts > 0)
+
+    def frame(o):  # the newest frame of stacked pixels; state vectors whole
+        return o[:, -agent.frame_channels:] if agent.frame_channels else o
+
+    start = time.time()
+    progress, task = _progress(args.total_timesteps, t0)
+    compile_s, sps_from, loop_end = None, None, None  # for the steps/s figure, compilation excluded
+    metrics, last_eval = {}, None
+
+    def evaluate(step):
+        nonlocal last_eval
+        host_metrics = jax.device_get(metrics)
+        bad = {k: np.nonzero(~np.isfinite(v))[0].tolist() for k, v in host_metrics.items() if not np.all(np.isfinite(v))}
+        if bad:
+            raise FloatingPointError(f"non-finite loss at step {step} (seed indices {bad}); nothing after step "
+                                     f"{int(logger.eval_rows[-1]['step']) if logger.eval_rows else 0} was saved")
+        returns = evaluator(_eval_policy(agent, learner, seeds, step))
+        logger.evaluation(step, returns, time.time() - start, host_metrics)
+        last_eval = returns
+        progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in returns))
+        progress.console.print(f"[{ALGO} {args.env_id}] step {step:>8d}  eval return per seed: "
+                                + " ".join(f"{r:9.2f}" for r in returns) + f"  (mean {np.mean(returns):.2f})")
+
+    with progress:
+        if t0 == 0:
+            evaluate(0)
+        for t in range(t0, args.total_timesteps):
+            flags = schedule(t, args.learning_starts, args.target_update_freq)
+            action_host = np.asarray(action)  # the one device -> host transfer per env step
+            env_step = train_envs.step(action_host)
+            transition = Transition(frame(obs), action_host, env_step.reward, env_step.terminated,
+                                    env_step.truncated, frame(env_step.next_obs), ep_pos)
+            ep_pos = np.where(env_step.terminated | env_step.truncated, 0, ep_pos + 1).astype(np.int32)
+            obs = env_step.obs
+            if flags[0] and compile_s is None:
+                tc = time.time()
+                learner, replay, action, new = agent.step(learner, replay, transition, obs, *flags)
+                jax.block_until_ready(action)
+                compile_s = time.time() - tc
+            else:
+                learner, replay, action, new = agent.step(learner, replay, transition, obs, *flags)
+            metrics = {**metrics, **new}
+            for i, ret, length in env_step.episodes:
+                logger.episode(seeds[i], t + 1, ret, length)
+            if sps_from is None and t >= args.learning_starts + 1:  # both variants (burst, plain) compiled
+                sps_from = (t, time.time())
+            if (t + 1) % 200 == 0:
+                if sps_from and t > sps_from[0]:
+                    progress.update(task, sps=f"{(t - sps_from[0]) / (time.time() - sps_from[1]):.0f}")
+                progress.update(task, completed=t + 1)
+            if t + 1 == args.total_timesteps:
+                jax.block_until_ready(action)  # wait for the last update before reading the clock
+                loop_end = time.time()
+            if (t + 1) % args.eval_freq == 0 or t + 1 == args.total_timesteps:
+                evaluate(t + 1)
+                if args.save_model:
+                    save_checkpoint(run_dir, learner, replay, action,
+                                    {"t": t + 1, "envs": train_envs.get_state(), "ep_pos": ep_pos})
+        progress.update(task, completed=args.total_timesteps)
+    logger.close()
+    train_envs.close()
+    evaluator.close()
+    steps_timed = (args.total_timesteps - 1 - sps_from[0]) if sps_from else 0
+    return {
+        "run_dir": run_dir, "learner": learner, "replay": replay, "final_eval": last_eval,
+        "compile_s": compile_s, "parameters": params, "replay_mb_per_seed": replay_info["mb_per_seed"],
+        "train_loop_steps_per_s": steps_timed / (loop_end - sps_from[1]) if steps_timed > 0 else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of a saved policy
+# ---------------------------------------------------------------------------------------------
+def evaluate_checkpoint(args: Args) -> np.ndarray:
+    with open(os.path.join(args.checkpoint, "config.json")) as f:
+        saved = Args(**json.load(f)["args"])
+    seeds = [saved.seed + i for i in range(saved.num_seeds)]
+    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
+    if video_dir:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError as e:
+            raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
+    evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
+                               discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved.env_id, True))
+    agent = _agent_for(saved, evaluator)
+    learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    learner = load_learner(args.checkpoint, learner)
+    host = pickle.load(open(os.path.join(_checkpoint_dir(args.checkpoint), "host.pkl"), "rb"))
+    returns = evaluator(_eval_policy(agent, learner, seeds, host["t"]))
+    evaluator.close()
+    report = {"env": saved.env_id, "step": host["t"], "episodes": args.eval_episodes,
+              "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))}
+    _write_atomic(os.path.join(args.checkpoint, "eval_only.json"), json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return returns
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args)
+    check_args(cli_args)
+    if cli_args.eval_only:
+        evaluate_checkpoint(cli_args)
+    else:
+        train(cli_args)

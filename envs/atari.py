@@ -69,6 +69,7 @@ class AtariEnv(gym.Env):
                              render_mode=render_mode)
         self.action_space = self._env.action_space  # Discrete(n), the game's minimal action set
         self.observation_space = gym.spaces.Box(0, 255, (FRAME_HISTORY, SIZE, SIZE), np.uint8)
+        self.frame_history = FRAME_HISTORY
         self._frames: list[np.ndarray] = []
         self._t = 0
 

@@ -73,6 +73,7 @@ class DMCEnv(gym.Env):
         self.action_space = gym.spaces.Box(spec.minimum.astype(np.float32), spec.maximum.astype(np.float32),
                                            dtype=np.float32)
         self.camera = 2 if self.domain == "quadruped" else 0
+        self.frame_history = FRAME_HISTORY if self.pixels else 1
         if self.pixels:
             self.observation_space = gym.spaces.Box(0, 255, (3 * FRAME_HISTORY, PIXEL_SIZE, PIXEL_SIZE), np.uint8)
         else:

@@ -71,8 +71,8 @@ def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **
 class EnvStep:
     """What one step of all seeds returns. Arrays have a leading seed axis ``[N, ...]``."""
 
-    obs: np.ndarray  # [N, obs_dim] observation to act on next (a reset obs where an episode ended)
-    next_obs: np.ndarray  # [N, obs_dim] true s' of this transition (the final obs where one ended)
+    obs: np.ndarray  # [N, *obs_shape] observation to act on next (a reset obs where an episode ended)
+    next_obs: np.ndarray  # [N, *obs_shape] true s' of this transition (the final obs where one ended)
     reward: np.ndarray  # [N] float32
     terminated: np.ndarray  # [N] bool: s' is terminal, do not bootstrap
     truncated: np.ndarray  # [N] bool: time limit, bootstrap from next_obs
@@ -84,8 +84,32 @@ def _scale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.n
     return low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
 
-class SeedEnvs:
+class _Spaces:
+    """What the algorithm sees of an env: observation shape/dtype (float32 vectors, or uint8 images
+    [C, H, W] when ``pixels_ok``) and actions: ``[N, action_dim]`` in [-1, 1] for a Box, or ``[N]``
+    integer indices for a Discrete space (``discrete``; ``action_dim`` is then the number of actions)."""
+
+    def __init__(self, env: gym.Env):
+        space, obs = env.action_space, env.observation_space
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.obs_shape = tuple(int(d) for d in obs.shape)
+        self.obs_dtype = np.dtype(np.uint8) if obs.dtype == np.uint8 and len(obs.shape) == 3 else np.dtype(np.float32)
+        self.obs_dim = self.obs_shape[0]
+        self.frame_history = int(getattr(env.unwrapped, "frame_history", 1))  # frames stacked in one observation
+        if self.discrete:
+            self.action_dim, self.action_shape = int(space.n), ()
+        else:
+            self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+            self.action_dim = int(space.shape[0])
+            self.action_shape = (self.action_dim,)
+
+    def to_env_action(self, action: np.ndarray):
+        return int(action) if self.discrete else _scale_action(action, self.low, self.high)
+
+
+class SeedEnvs(_Spaces):
     """``len(seeds)`` independent copies of ``env_id``, env ``i`` seeded ``seeds[i]``.
+    ``env_kwargs``, ``discrete_ok`` and ``pixels_ok`` go to ``make_env``.
 
     Resumable: ``get_state`` records, per seed, the reset RNG state at the start of the current
     episode and the actions taken since; ``set_state`` rebuilds the exact env state by replaying
@@ -93,17 +117,12 @@ class SeedEnvs:
     has to be pickled.
     """
 
-    def __init__(self, env_id: str, seeds: Sequence[int]):
+    def __init__(self, env_id: str, seeds: Sequence[int], discrete_ok: bool = False, pixels_ok: bool = False,
+                 env_kwargs: dict | None = None):
         self.env_id, self.seeds = env_id, [int(s) for s in seeds]
-        self.envs = [make_env(env_id) for _ in self.seeds]
-        space = self.envs[0].action_space
-        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
-        self.obs_dim = int(self.envs[0].observation_space.shape[0])
-        self.action_dim = int(space.shape[0])
+        self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {})) for _ in self.seeds]
+        super().__init__(self.envs[0])
         self.num = len(self.seeds)
-
-    def to_env_action(self, action: np.ndarray) -> np.ndarray:
-        return _scale_action(action, self.low, self.high)
 
     def _reset_one(self, i: int, seed: int | None = None) -> np.ndarray:
         env = self.envs[i]
@@ -111,10 +130,10 @@ class SeedEnvs:
         self._actions[i] = []
         self.ep_return[i], self.ep_length[i] = 0.0, 0
         obs, _ = env.reset(seed=seed)
-        return np.asarray(obs, dtype=np.float32)
+        return np.asarray(obs, dtype=self.obs_dtype)
 
     def reset(self) -> np.ndarray:
-        """First reset of every env, seeded. Returns ``[N, obs_dim]`` float32."""
+        """First reset of every env, seeded. Returns ``[N, *obs_shape]``."""
         self._reset_rng: list[dict | None] = [None] * self.num
         self._actions: list[list[np.ndarray]] = [[] for _ in range(self.num)]
         self.ep_return = np.zeros(self.num, np.float64)
@@ -123,19 +142,22 @@ class SeedEnvs:
         return self.obs
 
     def step(self, action: np.ndarray, active: np.ndarray | None = None) -> EnvStep:
-        """Step every env with ``action`` in ``[-1, 1]``, shape ``[N, action_dim]``.
+        """Step every env with ``action`` in ``[-1, 1]``, shape ``[N, action_dim]`` (``[N]`` indices if discrete).
 
         ``active`` ([N] bool, default all) steps only those envs: the others keep their
         observation, report reward 0 and no episode end, and their actions are ignored.
         """
         action = np.asarray(action)
-        if action.shape != (self.num, self.action_dim):
-            raise ValueError(f"expected actions of shape {(self.num, self.action_dim)}, got {action.shape}")
+        if action.shape != (self.num, *self.action_shape):
+            raise ValueError(f"expected actions of shape {(self.num, *self.action_shape)}, got {action.shape}")
         active = np.ones(self.num, bool) if active is None else np.asarray(active, bool)
-        if not np.all(np.isfinite(action[active])):
+        if self.discrete:
+            if np.any((action[active] < 0) | (action[active] >= self.action_dim)):
+                raise ValueError(f"discrete actions must be in [0, {self.action_dim}), got {action}")
+        elif not np.all(np.isfinite(action[active])):
             bad = sorted({int(i) for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
             raise FloatingPointError(f"non-finite action for seed index {bad}: the policy has diverged (NaN/inf).")
-        next_obs = np.empty((self.num, self.obs_dim), np.float32)
+        next_obs = np.empty((self.num, *self.obs_shape), self.obs_dtype)
         obs = np.empty_like(next_obs)
         reward = np.empty(self.num, np.float32)
         terminated = np.zeros(self.num, bool)
@@ -166,7 +188,8 @@ class SeedEnvs:
             "env_id": self.env_id,
             "seeds": list(self.seeds),
             "reset_rng": list(self._reset_rng),
-            "actions": [np.asarray(a, np.float32).reshape(-1, self.action_dim) for a in self._actions],
+            "actions": [np.asarray(a, np.int64 if self.discrete else np.float32).reshape(-1, *self.action_shape)
+                        for a in self._actions],
         }
 
     def set_state(self, state: dict) -> np.ndarray:
@@ -189,7 +212,7 @@ class SeedEnvs:
                 self.ep_length[i] += 1
                 if term or trunc:
                     raise RuntimeError(f"{self.env_id}: replaying seed {self.seeds[i]}'s episode ended it early")
-            obs.append(np.asarray(o, np.float32))
+            obs.append(np.asarray(o, self.obs_dtype))
         self.obs = np.stack(obs)
         return self.obs
 
@@ -198,34 +221,36 @@ class SeedEnvs:
             env.close()
 
 
-class Evaluator:
+class Evaluator(_Spaces):
     """Deterministic evaluation as the TD3 repo does it: per seed, ``episodes`` episodes run one
     after another on a separate env whose first reset of *every* evaluation is seeded
     ``eval_seed`` (so every evaluation sees the same initial states). Seeds step together so the
     policy is called once per step for all of them.
     """
 
-    def __init__(self, env_id: str, eval_seeds: Sequence[int], episodes: int, video_dir: str | None = None):
+    def __init__(self, env_id: str, eval_seeds: Sequence[int], episodes: int, video_dir: str | None = None,
+                 discrete_ok: bool = False, pixels_ok: bool = False, env_kwargs: dict | None = None):
         if episodes < 1:
             raise ValueError(f"eval episodes must be >= 1, got {episodes}")
         self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
-        self.envs = [make_env(env_id, **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))
+        self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {}),
+                              **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))
                      for i in range(len(self.eval_seeds))]
         if video_dir:
             self.envs[0] = gym.wrappers.RecordVideo(self.envs[0], video_dir, episode_trigger=lambda _: True,
                                                     disable_logger=True)
-        space = self.envs[0].action_space
-        self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+        super().__init__(self.envs[0])
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], active: np.ndarray | None = None) -> np.ndarray:
-        """``policy``: ``[N, obs_dim]`` float32 -> ``[N, action_dim]`` in [-1, 1]. Returns ``[N]`` mean returns.
+        """``policy``: ``[N, *obs_shape]`` -> ``[N, action_dim]`` in [-1, 1] (``[N]`` indices if discrete).
+        Returns ``[N]`` mean returns.
 
         ``active`` ([N] bool, default all) evaluates only those seeds; the others get NaN.
         """
         n = len(self.envs)
         active = np.ones(n, bool) if active is None else np.asarray(active, bool)
-        obs = np.stack([np.asarray(env.reset(seed=s)[0], np.float32) if a else
-                        np.zeros(env.observation_space.shape, np.float32)
+        obs = np.stack([np.asarray(env.reset(seed=s)[0], self.obs_dtype) if a else
+                        np.zeros(self.obs_shape, self.obs_dtype)
                         for env, s, a in zip(self.envs, self.eval_seeds, active)])
         done_eps = np.where(active, 0, self.episodes).astype(np.int64)
         totals = np.zeros(n, np.float64)
@@ -234,7 +259,7 @@ class Evaluator:
             for i, env in enumerate(self.envs):
                 if done_eps[i] >= self.episodes:
                     continue
-                o, r, term, trunc, _ = env.step(_scale_action(action[i], self.low, self.high))
+                o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
                 totals[i] += r
                 if term or trunc:
                     done_eps[i] += 1

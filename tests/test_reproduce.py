@@ -175,10 +175,10 @@ def test_summary_on_synthetic_runs(tmp_path):
         "t,td7,A-v4,400,mean_at_budget,30,1,std,4,src-a",  # ours 30 exactly: inside
         "t,td7,A-v1,400,max_of_mean_curve,10,,,,src-b",  # v1: not comparable, would be above
         "t,td7,B-v4,800,mean_at_budget,1,1,std,4,src-c",  # budget 800 never evaluated
-        "t,mrq,A-v4,400,mean_at_budget,1,1,std,4,src-d",  # no algos/mrq.py
+        "t,drq,A-v4,400,mean_at_budget,1,1,std,4,src-d",  # no algos/drq.py (DR.Q is not implemented)
         "t,td7,gym-2,400,mean_pct_gain_over_td3,200,,,,src-e",
     ]) + "\n")
-    body = ('algos = ["td7", "td3", "mrq"]\nenvs = ["A-v4", "B-v4"]\nseeds = 3\nbudgets = [400]\neval_freq = 200\n'
+    body = ('algos = ["td7", "td3", "drq"]\nenvs = ["A-v4", "B-v4"]\nseeds = 3\nbudgets = [400]\neval_freq = 200\n'
             'eval_episodes = 10')
     agg = '[[aggregate]]\nname = "gain"\nalgo = "td7"\nbaseline = "td3"\nenvs = ["A-v4", "B-v4"]\nreference_env = "gym-2"\n'
     d = write_grid(tmp_path / "g", "t", body, agg, reference=str(ref))
@@ -197,7 +197,7 @@ def test_summary_on_synthetic_runs(tmp_path):
     assert by_source["src-b"]["ours_mean"] == 40  # max of the mean curve [0, 40, 30]
     assert by_source["src-b"]["verdict"] == "not comparable (v1 reference, v4 run); would be: above"
     assert by_source["src-c"]["ours_mean"] is None and "800 not reached" in by_source["src-c"]["verdict"]
-    assert by_source["src-d"]["verdict"] == "no run: there is no algos/mrq.py in this repo"
+    assert by_source["src-d"]["verdict"] == "no run: there is no algos/drq.py in this repo"
     assert "src-e" not in by_source  # aggregates are reported in their own table
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
