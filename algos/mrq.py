@@ -63,6 +63,8 @@ class Args:
     """evaluate every this many agent steps (default: the suite's preset, Gym/DMC 5k, Atari 100k; also at 0 and the end)"""
     eval_episodes: int = 10
     """evaluation episodes per seed (no exploration noise; Atari keeps epsilon = 0.001)"""
+    max_episode_steps: Optional[int] = None
+    """cap on agent steps per episode, ending as a truncation (default: the suite's: gymnasium's limit, DMC 500, Atari 27k)"""
     results_dir: str = "results/runs"
     """where run folders are created"""
     run_name: Optional[str] = None
@@ -159,7 +161,7 @@ def resolve_presets(args: Args) -> Args:
 
 
 def check_args(args: Args) -> None:
-    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "buffer_size", "batch_size",
+    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "max_episode_steps", "buffer_size", "batch_size",
                 "target_update_freq", "enc_horizon", "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim",
                 "value_hdim", "policy_hdim", "num_bins")
     for name in positive:
@@ -639,9 +641,10 @@ class Agent(NamedTuple):
 
 def replay_slots(args: Args) -> int:
     """Slots the run can fill, capped by --buffer-size: every episode takes its length + 1 slots; DMC
-    episodes are 500 steps, other suites' can be as short as one."""
+    episodes are 500 steps (or --max-episode-steps), other suites' can be as short as one."""
     t = args.total_timesteps
-    return min(args.buffer_size, t + (t // 500 + 1 if suite_of(args.env_id) == "dmc" else t))
+    shortest = (args.max_episode_steps or 500) if suite_of(args.env_id) == "dmc" else 1
+    return min(args.buffer_size, t + t // shortest + 1)
 
 
 def make_agent(args: Args, obs_shape, obs_dtype, action_dim: int, discrete: bool, history: int) -> Agent:
@@ -954,19 +957,22 @@ def _progress(total: int, completed: int):
 # ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
-def env_kwargs(env_id: str, evaluation: bool, train_epsilon: float = 0.0) -> dict:
-    """Atari: epsilon = 0.001 random actions in evaluation (and --train-epsilon in training)."""
-    if suite_of(env_id) != "atari":
-        return {}
-    return {"epsilon": 0.001 if evaluation else train_epsilon}
+def env_kwargs(args: Args, evaluation: bool) -> dict:
+    """Atari: epsilon = 0.001 random actions in evaluation (and --train-epsilon in training);
+    --max-episode-steps for every suite."""
+    suite, kw = suite_of(args.env_id), {}
+    if args.max_episode_steps is not None:
+        kw["max_episode_steps" if suite == "gym" else "max_steps"] = args.max_episode_steps
+    if suite == "atari":
+        kw["epsilon"] = 0.001 if evaluation else args.train_epsilon
+    return kw
 
 
 def _make_envs(args: Args, seeds):
     kw = {"discrete_ok": True, "pixels_ok": True}
-    train_envs = envs.SeedEnvs(args.env_id, seeds, env_kwargs=env_kwargs(args.env_id, False, args.train_epsilon),
-                               **kw)
+    train_envs = envs.SeedEnvs(args.env_id, seeds, env_kwargs=env_kwargs(args, False), **kw)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes,
-                               env_kwargs=env_kwargs(args.env_id, True), **kw)
+                               env_kwargs=env_kwargs(args, True), **kw)
     return train_envs, evaluator
 
 
@@ -1103,7 +1109,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
         except ImportError as e:
             raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
     evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
-                               discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved.env_id, True))
+                               discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved, True))
     agent = _agent_for(saved, evaluator)
     learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     learner = load_learner(args.checkpoint, learner)

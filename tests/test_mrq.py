@@ -1,4 +1,4 @@
-"""MR.Q building blocks (branch `mrq`, work in progress)."""
+"""MR.Q (algos/mrq.py): building blocks, losses, replay, updates, and whole runs on every suite."""
 
 import jax
 import jax.numpy as jnp
@@ -272,3 +272,71 @@ def test_random_shift_moves_every_channel_of_a_sample_together():
         assert len(hits) == 1  # one offset within +-4 pixels, the same for the three channels
     shifts = {tuple(np.asarray(jax.random.randint(jax.random.PRNGKey(s), (1, 2), 0, 9))[0]) for s in range(50)}
     assert len(shifts) > 10
+
+
+# ---------------------------------------------------------------------------------------------
+# The training path on the real suites
+# ---------------------------------------------------------------------------------------------
+TINY = dict(batch_size=8, zs_dim=32, zsa_dim=32, za_dim=16, enc_hdim=32, value_hdim=32, policy_hdim=32)
+
+
+@pytest.mark.parametrize("env_id,history,channels", [("dmc-pixels:cartpole-balance", 3, 3), ("atari:Pong", 4, 1)])
+def test_replay_rebuilds_the_stacked_pixel_observations_the_env_returned(env_id, history, channels):
+    """Random play through `agent.step` with 7-step episodes (truncations): every sampled window
+    must equal the stacked observations the env returned, including each episode's final one,
+    although the buffer keeps one frame per step."""
+    args = mrq.resolve_presets(mrq.Args(env_id=env_id, total_timesteps=40, learning_starts=1000,
+                                        max_episode_steps=7, **TINY))
+    train_envs, _ = mrq._make_envs(args, [0])
+    agent = mrq._agent_for(args, train_envs)
+    assert agent.frame_channels == channels and train_envs.frame_history == history
+    learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
+    assert replay.obs.dtype == jnp.uint8 and replay.obs.shape[2:] == (channels, 84, 84)
+    obs, pos, slot, seen = train_envs.reset(), np.zeros(1, np.int32), 0, {}
+    learner, action = agent.act(learner, obs, True)
+    for t in range(args.total_timesteps):
+        step = train_envs.step(np.asarray(action))
+        seen[slot] = obs[0]
+        tr = mrq.Transition(obs[:, -channels:], np.asarray(action), step.reward, step.terminated, step.truncated,
+                            step.next_obs[:, -channels:], pos)
+        if step.truncated[0]:
+            seen[slot + 1] = step.next_obs[0]
+        slot += 2 if step.truncated[0] else 1
+        pos = np.where(step.truncated, 0, pos + 1).astype(np.int32)
+        obs = step.obs
+        learner, replay, action, _ = agent.step(learner, replay, tr, obs, *mrq.schedule(t, 1000, 250))
+    assert int(replay.ptr[0]) == slot == 40 + 40 // 7
+    one = jax.tree.map(lambda x: x[0], replay)
+    start, windows, *_ = mrq.replay_sample(one, jax.random.PRNGKey(1), 64, horizon=5, history=history)
+    # 7-step truncated episodes: only starts 0 and 1 of each have 5 further steps, so never the last 5
+    assert set((np.asarray(start) % 8).tolist()) == {0, 1}
+    for s, w in zip(np.asarray(start), np.asarray(windows)):
+        for k in range(6):
+            np.testing.assert_array_equal(w[k], seen[int(s) + k])
+
+
+@pytest.mark.parametrize("env_id", ["dmc-pixels:cartpole-balance", "atari:Pong"])
+def test_smoke_run_on_pixels(env_id, tmp_path):
+    """A whole `train` on a DMC-pixels task and an Atari game (2 seeds, small widths, real CNN and
+    the real training schedule scaled down): evaluation rows, finite losses, bursts of encoder updates."""
+    args = mrq.Args(env_id=env_id, num_seeds=2, total_timesteps=48, learning_starts=24, eval_freq=24,
+                    eval_episodes=1, max_episode_steps=10, target_update_freq=8, results_dir=str(tmp_path),
+                    run_name="smoke", **dict(TINY, batch_size=4))
+    out = mrq.train(args)
+    rows = open(f"{out['run_dir']}/eval.csv").read().splitlines()[1:]
+    assert [r.split(",")[2:4] for r in rows] == [["0", "0"], ["1", "0"], ["0", "24"], ["1", "24"], ["0", "48"],
+                                                 ["1", "48"]]
+    assert np.all(np.isfinite(out["final_eval"]))
+    learner, replay = out["learner"], out["replay"]
+    # 24 training steps after 24 random ones: copies at training steps 1, 9, 17 -> reward scales refreshed
+    assert np.all(np.asarray(learner.reward_scale) > 0)
+    for live, target in ((learner.encoder, learner.encoder_target), (learner.value, learner.value_target)):
+        assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(target)))
+    assert replay.obs.dtype == jnp.uint8 and int(replay.is_step[0].sum()) == 48
+    episodes = open(f"{out['run_dir']}/train_episodes.csv").read().splitlines()[1:]
+    assert len(episodes) == 2 * 4 and {r.split(",")[-1] for r in episodes} == {"10"}  # 10-step episodes
+    config = __import__("json").load(open(f"{out['run_dir']}/config.json"))
+    frame = 3 * 84 * 84 if env_id.startswith("dmc") else 84 * 84
+    action = 4 * (1 if env_id.startswith("dmc") else 6)  # cartpole: 1 action; Pong: 6 one-hot
+    # frame + action + reward, not_done, priority (float32) + pos (int32) + valid, is_step (bool)
+    assert config["replay_buffer"]["bytes_per_slot"] == frame + action + 4 * 4 + 2
