@@ -1,5 +1,9 @@
 """MR.Q (algos/mrq.py): building blocks, losses, replay, updates, and whole runs on every suite."""
 
+import json
+import pickle
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -335,8 +339,73 @@ def test_smoke_run_on_pixels(env_id, tmp_path):
     assert replay.obs.dtype == jnp.uint8 and int(replay.is_step[0].sum()) == 48
     episodes = open(f"{out['run_dir']}/train_episodes.csv").read().splitlines()[1:]
     assert len(episodes) == 2 * 4 and {r.split(",")[-1] for r in episodes} == {"10"}  # 10-step episodes
-    config = __import__("json").load(open(f"{out['run_dir']}/config.json"))
+    config = json.load(open(f"{out['run_dir']}/config.json"))
     frame = 3 * 84 * 84 if env_id.startswith("dmc") else 84 * 84
     action = 4 * (1 if env_id.startswith("dmc") else 6)  # cartpole: 1 action; Pong: 6 one-hot
     # frame + action + reward, not_done, priority (float32) + pos (int32) + valid, is_step (bool)
     assert config["replay_buffer"]["bytes_per_slot"] == frame + action + 4 * 4 + 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule, presets, CLI errors, kill-and-resume, eval-only
+# ---------------------------------------------------------------------------------------------
+def test_schedule_trains_after_the_buffer_fills_and_bursts_every_target_update():
+    flags = [mrq.schedule(t, 10, 4) for t in range(20)]
+    assert [t for t, f in enumerate(flags) if f[0]] == list(range(10, 20))  # buffer holds > 10 transitions
+    assert [t for t, f in enumerate(flags) if f[1]] == [10, 14, 18]  # training steps 1, 5, 9
+    assert [t for t, f in enumerate(flags) if f[2]] == list(range(9))  # random actions for steps 1..9
+
+
+def test_presets_follow_the_suite_and_explicit_values_win():
+    for env_id, steps, freq in (("Hopper-v4", 1_000_000, 5_000), ("dmc:walker-walk", 500_000, 5_000),
+                                ("dmc-pixels:walker-walk", 500_000, 5_000), ("atari:Pong", 2_500_000, 100_000)):
+        a = mrq.resolve_presets(mrq.Args(env_id=env_id))
+        assert (a.total_timesteps, a.eval_freq, a.eval_episodes) == (steps, freq, 10)
+    assert mrq.resolve_presets(mrq.Args(env_id="atari:Pong", eval_freq=7)).eval_freq == 7
+    # memory: DMC runs never wrap (500-step episodes take 501 slots); --buffer-size caps the slots
+    assert mrq.replay_slots(mrq.resolve_presets(mrq.Args(env_id="dmc:walker-walk"))) == 501_001
+    assert mrq.replay_slots(mrq.resolve_presets(mrq.Args(env_id="atari:Pong", buffer_size=1000))) == 1000
+
+
+def test_bad_arguments_name_the_problem(tmp_path):
+    for kwargs, message in ((dict(env_id="Hoper-v4"), "Did you mean: Hopper-v4"),
+                            (dict(env_id="dmc-pixels:cartpole-balanse"), "dmc-pixels:cartpole-balance"),
+                            (dict(env_id="atari:Pongg"), "Pong"),
+                            (dict(env_id="Hopper-v4", train_epsilon=0.001), "Atari envs only"),
+                            (dict(env_id="Hopper-v4", q_horizon=6), "--q-horizon")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            mrq.train(mrq.Args(**kwargs, results_dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_killed_run_resumes_to_the_same_returns_and_eval_only_matches(tmp_path):
+    """Hopper capped at 30 steps (terminations and truncations both occur), 2 seeds, tiny widths: a run
+    SIGKILLed after a checkpoint and resumed writes the same eval.csv and episodes as one that was
+    never interrupted (buffer, priorities, keys, reward scales, env state and episode positions
+    all restored); --eval-only of the final checkpoint reproduces the last evaluation."""
+    from test_runs import _cli, _eval_rows, _flags
+
+    cfg = dict(env_id="Hopper-v4", max_episode_steps=30, num_seeds=2, total_timesteps=160, learning_starts=30, eval_freq=20,
+               eval_episodes=2, target_update_freq=10, **TINY)
+    full = mrq.train(mrq.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
+    ends = np.asarray(full["replay"].not_done)[:, np.asarray(full["replay"].is_step[0])]
+    assert (ends == 0).any()  # Hopper fell: terminations are in the buffer
+    run_dir = tmp_path / "killed"
+    proc = _cli("mrq.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
+    host = run_dir / "checkpoint" / "host.pkl"
+    deadline = time.time() + 240
+    while not host.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+    proc.kill()
+    proc.wait()
+    with open(host, "rb") as f:
+        killed_at = pickle.load(f)["t"]
+    assert 0 < killed_at < cfg["total_timesteps"]
+    resumed = _cli("mrq.py", "--resume", str(run_dir))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert _eval_rows(run_dir) == _eval_rows(full["run_dir"])
+    assert (run_dir / "train_episodes.csv").read_text() == open(f"{full['run_dir']}/train_episodes.csv").read()
+    returns = mrq.evaluate_checkpoint(mrq.Args(eval_only=True, checkpoint=str(run_dir), eval_episodes=2))
+    np.testing.assert_allclose(returns, [r for _, _, r in _eval_rows(run_dir)[-2:]], rtol=1e-5)
