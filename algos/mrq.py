@@ -1,10 +1,58 @@
-"""MR.Q in JAX (WORK IN PROGRESS on branch `mrq`: building blocks only, no training loop yet).
+"""MR.Q: model-based representations for model-free RL, in JAX, many seeds per process.
 
 Paper: S. Fujimoto, P. D'Oro, A. Zhang, Y. Tian, M. Rabbat. "Towards General-Purpose Model-Free
-Reinforcement Learning". ICLR 2025. Implemented from the facts in ALGORITHMS.md s8 and the paper;
-the authors' code is under a non-commercial licence and is not followed line by line.
-"""
+Reinforcement Learning". ICLR 2025. arXiv:2501.16142. Implemented from the facts in
+ALGORITHMS.md s8 and the paper; the authors' code is under a non-commercial licence and was not
+followed line by line.
 
+Usage:  python algos/mrq.py --env-id HalfCheetah-v4 --num-seeds 5
+        python algos/mrq.py --env-id dmc:walker-walk          (DMC states; dmc-pixels:walker-walk for pixels)
+        python algos/mrq.py --env-id atari:Pong               (one set of hyperparameters for all of them)
+
+One training step per env step once the buffer holds more than 10k transitions: every 250th
+training step (the 1st, 251st, ...) hard-copies encoder, policy and value to their targets,
+refreshes the reward scale (mean |r| of the buffer; the previous scale is kept for the bootstrap)
+and runs a burst of 250 encoder updates, each on a fresh prioritised batch of 5-step windows (the
+latent rolled forward through the model, steps after a termination masked). Then one value update
+on 3-step returns bootstrapped with gamma^3 from the target encoder, target policy (clipped noise,
+halved for discrete actions) and the min of the target value heads, all in reward-scaled units,
+then one policy update on the mean of both heads, then the sampled starts' LAP priorities.
+
+Multi-seed: the seeds step in lockstep (MR.Q trains on every env step whatever the episode
+boundaries), so one jitted, vmapped call per step serves all of them; every seed owns its keys,
+replay, priorities and reward scale.
+
+Memory per seed at the defaults (one frame per step, uint8 pixels; printed at the start of a run
+and measured by `make bench`): Gym HalfCheetah 1M slots x 110 B = 0.11 GB; DMC pixels 501,001
+slots (500 episodes of 500 steps + their final observations) x 21,210 B = 10.6 GB; Atari 1M slots
+x ~7.1 kB = 7.1 GB. `--buffer-size` caps the slots (an episode takes its length + 1).
+
+Deviations and notes:
+- Multi-step return: the textbook form (reward i weighted by the product of the earlier not-done
+  flags). The authors' current code weights each reward by its own not-done flag, which drops the
+  reward of a terminal transition; `--original-terminal-reward` reproduces that (ALGORITHMS.md s8.6).
+- Atari: the evaluation env takes a random action with probability 0.001. The authors' code applies
+  that rule to the training env too (a bug fixed in DR.Q); here it is off in training unless
+  `--train-epsilon 0.001` is given.
+- The reward scale is the mean |r| over stored transitions; the final-observation slots hold no
+  reward and do not count.
+- A start's priority is set to the running max priority when it becomes sampleable (once its 5
+  further steps exist), not when its transition is written; LAP's max never decreases, so the
+  value can only be larger by what the last 5 updates raised it.
+- Random-shift augmentation pads by replicating the edge pixels (as DrQ-v2 does; ALGORITHMS.md does
+  not name the padding) and shifts every image of a window independently.
+- learning_starts (10k) counts transitions, not buffer slots. Warm-up actions are uniform (in
+  [-1, 1], or over the discrete actions) from each seed's JAX key, not from env.action_space.sample().
+- Actions live in [-1, 1]; the `envs` adapter maps them onto the env's bounds (the authors scale by
+  max_action). Evaluations run at step 0, every eval_freq steps and at the end; the evaluation env
+  is re-seeded seed + 100 at every evaluation (the protocol shared by every file here), while the
+  authors seed it once. DMC and Atari seeding: see envs/dmc.py and envs/atari.py.
+- Discrete evaluation keeps the authors' rule: no exploration noise, but the action is the argmax
+  of a Gumbel-softmax sample, so it is not strictly greedy.
+- The parameter count on HalfCheetah is 3,857,226 with the architecture of ALGORITHMS.md s8.1; the
+  paper's figure says 4.1M (about one 512x512 layer more). Not resolved.
+- On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
+  float32 (no effect on CPU).
 from __future__ import annotations
 
 import csv
