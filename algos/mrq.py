@@ -53,6 +53,8 @@ Deviations and notes:
   paper's figure says 4.1M (about one 512x512 layer more). Not resolved.
 - On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
   float32 (no effect on CPU).
+"""
+
 from __future__ import annotations
 
 import csv
