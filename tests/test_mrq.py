@@ -1,8 +1,6 @@
 """MR.Q (algos/mrq.py): building blocks, losses, replay, updates, and whole runs on every suite."""
 
 import json
-import pickle
-import time
 
 import jax
 import jax.numpy as jnp
@@ -383,7 +381,7 @@ def test_killed_run_resumes_to_the_same_returns_and_eval_only_matches(tmp_path):
     SIGKILLed after a checkpoint and resumed writes the same eval.csv and episodes as one that was
     never interrupted (buffer, priorities, keys, reward scales, env state and episode positions
     all restored); --eval-only of the final checkpoint reproduces the last evaluation."""
-    from test_runs import _cli, _eval_rows, _flags
+    from test_runs import _cli, _eval_rows, _flags, _kill_after_first_checkpoint
 
     cfg = dict(env_id="Hopper-v4", max_episode_steps=30, num_seeds=2, total_timesteps=160, learning_starts=30, eval_freq=20,
                eval_episodes=2, target_update_freq=10, **TINY)
@@ -392,15 +390,7 @@ def test_killed_run_resumes_to_the_same_returns_and_eval_only_matches(tmp_path):
     assert (ends == 0).any()  # Hopper fell: terminations are in the buffer
     run_dir = tmp_path / "killed"
     proc = _cli("mrq.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
-    host = run_dir / "checkpoint" / "host.pkl"
-    deadline = time.time() + 240
-    while not host.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
-    proc.kill()
-    proc.wait()
-    with open(host, "rb") as f:
-        killed_at = pickle.load(f)["t"]
+    killed_at = _kill_after_first_checkpoint(proc, run_dir)
     assert 0 < killed_at < cfg["total_timesteps"]
     resumed = _cli("mrq.py", "--resume", str(run_dir))
     out, _ = resumed.communicate(timeout=300)

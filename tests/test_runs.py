@@ -33,6 +33,19 @@ def _cli(script, *args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def _kill_after_first_checkpoint(proc, run_dir, timeout=240) -> int:
+    """SIGKILL a --save-model CLI run as soon as its first checkpoint exists; returns its step."""
+    host = run_dir / "checkpoint" / "host.pkl"
+    deadline = time.time() + timeout
+    while not host.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(host, "rb") as f:
+        return pickle.load(f)["t"]
+
+
 def _flags(d):
     return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -78,15 +91,7 @@ def test_killed_run_resumes_to_the_same_returns(tmp_path):
     full = td3.train(td3.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
     run_dir = tmp_path / "killed"
     proc = _cli("td3.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
-    host = run_dir / "checkpoint" / "host.pkl"
-    deadline = time.time() + 240
-    while not host.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    with open(host, "rb") as f:
-        killed_at = pickle.load(f)["t"]
+    killed_at = _kill_after_first_checkpoint(proc, run_dir)
     assert 0 < killed_at < cfg["total_timesteps"]
     # rows written after the checkpoint (if any) are dropped on resume
     resumed = _cli("td3.py", "--resume", str(run_dir))
