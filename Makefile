@@ -26,7 +26,7 @@ train: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Tests marked @pytest.mark.slow (none yet: the default suite covers everything today).
+# Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's learning test).
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 

@@ -30,6 +30,7 @@ def test_solves_pendulum(algo, tmp_path):
 
 
 
+@pytest.mark.slow  # about 170 s on 2 CPU cores: `make test-slow` (the default suite keeps under 15 minutes)
 def test_td7_solves_pendulum(tmp_path):
     """TD7 (SALE, LAP, value clipping; paper networks and learning rates) on Pendulum-v1: 2 seeds,
     4,000 env steps of which 1,000 random, one update per step, mean final return >= -450 (a
