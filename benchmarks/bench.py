@@ -260,7 +260,7 @@ def main():
     parser.add_argument("--mrq-envs", nargs="+", default=["HalfCheetah-v4", "dmc-pixels:walker-walk"])
     parser.add_argument("--mrq-steps", type=int, default=30, help="timed plain MR.Q steps (pixels on a CPU: 3)")
     parser.add_argument("--mrq-burst", type=int, default=10, help="encoder updates per timed burst (pixels on a CPU: 2)")
-    parser.add_argument("--mrq-buffer-size", type=int, default=100_000, help="replay slots per seed while timing")
+    parser.add_argument("--mrq-buffer-size", type=int, default=20_000, help="replay slots per seed while timing")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     opts = parser.parse_args()
     probe = envs.SeedEnvs(opts.env_id, [0])
