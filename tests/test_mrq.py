@@ -381,21 +381,13 @@ def test_killed_run_resumes_to_the_same_returns_and_eval_only_matches(tmp_path):
     SIGKILLed after a checkpoint and resumed writes the same eval.csv and episodes as one that was
     never interrupted (buffer, priorities, keys, reward scales, env state and episode positions
     all restored); --eval-only of the final checkpoint reproduces the last evaluation."""
-    from test_runs import _cli, _eval_rows, _flags, _kill_after_first_checkpoint
+    from test_runs import _eval_rows, _kill_and_resume
 
     cfg = dict(env_id="Hopper-v4", max_episode_steps=30, num_seeds=2, total_timesteps=160, learning_starts=30, eval_freq=20,
                eval_episodes=2, target_update_freq=10, **TINY)
     full = mrq.train(mrq.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
     ends = np.asarray(full["replay"].not_done)[:, np.asarray(full["replay"].is_step[0])]
     assert (ends == 0).any()  # Hopper fell: terminations are in the buffer
-    run_dir = tmp_path / "killed"
-    proc = _cli("mrq.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
-    killed_at = _kill_after_first_checkpoint(proc, run_dir)
-    assert 0 < killed_at < cfg["total_timesteps"]
-    resumed = _cli("mrq.py", "--resume", str(run_dir))
-    out, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out
-    assert _eval_rows(run_dir) == _eval_rows(full["run_dir"])
-    assert (run_dir / "train_episodes.csv").read_text() == open(f"{full['run_dir']}/train_episodes.csv").read()
+    run_dir, _ = _kill_and_resume("mrq.py", cfg, tmp_path, full["run_dir"])
     returns = mrq.evaluate_checkpoint(mrq.Args(eval_only=True, checkpoint=str(run_dir), eval_episodes=2))
     np.testing.assert_allclose(returns, [r for _, _, r in _eval_rows(run_dir)[-2:]], rtol=1e-5)

@@ -46,6 +46,23 @@ def _kill_after_first_checkpoint(proc, run_dir, timeout=240) -> int:
         return pickle.load(f)["t"]
 
 
+def _kill_and_resume(script, cfg, tmp_path, full_run_dir):
+    """Run `script` with `cfg` and --save-model as run "killed", SIGKILL it after its first checkpoint,
+    resume it, and check its eval.csv and train_episodes.csv against the uninterrupted run's (rows
+    written after the checkpoint, if any, are dropped on resume). Returns (run_dir, killed step)."""
+    run_dir = tmp_path / "killed"
+    proc = _cli(script, *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
+    killed_at = _kill_after_first_checkpoint(proc, run_dir)
+    assert 0 < killed_at < cfg["total_timesteps"]
+    resumed = _cli(script, "--resume", str(run_dir))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert _eval_rows(run_dir) == _eval_rows(full_run_dir)
+    with open(run_dir / "train_episodes.csv") as f, open(os.path.join(full_run_dir, "train_episodes.csv")) as g:
+        assert f.read() == g.read()
+    return run_dir, killed_at
+
+
 def _flags(d):
     return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -89,17 +106,7 @@ def test_same_seed_twice_gives_identical_eval_csv(tmp_path):
 def test_killed_run_resumes_to_the_same_returns(tmp_path):
     cfg = dict(PENDULUM, total_timesteps=2400, num_seeds=2)
     full = td3.train(td3.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
-    run_dir = tmp_path / "killed"
-    proc = _cli("td3.py", *_flags(cfg), "--results-dir", str(tmp_path), "--run-name", "killed", "--save-model")
-    killed_at = _kill_after_first_checkpoint(proc, run_dir)
-    assert 0 < killed_at < cfg["total_timesteps"]
-    # rows written after the checkpoint (if any) are dropped on resume
-    resumed = _cli("td3.py", "--resume", str(run_dir))
-    out, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out
-    assert _eval_rows(run_dir) == _eval_rows(full["run_dir"])
-    with open(run_dir / "train_episodes.csv") as f, open(os.path.join(full["run_dir"], "train_episodes.csv")) as g:
-        assert f.read() == g.read()
+    run_dir, killed_at = _kill_and_resume("td3.py", cfg, tmp_path, full["run_dir"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resumed"][0]["step"] == killed_at
 
