@@ -331,7 +331,8 @@ def test_smoke_run_on_pixels(env_id, tmp_path):
     assert np.all(np.isfinite(out["final_eval"]))
     learner, replay = out["learner"], out["replay"]
     # 24 training steps after 24 random ones: copies at training steps 1, 9, 17 -> reward scales refreshed
-    assert np.all(np.asarray(learner.reward_scale) > 0)
+    # refreshed from the buffer (the initial scale is 1, the initial target scale 0)
+    assert np.all(np.asarray(learner.reward_scale) != 1.0) and np.all(np.asarray(learner.target_reward_scale) > 0)
     for live, target in ((learner.encoder, learner.encoder_target), (learner.value, learner.value_target)):
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(target)))
     assert replay.obs.dtype == jnp.uint8 and int(replay.is_step[0].sum()) == 48
