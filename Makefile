@@ -6,9 +6,18 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train test test-slow bench reproduce reproduce-quick summary lock clean
+# GPU=1 (or `make setup-gpu`) adds the CUDA 12 build of the locked JAX version to the install.
+GPU ?=
+GPU_STAMP := $(VENV)/.installed-gpu
+JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
+# `make test` runs on the CPU even in a GPU install (CI is CPU-only); TEST_JAX_PLATFORMS= lifts that.
+TEST_JAX_PLATFORMS ?= cpu
 
-setup: $(STAMP)
+.PHONY: setup setup-gpu train test test-slow bench reproduce reproduce-quick summary lock clean
+
+setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
+
+setup-gpu: $(GPU_STAMP)
 
 # Exact versions from requirements.lock, then the project itself (editable, no dependency resolution).
 $(STAMP): pyproject.toml requirements.lock
@@ -18,17 +27,25 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# jax[cuda12] of the locked version: jax-cuda12-plugin and jax-cuda12-pjrt $(JAX_VERSION) and NVIDIA's CUDA
+# wheels; the lock is a constraint, so no locked version changes. Check: python -c "import jax; print(jax.devices())".
+$(GPU_STAMP): $(STAMP)
+	@test -n "$(JAX_VERSION)" || { echo "error: no jax==VERSION line in requirements.lock" >&2; exit 2; }
+	$(BIN)/python -m pip install -q -c requirements.lock "jax[cuda12]==$(JAX_VERSION)"
+	$(BIN)/python -c "import jax; print('jax', jax.__version__, 'devices:', jax.devices())"
+	@touch $(GPU_STAMP)
+
 # The flagship: TD7 on Hopper-v4 with the paper's defaults (1M steps; on 2 CPU cores that is days,
 # on a GPU hours). Shorten it with e.g. ARGS="--total-timesteps 100000", add seeds with ARGS="--num-seeds 5".
 train: setup
 	$(BIN)/python algos/td7.py --env-id Hopper-v4 $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's learning test).
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
+	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)

@@ -29,18 +29,9 @@ Deviations and notes (none changes the algorithm):
 
 from __future__ import annotations
 
-import csv
-import importlib.metadata
-import io
-import json
 import os
-import pickle
-import platform
-import shutil
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
@@ -48,18 +39,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 import envs
+from envs import runs
 
 ALGO = "ddpg"
 
 
 @dataclass
-class Args:
-    # Experiment
+class Args(runs.RunArgs):
+    # Experiment (the run folder's flags come from runs.RunArgs)
     env_id: str = "Hopper-v4"
-    """gymnasium id of a continuous-control env"""
+    """continuous-control env: a gymnasium id (Hopper-v4) or dmc:<domain>-<task> (DeepMind Control states)"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -72,26 +63,6 @@ class Args:
     """evaluate every this many env steps (and at step 0 and at the end)"""
     eval_episodes: int = 10
     """deterministic evaluation episodes per seed"""
-    results_dir: str = "results/runs"
-    """where run folders are created"""
-    run_name: Optional[str] = None
-    """run folder name (default: <algo>__<env>__<seed>x<num_seeds>__<time>)"""
-    save_model: bool = False
-    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) at every evaluation"""
-    resume: Optional[str] = None
-    """run folder of a killed --save-model run to continue (its config.json supplies all other args)"""
-    eval_only: bool = False
-    """evaluate the policy saved in --checkpoint instead of training"""
-    checkpoint: Optional[str] = None
-    """run folder whose checkpoint --eval-only evaluates"""
-    capture_video: bool = False
-    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
-    tb: bool = False
-    """log to TensorBoard in the run folder (needs the `tb` extra)"""
-    track: bool = False
-    """log to Weights & Biases (needs the `track` extra)"""
-    wandb_project: str = "fujimoto-jax"
-    """W&B project for --track"""
     # DDPG ("Our DDPG")
     buffer_size: int = 1_000_000
     """replay buffer capacity per seed"""
@@ -112,15 +83,8 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "buffer_size", "batch_size",
-                "hidden_dim")
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.learning_starts < 0:
-        raise ValueError(f"--learning-starts must be >= 0, got {args.learning_starts}")
-    if args.eval_only and not args.checkpoint:
-        raise ValueError("--eval-only needs --checkpoint RUN_DIR")
+    runs.check_args(args, counts=("buffer_size", "batch_size", "hidden_dim"), nonneg=("learning_starts", "expl_noise"),
+                    positive=("actor_lr", "critic_lr"), unit=("discount", "tau"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,253 +263,43 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
 
 
 # ---------------------------------------------------------------------------------------------
-# Run folder: results, config, checkpoints, logging
-# ---------------------------------------------------------------------------------------------
-EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
-EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _git() -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        # dirty = tracked files modified; untracked ones (results, logs) do not change the code
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"commit": None, "dirty": None}
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_rows(path: str, max_step: int) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= max_step]
-
-
-class RunLogger:
-    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
-    each evaluation), config.json, and optional TensorBoard / W&B."""
-
-    def __init__(self, run_dir: str, args: Args, replay: dict, resume_step: Optional[int] = None):
-        self.run_dir, self.args, self.replay = run_dir, args, replay
-        self.eval_path = os.path.join(run_dir, "eval.csv")
-        self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
-        keep = -1 if resume_step is None else resume_step  # rows after the checkpoint are dropped
-        self.eval_rows = _read_rows(self.eval_path, keep)
-        episode_rows = _read_rows(self.episodes_path, keep)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EPISODE_HEADER)
-        writer.writeheader()
-        writer.writerows(episode_rows)
-        _write_atomic(self.episodes_path, buf.getvalue())
-        self.episodes_file = open(self.episodes_path, "a", newline="")
-        self.episodes_csv = csv.writer(self.episodes_file)
-        self.write_config(resume_step)
-        self.tb = self.wandb = None
-        if args.tb:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError as e:
-                raise ImportError("--tb needs tensorboardX: pip install -e '.[tb]'") from e
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-        if args.track:
-            try:
-                import wandb
-            except ImportError as e:
-                raise ImportError("--track needs wandb: pip install -e '.[track]'") from e
-            self.wandb = wandb.init(project=args.wandb_project, name=os.path.basename(run_dir), config=asdict(args),
-                                    dir=run_dir, resume="allow", id=os.path.basename(run_dir).replace(":", "-"))
-
-    def write_config(self, resume_step):
-        path = os.path.join(self.run_dir, "config.json")
-        config = json.load(open(path)) if os.path.exists(path) and resume_step is not None else {
-            "algo": ALGO, "args": asdict(self.args), "versions": _versions(), "git": _git(),
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
-            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
-        if resume_step is not None:
-            config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                     "command": " ".join(sys.argv), "versions": _versions(),
-                                                     "git": _git()})
-        _write_atomic(path, json.dumps(config, indent=2) + "\n")
-
-    def episode(self, seed: int, step: int, ret: float, length: int):
-        self.episodes_csv.writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
-        if self.tb:
-            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
-
-    def evaluation(self, step: int, returns: np.ndarray, elapsed: float, metrics: dict):
-        for i, r in enumerate(returns):
-            self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": self.args.seed + i, "step": step,
-                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}"})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EVAL_HEADER)
-        writer.writeheader()
-        writer.writerows(self.eval_rows)
-        _write_atomic(self.eval_path, buf.getvalue())
-        self.episodes_file.flush()
-        os.fsync(self.episodes_file.fileno())
-        scalars = {"eval/return_mean": float(np.mean(returns))}
-        scalars.update({f"eval/return_seed{self.args.seed + i}": float(r) for i, r in enumerate(returns)})
-        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
-        if self.tb:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb:
-            self.wandb.log(scalars, step=step)
-
-    def close(self):
-        self.episodes_file.close()
-        if self.tb:
-            self.tb.close()
-        if self.wandb:
-            self.wandb.finish()
-
-
-def save_checkpoint(run_dir: str, learner, buffer, size: int, action, host: dict) -> None:
-    """Write <run_dir>/checkpoint atomically (a new folder renamed over the old one)."""
-    final, tmp, old = (os.path.join(run_dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    np.savez(os.path.join(tmp, "learner.npz"), *[np.asarray(x) for x in jax.tree.leaves(learner)])
-    np.savez(os.path.join(tmp, "buffer.npz"), *[np.asarray(x[:, :size]) for x in buffer])
-    np.save(os.path.join(tmp, "action.npy"), np.asarray(action))
-    with open(os.path.join(tmp, "host.pkl"), "wb") as f:
-        pickle.dump(host, f)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _checkpoint_dir(run_dir: str) -> str:
-    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
-        if os.path.exists(os.path.join(run_dir, name, "host.pkl")):
-            return os.path.join(run_dir, name)
-    raise FileNotFoundError(f"no checkpoint in {run_dir!r}: was it trained with --save-model?")
-
-
-def load_learner(run_dir: str, template):
-    path = _checkpoint_dir(run_dir)
-    leaves, treedef = jax.tree.flatten(template)
-    with np.load(os.path.join(path, "learner.npz")) as data:
-        saved = [data[f"arr_{i}"] for i in range(len(data.files))]
-    if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
-        raise ValueError(f"checkpoint in {path} does not match this network (different dims or --num-seeds?)")
-    return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved])
-
-
-def load_checkpoint(run_dir: str, learner_template, buffer_template):
-    path = _checkpoint_dir(run_dir)
-    learner = load_learner(run_dir, learner_template)
-    with np.load(os.path.join(path, "buffer.npz")) as data:
-        parts = [data[f"arr_{i}"] for i in range(len(data.files))]
-    buffer = Buffer(*[np.asarray(b).copy() for b in buffer_template])
-    for b, part in zip(buffer, parts):
-        b[:, : part.shape[1]] = part
-    buffer = Buffer(*[jnp.asarray(b) for b in buffer])
-    action = jnp.asarray(np.load(os.path.join(path, "action.npy")))
-    with open(os.path.join(path, "host.pkl"), "rb") as f:
-        host = pickle.load(f)
-    return learner, buffer, action, host
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress bar
-# ---------------------------------------------------------------------------------------------
-def _progress(total: int, completed: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[evals]}"), refresh_per_second=2)
-    task = progress.add_task(ALGO, total=total, completed=completed, sps="-", evals="")
-    return progress, task
-
-
-# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
     """Train args.num_seeds agents; returns the final learner, buffer and run facts."""
-    if args.resume:
-        overrides = {"resume": args.resume}
-        with open(os.path.join(args.resume, "config.json")) as f:
-            args = Args(**{**json.load(f)["args"], **overrides, "save_model": True})
-        run_dir = args.resume
-    else:
-        run_dir = os.path.join(args.results_dir, args.run_name or
-                               f"{ALGO}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.exists(os.path.join(run_dir, "eval.csv")):
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-name")
+    run = runs.Run(ALGO, args, Args)  # with --resume, the checkpoint's args
+    args, seeds = run.args, run.seeds
     check_args(args)
-    seeds = [args.seed + i for i in range(args.num_seeds)]
     train_envs = envs.SeedEnvs(args.env_id, seeds)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
     agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
     learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    os.makedirs(run_dir, exist_ok=True)
+    if run.checkpoint:
+        saved, buffer = run.checkpoint.load({"learner": learner, "action": jnp.zeros((len(seeds), train_envs.action_dim))},
+                                            buffer, args)
+        learner, action, t0 = saved["learner"], saved["action"], run.checkpoint.step
+        obs = train_envs.set_state(run.checkpoint.host["envs"])
+    else:
+        t0, obs = 0, train_envs.reset()
+        learner, action = agent.act(learner, obs, args.learning_starts > 0)
     per_transition = sum(x.nbytes for x in buffer) // (args.num_seeds * agent.capacity)
     replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
               "mb_per_seed": round(per_transition * agent.capacity / 1e6, 1)}
-    print(f"[{ALGO} {args.env_id}] replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x "
-          f"{per_transition} bytes = {replay['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
+    run.start(replay)
+    run.print(f"replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x {per_transition} bytes "
+              f"= {replay['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
 
-    if args.resume:
-        learner, buffer, action, host = load_checkpoint(run_dir, learner, buffer)
-        t0 = host["t"]
-        obs = train_envs.set_state(host["envs"])
-        logger = RunLogger(run_dir, args, replay, resume_step=t0)
-    else:
-        t0 = 0
-        logger = RunLogger(run_dir, args, replay)
-        obs = train_envs.reset()
-        learner, action = agent.act(learner, obs, args.learning_starts > 0)
-
-    start = time.time()
-    progress, task = _progress(args.total_timesteps, t0)
     compile_s, sps_from, loop_end = None, None, None  # for the steps/s figure, compilation excluded
     metrics, last_eval = {}, None
 
     def evaluate(step):
         nonlocal last_eval
         host_metrics = jax.device_get(metrics)
-        bad = {k: np.nonzero(~np.isfinite(v))[0].tolist() for k, v in host_metrics.items() if not np.all(np.isfinite(v))}
-        if bad:
-            raise FloatingPointError(f"non-finite loss at step {step} (seed indices {bad}); nothing after step "
-                                     f"{int(logger.eval_rows[-1]['step']) if logger.eval_rows else 0} was saved")
-        returns = evaluator(lambda o: agent.policy(learner.actor, o))
-        logger.evaluation(step, returns, time.time() - start, host_metrics)
-        last_eval = returns
-        progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in returns))
-        progress.console.print(f"[{ALGO} {args.env_id}] step {step:>8d}  eval return per seed: "
-                                + " ".join(f"{r:9.2f}" for r in returns) + f"  (mean {np.mean(returns):.2f})")
+        run.check_finite(host_metrics, step)
+        last_eval = evaluator(lambda o: agent.policy(learner.actor, o))
+        run.evaluation([{"seed": s, "step": step, "return": r} for s, r in zip(seeds, last_eval)], host_metrics)
 
-    with progress:
+    with run.progress_bar(t0):
         if t0 == 0:
             evaluate(0)
         for t in range(t0, args.total_timesteps):
@@ -555,37 +309,31 @@ def train(args: Args) -> dict:
             transition = Buffer(obs, action, env_step.reward, env_step.next_obs,
                                 env_step.terminated.astype(np.float32))
             obs = env_step.obs
-            if flags[0] and compile_s is None:
-                tc = time.time()
-                learner, buffer, action, metrics = agent.step(learner, buffer, transition, obs, t, *flags)
-                jax.block_until_ready(action)
-                compile_s = time.time() - tc
-            else:
-                learner, buffer, action, metrics = agent.step(learner, buffer, transition, obs, t, *flags)
+            tc = time.time()
+            learner, buffer, action, metrics = agent.step(learner, buffer, transition, obs, t, *flags)
+            if flags[0] and compile_s is None:  # the first training step compiles the update
+                compile_s = (jax.block_until_ready(action), time.time() - tc)[1]
             for i, ret, length in env_step.episodes:
-                logger.episode(seeds[i], t + 1, ret, length)
+                run.episode(seeds[i], t + 1, ret, length)
             if sps_from is None and t >= args.learning_starts + 2:  # every variant compiled
                 sps_from = (t, time.time())
             if (t + 1) % 200 == 0:
-                if sps_from and t > sps_from[0]:
-                    progress.update(task, sps=f"{(t - sps_from[0]) / (time.time() - sps_from[1]):.0f}")
-                progress.update(task, completed=t + 1)
+                run.advance(t + 1, (t - sps_from[0]) / (time.time() - sps_from[1]) if sps_from and t > sps_from[0]
+                            else None)
             if t + 1 == args.total_timesteps:
                 jax.block_until_ready(action)  # wait for the last update before reading the clock
                 loop_end = time.time()
             if (t + 1) % args.eval_freq == 0 or t + 1 == args.total_timesteps:
                 evaluate(t + 1)
-                if args.save_model:
-                    save_checkpoint(run_dir, learner, buffer, min(t + 1, agent.capacity), action,
-                                    {"t": t + 1, "envs": train_envs.get_state()})
-        progress.update(task, completed=args.total_timesteps)
-    logger.close()
+                if run.checkpoint_due(t + 1):  # the buffer goes in chunks: the slots written since the last save
+                    run.save(t + 1, {"learner": learner, "action": action},
+                             {"t": t + 1, "envs": train_envs.get_state()}, ring=buffer, written=[t + 1] * len(seeds))
+    run.close()
     train_envs.close()
     evaluator.close()
     steps_timed = (args.total_timesteps - 1 - sps_from[0]) if sps_from else 0
     return {
-        "run_dir": run_dir, "learner": learner, "buffer": buffer, "final_eval": last_eval,
-        "compile_s": compile_s,
+        "run_dir": run.dir, "learner": learner, "buffer": buffer, "final_eval": last_eval, "compile_s": compile_s,
         "train_loop_steps_per_s": steps_timed / (loop_end - sps_from[1]) if steps_timed > 0 else None,
     }
 
@@ -594,34 +342,21 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    with open(os.path.join(args.checkpoint, "config.json")) as f:
-        saved = Args(**json.load(f)["args"])
+    check_args(args)
+    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
     seeds = [saved.seed + i for i in range(saved.num_seeds)]
     video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    if video_dir:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError as e:
-            raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
     evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir)
-    space = evaluator.envs[0].observation_space
-    agent = make_agent(saved, space.shape[0], evaluator.envs[0].action_space.shape[0])
+    agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
     learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = load_learner(args.checkpoint, learner)
+    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
     returns = evaluator(lambda o: agent.policy(learner.actor, o))
     evaluator.close()
-    host = pickle.load(open(os.path.join(_checkpoint_dir(args.checkpoint), "host.pkl"), "rb"))
-    report = {"env": saved.env_id, "step": host["t"], "episodes": args.eval_episodes,
-              "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))}
-    _write_atomic(os.path.join(args.checkpoint, "eval_only.json"), json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    runs.write_eval_report(args.checkpoint, ckpt.step, {
+        "env": saved.env_id, "step": ckpt.step, "episodes": args.eval_episodes,
+        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
     return returns
 
 
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args)
-    check_args(cli_args)
-    if cli_args.eval_only:
-        evaluate_checkpoint(cli_args)
-    else:
-        train(cli_args)
+    runs.cli(Args, train, evaluate_checkpoint)

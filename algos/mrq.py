@@ -1,9 +1,10 @@
 """MR.Q: model-based representations for model-free RL, in JAX, many seeds per process.
 
 Paper: S. Fujimoto, P. D'Oro, A. Zhang, Y. Tian, M. Rabbat. "Towards General-Purpose Model-Free
-Reinforcement Learning". ICLR 2025. arXiv:2501.16142. Implemented from the facts in
-ALGORITHMS.md s8 and the paper; the authors' code is under a non-commercial licence and was not
-followed line by line.
+Reinforcement Learning". ICLR 2025. arXiv:2501.16142.
+Follows: github.com/facebookresearch/MRQ @ 8a44a7d4b1cf117e5da4bf8214d35b02aa68d68b, checked
+against it line by line but not copied (that code is CC BY-NC 4.0): written from its facts
+(docs/facts.md#mrq) and the paper.
 
 Usage:  python algos/mrq.py --env-id HalfCheetah-v4 --num-seeds 5
         python algos/mrq.py --env-id dmc:walker-walk          (DMC states; dmc-pixels:walker-walk for pixels)
@@ -30,7 +31,13 @@ x ~7.1 kB = 7.1 GB. `--buffer-size` caps the slots (an episode takes its length 
 Deviations and notes:
 - Multi-step return: the textbook form (reward i weighted by the product of the earlier not-done
   flags). The authors' current code weights each reward by its own not-done flag, which drops the
-  reward of a terminal transition; `--original-terminal-reward` reproduces that (ALGORITHMS.md s8.6).
+  reward of a terminal transition; `--original-terminal-reward` reproduces that
+  (docs/facts.md#mrq-known-quirks).
+- Next-state target after a termination: the authors' buffer never indexes the slot that holds an
+  episode's final observation, so an encoder window whose termination falls at one of its first
+  four steps takes that next-state target from slot 0 (the first frame stored) until the buffer
+  wraps, unmasked. This file uses the true final observation (slot i + 1 of a terminal
+  transition). Only envs that terminate are affected.
 - Atari: the evaluation env takes a random action with probability 0.001. The authors' code applies
   that rule to the training env too (a bug fixed in DR.Q); here it is off in training unless
   `--train-epsilon 0.001` is given.
@@ -39,8 +46,9 @@ Deviations and notes:
 - A start's priority is set to the running max priority when it becomes sampleable (once its 5
   further steps exist), not when its transition is written; LAP's max never decreases, so the
   value can only be larger by what the last 5 updates raised it.
-- Random-shift augmentation pads by replicating the edge pixels (as DrQ-v2 does; ALGORITHMS.md does
-  not name the padding) and shifts every image of a window independently.
+- Random shift (pixels): identical to the authors' code, not an assumption: pad 4 by replicating
+  the edge pixels, crop back at an integer offset; state and next state are shifted independently
+  (here every observation of a sampled window draws its own offset, shared by its history frames).
 - learning_starts (10k) counts transitions, not buffer slots. Warm-up actions are uniform (in
   [-1, 1], or over the discrete actions) from each seed's JAX key, not from env.action_space.sample().
 - Actions live in [-1, 1]; the `envs` adapter maps them onto the env's bounds (the authors scale by
@@ -49,25 +57,17 @@ Deviations and notes:
   authors seed it once. DMC and Atari seeding: see envs/dmc.py and envs/atari.py.
 - Discrete evaluation keeps the authors' rule: no exploration noise, but the action is the argmax
   of a Gumbel-softmax sample, so it is not strictly greedy.
-- The parameter count on HalfCheetah is 3,857,226 with the architecture of ALGORITHMS.md s8.1; the
-  paper's figure says 4.1M (about one 512x512 layer more). Not resolved.
+- Parameters on HalfCheetah-v4: 3,857,226 (encoder 1,751,874, policy 528,390, value 1,576,962),
+  exactly the count of the authors' networks at 8a44a7d (tests/test_mrq.py). The paper's Figure 1
+  says 4.1M; the authors' code does not explain the difference.
 - On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
   float32 (no effect on CPU).
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.metadata
-import io
-import json
 import math
 import os
-import pickle
-import platform
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import NamedTuple, Optional
@@ -77,13 +77,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 import envs
+from envs import runs
 
 ALGO = "mrq"
 
-# The paper's benchmark protocol per suite (ALGORITHMS.md s8.2): steps are agent steps (DMC repeats
+# The paper's benchmark protocol per suite (docs/facts.md#mrq-protocol): steps are agent steps (DMC repeats
 # each action twice, Atari four times), evaluation every eval_freq of them, 10 episodes.
 PRESETS = {
     "gym": {"total_timesteps": 1_000_000, "eval_freq": 5_000},
@@ -97,8 +97,8 @@ def suite_of(env_id: str) -> str:
 
 
 @dataclass
-class Args:
-    # Experiment
+class Args(runs.RunArgs):
+    # Experiment (the run folder's flags come from runs.RunArgs)
     env_id: str = "Hopper-v4"
     """gymnasium id, dmc:<domain>-<task>, dmc-pixels:<domain>-<task> or atari:<Game> (one set of hyperparameters)"""
     seed: int = 0
@@ -106,36 +106,16 @@ class Args:
     num_seeds: int = 1
     """number of independent agents trained together in this process (vmapped)"""
     total_timesteps: Optional[int] = None
-    """agent steps per seed (default: the suite's preset, Gym 1M, DMC 500k, Atari 2.5M)"""
+    """agent steps per seed; unset: the suite's preset, Gym 1M, DMC 500k, Atari 2.5M"""
     learning_starts: int = 10_000
     """uniform-random steps; training starts once the buffer holds more transitions (buffer_size_before_training)"""
     eval_freq: Optional[int] = None
-    """evaluate every this many agent steps (default: the suite's preset, Gym/DMC 5k, Atari 100k; also at 0 and the end)"""
+    """evaluate every this many agent steps (also at 0 and the end); unset: the suite's preset, Gym/DMC 5k, Atari 100k"""
     eval_episodes: int = 10
     """evaluation episodes per seed (no exploration noise; Atari keeps epsilon = 0.001)"""
     max_episode_steps: Optional[int] = None
-    """cap on agent steps per episode, ending as a truncation (default: the suite's: gymnasium's limit, DMC 500, Atari 27k)"""
-    results_dir: str = "results/runs"
-    """where run folders are created"""
-    run_name: Optional[str] = None
-    """run folder name (default: <algo>__<env>__<seed>x<num_seeds>__<time>)"""
-    save_model: bool = False
-    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) at every evaluation"""
-    resume: Optional[str] = None
-    """run folder of a killed --save-model run to continue (its config.json supplies all other args)"""
-    eval_only: bool = False
-    """evaluate the policy saved in --checkpoint instead of training"""
-    checkpoint: Optional[str] = None
-    """run folder whose checkpoint --eval-only evaluates"""
-    capture_video: bool = False
-    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
-    tb: bool = False
-    """log to TensorBoard in the run folder (needs the `tb` extra)"""
-    track: bool = False
-    """log to Weights & Biases (needs the `track` extra)"""
-    wandb_project: str = "fujimoto-jax"
-    """W&B project for --track"""
-    # MR.Q (ALGORITHMS.md s8.2: one set for every suite)
+    """cap on agent steps per episode, ending as a truncation; unset: the suite's, gymnasium's limit, DMC 500, Atari 27k"""
+    # MR.Q (the paper's single set for every suite; docs/facts.md#mrq-hyperparameters)
     buffer_size: int = 1_000_000
     """replay slots per seed (an episode takes its length + 1); shrink it to fit memory (see the header)"""
     batch_size: int = 256
@@ -211,22 +191,19 @@ def resolve_presets(args: Args) -> Args:
 
 
 def check_args(args: Args) -> None:
-    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "max_episode_steps", "buffer_size", "batch_size",
-                "target_update_freq", "enc_horizon", "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim",
-                "value_hdim", "policy_hdim", "num_bins")
-    for name in positive:
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.learning_starts < 0:
-        raise ValueError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    runs.check_args(args, counts=("max_episode_steps", "buffer_size", "batch_size", "target_update_freq", "enc_horizon",
+                                  "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim", "value_hdim", "policy_hdim",
+                                  "num_bins"),
+                    nonneg=("learning_starts", "exploration_noise", "target_policy_noise", "noise_clip", "dyn_weight",
+                            "reward_weight", "done_weight", "alpha", "min_priority", "pre_activ_weight", "enc_wd",
+                            "value_wd", "policy_wd", "value_grad_clip"),
+                    positive=("enc_lr", "value_lr", "policy_lr", "gumbel_tau"), unit=("discount",))
     if args.q_horizon > args.enc_horizon:
-        raise ValueError(f"--q-horizon ({args.q_horizon}) must be <= --enc-horizon ({args.enc_horizon})")
+        raise runs.UserError(f"--q-horizon ({args.q_horizon}) must be <= --enc-horizon ({args.enc_horizon})")
     if not 0.0 <= args.train_epsilon <= 1.0:
-        raise ValueError(f"--train-epsilon must be in [0, 1], got {args.train_epsilon}")
+        raise runs.UserError(f"--train-epsilon must be in [0, 1], got {args.train_epsilon}")
     if args.train_epsilon > 0 and suite_of(args.env_id) != "atari":
-        raise ValueError("--train-epsilon applies to Atari envs only")
-    if args.eval_only and not args.checkpoint:
-        raise ValueError("--eval-only needs --checkpoint RUN_DIR")
+        raise runs.UserError("--train-epsilon applies to Atari envs only")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +298,7 @@ def count_params(params) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoder, policy, value (ALGORITHMS.md s8.1)
+# Encoder, policy, value (docs/facts.md#mrq-architecture)
 # ---------------------------------------------------------------------------------------------
 class Encoder(nn.Module):
     """f: s -> zs (state MLP or pixel CNN, then LN + ELU); g: (zs, a) -> zsa; model head on zsa."""
@@ -397,7 +374,7 @@ class Value(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Replay: one frame per slot, histories and windows rebuilt from indices (ALGORITHMS.md s8.4)
+# Replay: one frame per slot, histories and windows rebuilt from indices (docs/facts.md#mrq-replay)
 # ---------------------------------------------------------------------------------------------
 class Replay(NamedTuple):
     """One seed's buffer (vmapped over seeds). Slot i holds the observation (one frame for pixels)
@@ -492,7 +469,7 @@ def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int =
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses (ALGORITHMS.md s8.3)
+# Losses (docs/facts.md#mrq-training-step)
 # ---------------------------------------------------------------------------------------------
 def value_target(ret, mask, q_next, discount: float, q_horizon: int, reward_scale, target_reward_scale):
     """y = (R + mask * gamma^n * Q'(s_n, a') * previous scale) / current scale, in scaled units."""
@@ -542,7 +519,7 @@ def encoder_loss(encoder: Encoder, params, target_params, obs, action, reward, n
 
 
 # ---------------------------------------------------------------------------------------------
-# Learner and its two updates (ALGORITHMS.md s8.3). One seed; the training loop vmaps over seeds.
+# Learner and its two updates (docs/facts.md#mrq-training-step). One seed; the training loop vmaps over seeds.
 # ---------------------------------------------------------------------------------------------
 class Learner(NamedTuple):
     encoder: dict
@@ -656,8 +633,8 @@ def copy_targets(learner: Learner, buffer_mean_abs_reward) -> Learner:
 
 
 def random_shift(key, x, pad: int = 4):
-    """Pixel augmentation: pad by `pad` (edge replication, an assumption to check) and crop back at a
-    random offset, one offset per sample shared by all its channels (the frames of its history)."""
+    """Pixel augmentation as the authors': pad by `pad` replicating the edges, crop back at a
+    random integer offset, one offset per image shared by its channels (its history frames)."""
     b, c, h, w = x.shape
     padded = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
     offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
@@ -822,193 +799,6 @@ def schedule(t: int, learning_starts: int, target_update_freq: int) -> tuple[boo
 
 
 # ---------------------------------------------------------------------------------------------
-# Run folder: results, config, checkpoints, logging
-# ---------------------------------------------------------------------------------------------
-EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
-EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _git() -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        # dirty = tracked files modified; untracked ones (results, logs) do not change the code
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"commit": None, "dirty": None}
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_rows(path: str, max_step: int) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= max_step]
-
-
-class RunLogger:
-    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv (appended, flushed at
-    each evaluation), config.json, and optional TensorBoard / W&B."""
-
-    def __init__(self, run_dir: str, args: Args, replay: dict, resume_step: Optional[int] = None):
-        self.run_dir, self.args, self.replay = run_dir, args, replay
-        self.eval_path = os.path.join(run_dir, "eval.csv")
-        self.episodes_path = os.path.join(run_dir, "train_episodes.csv")
-        keep = -1 if resume_step is None else resume_step  # rows after the checkpoint are dropped
-        self.eval_rows = _read_rows(self.eval_path, keep)
-        episode_rows = _read_rows(self.episodes_path, keep)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EPISODE_HEADER)
-        writer.writeheader()
-        writer.writerows(episode_rows)
-        _write_atomic(self.episodes_path, buf.getvalue())
-        self.episodes_file = open(self.episodes_path, "a", newline="")
-        self.episodes_csv = csv.writer(self.episodes_file)
-        self.write_config(resume_step)
-        self.tb = self.wandb = None
-        if args.tb:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError as e:
-                raise ImportError("--tb needs tensorboardX: pip install -e '.[tb]'") from e
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-        if args.track:
-            try:
-                import wandb
-            except ImportError as e:
-                raise ImportError("--track needs wandb: pip install -e '.[track]'") from e
-            self.wandb = wandb.init(project=args.wandb_project, name=os.path.basename(run_dir), config=asdict(args),
-                                    dir=run_dir, resume="allow", id=os.path.basename(run_dir).replace(":", "-"))
-
-    def write_config(self, resume_step):
-        path = os.path.join(self.run_dir, "config.json")
-        config = json.load(open(path)) if os.path.exists(path) and resume_step is not None else {
-            "algo": ALGO, "args": asdict(self.args), "versions": _versions(), "git": _git(),
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
-            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
-        if resume_step is not None:
-            config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                     "command": " ".join(sys.argv), "versions": _versions(),
-                                                     "git": _git()})
-        _write_atomic(path, json.dumps(config, indent=2) + "\n")
-
-    def episode(self, seed: int, step: int, ret: float, length: int):
-        self.episodes_csv.writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
-        if self.tb:
-            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
-
-    def evaluation(self, step: int, returns: np.ndarray, elapsed: float, metrics: dict):
-        for i, r in enumerate(returns):
-            self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": self.args.seed + i, "step": step,
-                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}"})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EVAL_HEADER)
-        writer.writeheader()
-        writer.writerows(self.eval_rows)
-        _write_atomic(self.eval_path, buf.getvalue())
-        self.episodes_file.flush()
-        os.fsync(self.episodes_file.fileno())
-        scalars = {"eval/return_mean": float(np.mean(returns))}
-        scalars.update({f"eval/return_seed{self.args.seed + i}": float(r) for i, r in enumerate(returns)})
-        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
-        if self.tb:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb:
-            self.wandb.log(scalars, step=step)
-
-    def close(self):
-        self.episodes_file.close()
-        if self.tb:
-            self.tb.close()
-        if self.wandb:
-            self.wandb.finish()
-
-
-def save_checkpoint(run_dir: str, learner, replay, action, host: dict) -> None:
-    """Write <run_dir>/checkpoint atomically (a new folder renamed over the old one)."""
-    final, tmp, old = (os.path.join(run_dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    np.savez(os.path.join(tmp, "learner.npz"), *[np.asarray(x) for x in jax.tree.leaves(learner)])
-    np.savez(os.path.join(tmp, "replay.npz"), *[np.asarray(x) for x in replay])
-    np.save(os.path.join(tmp, "action.npy"), np.asarray(action))
-    with open(os.path.join(tmp, "host.pkl"), "wb") as f:
-        pickle.dump(host, f)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _checkpoint_dir(run_dir: str) -> str:
-    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
-        if os.path.exists(os.path.join(run_dir, name, "host.pkl")):
-            return os.path.join(run_dir, name)
-    raise FileNotFoundError(f"no checkpoint in {run_dir!r}: was it trained with --save-model?")
-
-
-def _load_tree(path: str, template):
-    leaves, treedef = jax.tree.flatten(template)
-    with np.load(path) as data:
-        saved = [data[f"arr_{i}"] for i in range(len(data.files))]
-    if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
-        raise ValueError(f"checkpoint {path} does not match this network/buffer (different dims or --num-seeds?)")
-    return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved])
-
-
-def load_learner(run_dir: str, template):
-    return _load_tree(os.path.join(_checkpoint_dir(run_dir), "learner.npz"), template)
-
-
-def load_checkpoint(run_dir: str, learner_template, replay_template):
-    path = _checkpoint_dir(run_dir)
-    learner = load_learner(run_dir, learner_template)
-    replay = _load_tree(os.path.join(path, "replay.npz"), replay_template)
-    action = jnp.asarray(np.load(os.path.join(path, "action.npy")))
-    with open(os.path.join(path, "host.pkl"), "rb") as f:
-        host = pickle.load(f)
-    return learner, replay, action, host
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress bar
-# ---------------------------------------------------------------------------------------------
-def _progress(total: int, completed: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[evals]}"), refresh_per_second=2)
-    task = progress.add_task(ALGO, total=total, completed=completed, sps="-", evals="")
-    return progress, task
-
-
-# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def env_kwargs(args: Args, evaluation: bool) -> dict:
@@ -1043,66 +833,59 @@ def _eval_policy(agent: Agent, learner, seeds, step: int):
     return lambda o: agent.policy(learner.encoder, learner.policy, o, fold(base, next(calls)))
 
 
+RING = ("obs", "action", "reward", "not_done", "pos", "is_step")  # replay fields written only at the write pointer
+
+
+def split_replay(replay: Replay) -> tuple[dict, dict]:
+    """(fields written only at the pointer, saved incrementally; the others, saved whole)."""
+    rest = replay._asdict()
+    return {k: rest.pop(k) for k in RING}, rest
+
+
 def train(args: Args) -> dict:
     """Train args.num_seeds agents; returns the final learner, replay and run facts."""
-    if args.resume:
-        overrides = {"resume": args.resume}
-        with open(os.path.join(args.resume, "config.json")) as f:
-            args = Args(**{**json.load(f)["args"], **overrides, "save_model": True})
-        run_dir = args.resume
-    else:
-        run_dir = os.path.join(args.results_dir, args.run_name or
-                               f"{ALGO}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.exists(os.path.join(run_dir, "eval.csv")):
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-name")
-    args = resolve_presets(args)
+    run = runs.Run(ALGO, args, Args)
+    run.args = args = resolve_presets(run.args)  # with --resume, the checkpoint's args
+    seeds = run.seeds
     check_args(args)
-    seeds = [args.seed + i for i in range(args.num_seeds)]
     train_envs, evaluator = _make_envs(args, seeds)
     agent = _agent_for(args, train_envs)
     learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    os.makedirs(run_dir, exist_ok=True)
     per_slot = sum(x.nbytes for x in replay) // (args.num_seeds * agent.slots)
     params = count_params(jax.tree.map(lambda x: x[0], (learner.encoder, learner.policy, learner.value)))
     replay_info = {"slots": agent.slots, "bytes_per_slot": per_slot, "mb_per_seed": round(per_slot * agent.slots / 1e6, 1),
                    "parameters": params}
-    print(f"[{ALGO} {args.env_id}] {params:,} parameters; replay on {jax.devices()[0].platform}: {agent.slots} slots x "
-          f"{per_slot} bytes = {replay_info['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
-
-    if args.resume:
-        learner, replay, action, host = load_checkpoint(run_dir, learner, replay)
-        t0, ep_pos = host["t"], host["ep_pos"]
+    if run.checkpoint:
+        ring, rest = split_replay(replay)
+        action = jax.eval_shape(agent.act, learner, jnp.zeros((len(seeds), *train_envs.obs_shape), train_envs.obs_dtype),
+                                False)[1]
+        saved, ring = run.checkpoint.load({"learner": learner, "action": action, "replay": rest}, ring, args)
+        learner, action, replay = saved["learner"], saved["action"], Replay(**ring, **saved["replay"])
+        host = run.checkpoint.host
+        t0, ep_pos, written = host["t"], host["ep_pos"], host["written"]
         obs = train_envs.set_state(host["envs"])
-        logger = RunLogger(run_dir, args, replay_info, resume_step=t0)
     else:
-        t0, ep_pos = 0, np.zeros(args.num_seeds, np.int32)
-        logger = RunLogger(run_dir, args, replay_info)
+        t0, ep_pos, written = 0, np.zeros(args.num_seeds, np.int32), np.zeros(args.num_seeds, np.int64)
         obs = train_envs.reset()
         learner, action = agent.act(learner, obs, args.learning_starts > 0)
+    run.start(replay_info)
+    run.print(f"{params:,} parameters; replay on {jax.devices()[0].platform}: {agent.slots} slots x {per_slot} bytes = "
+              f"{replay_info['mb_per_seed']} MB per seed, {args.num_seeds} seed(s)")
 
     def frame(o):  # the newest frame of stacked pixels; state vectors whole
         return o[:, -agent.frame_channels:] if agent.frame_channels else o
 
-    start = time.time()
-    progress, task = _progress(args.total_timesteps, t0)
     compile_s, sps_from, loop_end = None, None, None  # for the steps/s figure, compilation excluded
     metrics, last_eval = {}, None
 
     def evaluate(step):
         nonlocal last_eval
         host_metrics = jax.device_get(metrics)
-        bad = {k: np.nonzero(~np.isfinite(v))[0].tolist() for k, v in host_metrics.items() if not np.all(np.isfinite(v))}
-        if bad:
-            raise FloatingPointError(f"non-finite loss at step {step} (seed indices {bad}); nothing after step "
-                                     f"{int(logger.eval_rows[-1]['step']) if logger.eval_rows else 0} was saved")
-        returns = evaluator(_eval_policy(agent, learner, seeds, step))
-        logger.evaluation(step, returns, time.time() - start, host_metrics)
-        last_eval = returns
-        progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in returns))
-        progress.console.print(f"[{ALGO} {args.env_id}] step {step:>8d}  eval return per seed: "
-                                + " ".join(f"{r:9.2f}" for r in returns) + f"  (mean {np.mean(returns):.2f})")
+        run.check_finite(host_metrics, step)
+        last_eval = evaluator(_eval_policy(agent, learner, seeds, step))
+        run.evaluation([{"seed": s, "step": step, "return": r} for s, r in zip(seeds, last_eval)], host_metrics)
 
-    with progress:
+    with run.progress_bar(t0):
         if t0 == 0:
             evaluate(0)
         for t in range(t0, args.total_timesteps):
@@ -1112,38 +895,36 @@ def train(args: Args) -> dict:
             transition = Transition(frame(obs), action_host, env_step.reward, env_step.terminated,
                                     env_step.truncated, frame(env_step.next_obs), ep_pos)
             ep_pos = np.where(env_step.terminated | env_step.truncated, 0, ep_pos + 1).astype(np.int32)
+            written = written + 1 + (env_step.terminated | env_step.truncated)  # an episode end adds its final obs
             obs = env_step.obs
-            if flags[0] and compile_s is None:
-                tc = time.time()
-                learner, replay, action, new = agent.step(learner, replay, transition, obs, *flags)
-                jax.block_until_ready(action)
-                compile_s = time.time() - tc
-            else:
-                learner, replay, action, new = agent.step(learner, replay, transition, obs, *flags)
+            tc = time.time()
+            learner, replay, action, new = agent.step(learner, replay, transition, obs, *flags)
+            if flags[0] and compile_s is None:  # the first training step compiles the updates
+                compile_s = (jax.block_until_ready(action), time.time() - tc)[1]
             metrics = {**metrics, **new}
             for i, ret, length in env_step.episodes:
-                logger.episode(seeds[i], t + 1, ret, length)
+                run.episode(seeds[i], t + 1, ret, length)
             if sps_from is None and t >= args.learning_starts + 1:  # both variants (burst, plain) compiled
                 sps_from = (t, time.time())
             if (t + 1) % 200 == 0:
-                if sps_from and t > sps_from[0]:
-                    progress.update(task, sps=f"{(t - sps_from[0]) / (time.time() - sps_from[1]):.0f}")
-                progress.update(task, completed=t + 1)
+                run.advance(t + 1, (t - sps_from[0]) / (time.time() - sps_from[1]) if sps_from and t > sps_from[0]
+                            else None)
             if t + 1 == args.total_timesteps:
                 jax.block_until_ready(action)  # wait for the last update before reading the clock
                 loop_end = time.time()
             if (t + 1) % args.eval_freq == 0 or t + 1 == args.total_timesteps:
                 evaluate(t + 1)
-                if args.save_model:
-                    save_checkpoint(run_dir, learner, replay, action,
-                                    {"t": t + 1, "envs": train_envs.get_state(), "ep_pos": ep_pos})
-        progress.update(task, completed=args.total_timesteps)
-    logger.close()
+                if run.checkpoint_due(t + 1):  # the ring fields go in chunks: the slots written since the last save
+                    ring, rest = split_replay(replay)
+                    run.save(t + 1, {"learner": learner, "action": action, "replay": rest},
+                             {"t": t + 1, "envs": train_envs.get_state(), "ep_pos": ep_pos, "written": written},
+                             ring=ring, written=written)
+    run.close()
     train_envs.close()
     evaluator.close()
     steps_timed = (args.total_timesteps - 1 - sps_from[0]) if sps_from else 0
     return {
-        "run_dir": run_dir, "learner": learner, "replay": replay, "final_eval": last_eval,
+        "run_dir": run.dir, "learner": learner, "replay": replay, "final_eval": last_eval,
         "compile_s": compile_s, "parameters": params, "replay_mb_per_seed": replay_info["mb_per_seed"],
         "train_loop_steps_per_s": steps_timed / (loop_end - sps_from[1]) if steps_timed > 0 else None,
     }
@@ -1153,34 +934,22 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    with open(os.path.join(args.checkpoint, "config.json")) as f:
-        saved = Args(**json.load(f)["args"])
+    check_args(args)
+    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
     seeds = [saved.seed + i for i in range(saved.num_seeds)]
     video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    if video_dir:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError as e:
-            raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
     evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
                                discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved, True))
     agent = _agent_for(saved, evaluator)
     learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = load_learner(args.checkpoint, learner)
-    host = pickle.load(open(os.path.join(_checkpoint_dir(args.checkpoint), "host.pkl"), "rb"))
-    returns = evaluator(_eval_policy(agent, learner, seeds, host["t"]))
+    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
+    returns = evaluator(_eval_policy(agent, learner, seeds, ckpt.step))
     evaluator.close()
-    report = {"env": saved.env_id, "step": host["t"], "episodes": args.eval_episodes,
-              "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))}
-    _write_atomic(os.path.join(args.checkpoint, "eval_only.json"), json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    runs.write_eval_report(args.checkpoint, ckpt.step, {
+        "env": saved.env_id, "step": ckpt.step, "episodes": args.eval_episodes,
+        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
     return returns
 
 
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args)
-    check_args(cli_args)
-    if cli_args.eval_only:
-        evaluate_checkpoint(cli_args)
-    else:
-        train(cli_args)
+    runs.cli(Args, train, evaluate_checkpoint)

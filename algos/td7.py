@@ -51,16 +51,7 @@ Deviations and notes (none changes the algorithm):
 
 from __future__ import annotations
 
-import csv
-import importlib.metadata
-import io
-import json
 import os
-import pickle
-import platform
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple, Optional
@@ -70,18 +61,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 import envs
+from envs import runs
 
 ALGO = "td7"
 
 
 @dataclass
-class Args:
-    # Experiment
+class Args(runs.RunArgs):
+    # Experiment (the run folder's flags come from runs.RunArgs)
     env_id: str = "Hopper-v4"
-    """gymnasium id of a continuous-control env"""
+    """continuous-control env: a gymnasium id (Hopper-v4) or dmc:<domain>-<task> (DeepMind Control states)"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -94,26 +85,6 @@ class Args:
     """evaluate every this many env steps (and at step 0 and at the end)"""
     eval_episodes: int = 10
     """deterministic evaluation episodes per seed (of the checkpoint policy when checkpoints are on)"""
-    results_dir: str = "results/runs"
-    """where run folders are created"""
-    run_name: Optional[str] = None
-    """run folder name (default: <algo>__<env>__<seed>x<num_seeds>__<time>)"""
-    save_model: bool = False
-    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) at every evaluation"""
-    resume: Optional[str] = None
-    """run folder of a killed --save-model run to continue (its config.json supplies all other args)"""
-    eval_only: bool = False
-    """evaluate the policy saved in --checkpoint instead of training"""
-    checkpoint: Optional[str] = None
-    """run folder whose checkpoint --eval-only evaluates"""
-    capture_video: bool = False
-    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
-    tb: bool = False
-    """log to TensorBoard in the run folder (needs the `tb` extra)"""
-    track: bool = False
-    """log to Weights & Biases (needs the `track` extra)"""
-    wandb_project: str = "fujimoto-jax"
-    """W&B project for --track"""
     # TD3
     buffer_size: int = 1_000_000
     """replay buffer capacity per seed"""
@@ -137,7 +108,7 @@ class Args:
     min_priority: float = 1.0
     """priority floor, also the LAP-Huber threshold"""
     overlap_steps: Optional[int] = None
-    """with several seeds: env steps each acting seed takes on the host per dispatched update (default: 8 on
+    """with several seeds: env steps each acting seed takes on the host per dispatched update (unset: 8 on
     an accelerator; 0 on CPU, meaning seeds act until they owe updates). Changes speed, not any seed's run"""
     # Checkpoints
     checkpoints: bool = True
@@ -168,17 +139,11 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    positive = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", "buffer_size", "batch_size",
-                "target_update_rate", "policy_freq", "max_eps_when_checkpointing", "zs_dim", "enc_hdim",
-                "critic_hdim", "actor_hdim")
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("learning_starts", "steps_before_checkpointing"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_only and not args.checkpoint:
-        raise ValueError("--eval-only needs --checkpoint RUN_DIR")
+    runs.check_args(args, counts=("buffer_size", "batch_size", "target_update_rate", "policy_freq",
+                                  "max_eps_when_checkpointing", "zs_dim", "enc_hdim", "critic_hdim", "actor_hdim"),
+                    nonneg=("learning_starts", "steps_before_checkpointing", "expl_noise", "policy_noise", "noise_clip",
+                            "alpha", "min_priority", "overlap_steps"),
+                    positive=("encoder_lr", "critic_lr", "actor_lr"), unit=("discount", "reset_weight"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,206 +518,10 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
 
 
 # ---------------------------------------------------------------------------------------------
-# Run folder: results, config, checkpoints, logging
+# Results columns besides the run contract's (envs/runs.py)
 # ---------------------------------------------------------------------------------------------
-EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s", "policy_updates"]  # training steps of the policy
+EVAL_HEADER = [*runs.EVAL_HEADER, "policy_updates"]  # training steps of the evaluated policy
 CHECKPOINT_HEADER = ["seed", "step", "event", "updates"]  # one row per burst: checkpoint saved or early stop
-EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _git() -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        # dirty = tracked files modified; untracked ones (results, logs) do not change the code
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"commit": None, "dirty": None}
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_rows(path: str, max_step: dict) -> list[dict]:
-    """Rows of a results CSV whose step is at most max_step[seed] (the seeds progress separately)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and row.get("seed", "").isdigit()
-                and int(row["step"]) <= max_step.get(int(row["seed"]), -1)]
-
-
-class RunLogger:
-    """eval.csv (rewritten atomically at each evaluation), train_episodes.csv and checkpoints.csv
-    (appended, flushed at each evaluation), config.json, and optional TensorBoard / W&B."""
-
-    def __init__(self, run_dir: str, args: Args, replay: dict, resume: Optional[dict] = None):
-        self.run_dir, self.args, self.replay = run_dir, args, replay
-        self.eval_path = os.path.join(run_dir, "eval.csv")
-        resume_step = None if resume is None else resume["step"]
-        # rows after the checkpoint are dropped: per seed, evaluations and episodes up to its own step
-        self.eval_rows = _read_rows(self.eval_path, {} if resume is None else resume["eval"])
-        self.files, self.writers = {}, {}
-        for name, header in (("train_episodes", EPISODE_HEADER), ("checkpoints", CHECKPOINT_HEADER)):
-            path = os.path.join(run_dir, f"{name}.csv")
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, header)
-            writer.writeheader()
-            writer.writerows(_read_rows(path, {} if resume is None else resume["episodes"]))
-            _write_atomic(path, buf.getvalue())
-            self.files[name] = open(path, "a", newline="")
-            self.writers[name] = csv.writer(self.files[name])
-        self.write_config(resume_step)
-        self.tb = self.wandb = None
-        if args.tb:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError as e:
-                raise ImportError("--tb needs tensorboardX: pip install -e '.[tb]'") from e
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-        if args.track:
-            try:
-                import wandb
-            except ImportError as e:
-                raise ImportError("--track needs wandb: pip install -e '.[track]'") from e
-            self.wandb = wandb.init(project=args.wandb_project, name=os.path.basename(run_dir), config=asdict(args),
-                                    dir=run_dir, resume="allow", id=os.path.basename(run_dir).replace(":", "-"))
-
-    def write_config(self, resume_step):
-        path = os.path.join(self.run_dir, "config.json")
-        config = json.load(open(path)) if os.path.exists(path) and resume_step is not None else {
-            "algo": ALGO, "args": asdict(self.args), "versions": _versions(), "git": _git(),
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "cwd": os.getcwd(),
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
-            "replay_buffer": self.replay, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": []}
-        if resume_step is not None:
-            config.setdefault("resumed", []).append({"step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                     "command": " ".join(sys.argv), "versions": _versions(),
-                                                     "git": _git()})
-        _write_atomic(path, json.dumps(config, indent=2) + "\n")
-
-    def episode(self, seed: int, step: int, ret: float, length: int):
-        self.writers["train_episodes"].writerow([ALGO, self.args.env_id, seed, step, f"{ret:.6g}", length])
-        if self.tb:
-            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
-
-    def burst(self, seed: int, step: int, event: str, updates: int):
-        self.writers["checkpoints"].writerow([seed, step, event, updates])
-
-    def evaluation(self, results: list[tuple[int, int, float, int]], elapsed: float, metrics: dict):
-        """results: (seed, step, return, policy training steps) of the seeds evaluated now."""
-        for seed, step, r, updates in results:
-            self.eval_rows.append({"algo": ALGO, "env": self.args.env_id, "seed": seed, "step": step,
-                                   "return": f"{r:.6g}", "time_s": f"{elapsed:.1f}", "policy_updates": updates})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, EVAL_HEADER)
-        writer.writeheader()
-        writer.writerows(self.eval_rows)
-        _write_atomic(self.eval_path, buf.getvalue())
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-        step = max(st for _, st, _, _ in results)
-        scalars = {f"eval/return_seed{seed}": float(r) for seed, _, r, _ in results}
-        if len({st for _, st, _, _ in results}) == 1:
-            scalars["eval/return_mean"] = float(np.mean([r for _, _, r, _ in results]))
-        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
-        if self.tb:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb:
-            self.wandb.log(scalars, step=step)
-
-    def close(self):
-        for f in self.files.values():
-            f.close()
-        if self.tb:
-            self.tb.close()
-        if self.wandb:
-            self.wandb.finish()
-
-
-def save_checkpoint(run_dir: str, learner, buffer, prio, size: int, host: dict) -> None:
-    """Write <run_dir>/checkpoint atomically (a new folder renamed over the old one)."""
-    final, tmp, old = (os.path.join(run_dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    np.savez(os.path.join(tmp, "learner.npz"), *[np.asarray(x) for x in jax.tree.leaves(learner)])
-    np.savez(os.path.join(tmp, "buffer.npz"), *[np.asarray(x[:, :size]) for x in buffer])
-    np.savez(os.path.join(tmp, "priorities.npz"), *[np.asarray(x) for x in prio])
-    with open(os.path.join(tmp, "host.pkl"), "wb") as f:
-        pickle.dump(host, f)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _checkpoint_dir(run_dir: str) -> str:
-    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
-        if os.path.exists(os.path.join(run_dir, name, "host.pkl")):
-            return os.path.join(run_dir, name)
-    raise FileNotFoundError(f"no checkpoint in {run_dir!r}: was it trained with --save-model?")
-
-
-def load_learner(run_dir: str, template):
-    path = _checkpoint_dir(run_dir)
-    leaves, treedef = jax.tree.flatten(template)
-    with np.load(os.path.join(path, "learner.npz")) as data:
-        saved = [data[f"arr_{i}"] for i in range(len(data.files))]
-    if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
-        raise ValueError(f"checkpoint in {path} does not match this network (different dims or --num-seeds?)")
-    return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in saved])
-
-
-def load_checkpoint(run_dir: str, learner_template, buffer_template):
-    path = _checkpoint_dir(run_dir)
-    learner = load_learner(run_dir, learner_template)
-    with np.load(os.path.join(path, "buffer.npz")) as data:
-        parts = [data[f"arr_{i}"] for i in range(len(data.files))]
-    buffer = Buffer(*[np.asarray(b).copy() for b in buffer_template])
-    for b, part in zip(buffer, parts):
-        b[:, : part.shape[1]] = part
-    buffer = Buffer(*[jnp.asarray(b) for b in buffer])
-    with np.load(os.path.join(path, "priorities.npz")) as data:
-        prio = Priorities(*[jnp.asarray(data[f"arr_{i}"]) for i in range(len(data.files))])
-    with open(os.path.join(path, "host.pkl"), "rb") as f:
-        host = pickle.load(f)
-    return learner, buffer, prio, host
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress bar
-# ---------------------------------------------------------------------------------------------
-def _progress(total: int, completed: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
-                        TextColumn("{task.fields[evals]}"), refresh_per_second=2)
-    task = progress.add_task(ALGO, total=total, completed=completed, sps="-", evals="")
-    return progress, task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,36 +529,27 @@ def _progress(total: int, completed: int):
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
     """Train args.num_seeds agents; returns the final learner, buffer and run facts."""
-    if args.resume:
-        overrides = {"resume": args.resume}
-        with open(os.path.join(args.resume, "config.json")) as f:
-            args = Args(**{**json.load(f)["args"], **overrides, "save_model": True})
-        run_dir = args.resume
-    else:
-        run_dir = os.path.join(args.results_dir, args.run_name or
-                               f"{ALGO}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.exists(os.path.join(run_dir, "eval.csv")):
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-name")
+    run = runs.Run(ALGO, args, Args, eval_header=EVAL_HEADER, csvs={"checkpoints": CHECKPOINT_HEADER})
+    args, seeds = run.args, run.seeds  # with --resume, the checkpoint's args
     check_args(args)
     n, total = args.num_seeds, args.total_timesteps
-    seeds = [args.seed + i for i in range(n)]
     train_envs = envs.SeedEnvs(args.env_id, seeds)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
     agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
     learner, buffer, prio = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    os.makedirs(run_dir, exist_ok=True)
     per_transition = (sum(x.nbytes for x in buffer) + prio.value.nbytes) // (n * agent.capacity)
     replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
               "mb_per_seed": round(per_transition * agent.capacity / 1e6, 1)}
-    print(f"[{ALGO} {args.env_id}] replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x "
-          f"{per_transition} bytes = {replay['mb_per_seed']} MB per seed, {n} seed(s)")
 
-    if args.resume:
-        learner, buffer, prio, host = load_checkpoint(run_dir, learner, buffer)
+    if run.checkpoint:
+        saved, buffer = run.checkpoint.load({"learner": learner, "prio": prio}, buffer, args)
+        learner, prio, host = saved["learner"], saved["prio"], run.checkpoint.host
         obs = train_envs.set_state(host["envs"])
-        logger = RunLogger(run_dir, args, replay, resume={
-            "step": int(min(host["t"])), "eval": dict(zip(seeds, host["evaluated_to"])),
-            "episodes": dict(zip(seeds, host["t"]))})
+        # a longer --total-timesteps: seeds that had finished get their next evaluation point back
+        ended = (host["next_eval"] < 0) & (host["t"] < total)
+        host["next_eval"][ended] = np.minimum((host["t"][ended] // args.eval_freq + 1) * args.eval_freq, total)
+        run.start(replay, keep_eval=dict(zip(seeds, host["evaluated_to"].tolist())),
+                  keep_rows=dict(zip(seeds, host["t"].tolist())))
     else:
         schedule_args = dict(learning_starts=args.learning_starts, checkpoints=args.checkpoints,
                              max_eps_when_checkpointing=args.max_eps_when_checkpointing,
@@ -805,8 +565,10 @@ def train(args: Args) -> dict:
             "evaluated_to": np.full(n, -1, np.int64),  # last evaluated step per seed
             "masking": {"update_calls": 0, "seed_updates": 0, "actor_calls": 0, "seed_actor_updates": 0},
         }
-        logger = RunLogger(run_dir, args, replay)
+        run.start(replay)
         obs = train_envs.reset()
+    run.print(f"replay buffer on {jax.devices()[0].platform}: {agent.capacity} transitions x {per_transition} bytes "
+              f"= {replay['mb_per_seed']} MB per seed, {n} seed(s)")
     schedules = [Schedule(**s) for s in host["schedules"]]
     t, pending, steps = host["t"], host["pending"], host["steps"]
     next_eval, eval_step, evaluated_to, masking = host["next_eval"], host["eval_step"], host["evaluated_to"], host["masking"]
@@ -838,8 +600,6 @@ def train(args: Args) -> dict:
                 action[i] = np.clip(greedy[i] + rngs[i].normal(0.0, args.expl_noise, greedy.shape[1]), -1.0, 1.0)
         return action
 
-    start = time.time()
-    progress, task = _progress(total, int(t.sum()) // n)
     compiled, compile_s, excluded_s = set(), 0.0, 0.0  # first calls of each update variant, and eval time
     window = None  # (time, env steps, updates) when the timed window starts: the first update
     metrics, last_eval = {}, np.full(n, np.nan)
@@ -851,32 +611,24 @@ def train(args: Args) -> dict:
         t_eval = time.time()
         waiting = eval_step >= 0
         host_metrics = jax.device_get(metrics)
-        bad = {k: np.nonzero(~np.isfinite(v))[0].tolist() for k, v in host_metrics.items() if not np.all(np.isfinite(v))}
-        if bad:
-            raise FloatingPointError(f"non-finite loss at env steps {t.tolist()} (seed indices {bad}); nothing after "
-                                     f"the evaluations at steps {evaluated_to.tolist()} was saved")
+        run.check_finite(host_metrics, int(t.max()))
         eval_params = to_host((learner.eval_actor, learner.eval_encoder))
         returns = evaluator(lambda o: np.asarray(agent.policy(*eval_params, jax.device_put(o, cpu))), active=waiting)
         policy_updates = np.asarray(learner.eval_steps)
-        results = [(seeds[i], int(eval_step[i]), float(returns[i]), int(policy_updates[i]))
-                   for i in np.nonzero(waiting)[0]]
-        logger.evaluation(results, time.time() - start, host_metrics)
+        run.evaluation([{"seed": seeds[i], "step": int(eval_step[i]), "return": float(returns[i]),
+                         "policy_updates": int(policy_updates[i])} for i in np.nonzero(waiting)[0]], host_metrics)
         last_eval[waiting] = returns[waiting]
         evaluated_to[waiting] = eval_step[waiting]
         eval_step[:] = -1
-        progress.update(task, evals="eval " + " ".join(f"{r:.0f}" for r in last_eval))
-        steps_seen = sorted({st for _, st, _, _ in results})
-        progress.console.print(f"[{ALGO} {args.env_id}] step {'/'.join(map(str, steps_seen)):>8s}  eval return per "
-                               "seed: " + " ".join(f"{r:9.2f}" if w else "        -" for r, w in zip(last_eval, waiting))
-                               + f"  (mean {np.mean(returns[waiting]):.2f})")
-        if args.save_model:
+        if run.checkpoint_due(int(evaluated_to.max())):  # the buffer goes in chunks: slots written since the last save
             host["schedules"] = [asdict(s) for s in schedules]
             host["rngs"] = [rng.bit_generator.state for rng in rngs]
             host["envs"] = train_envs.get_state()
-            save_checkpoint(run_dir, learner, buffer, prio, int(min(t.max(), agent.capacity)), host)
+            run.save(int(t.min()), {"learner": learner, "prio": prio}, host, ring=buffer, written=t,
+                     complete=bool(np.all(t >= total) and np.all(eval_step < 0)))
         excluded_s += time.time() - t_eval
 
-    with progress:
+    with run.progress_bar(int(t.sum()) // n):
         while True:
             # Evaluation points: a seed that owes no updates and reached one snapshots its policy.
             due = (pending == 0) & (t == next_eval)
@@ -923,7 +675,7 @@ def train(args: Args) -> dict:
                 masking["seed_actor_updates"] += int(np.sum(owes & (steps % args.policy_freq == 0)))
                 if masking["update_calls"] % 100 == 0 and window:
                     elapsed = max(time.time() - window[0] - excluded_s, 1e-9)
-                    progress.update(task, sps=f"{(t.sum() - window[1]) / elapsed:.0f}")
+                    run.advance(int(t.sum()) // n, (t.sum() - window[1]) / elapsed)
 
             # Acting: every seed that owes nothing and is not at an evaluation point steps its env, on the host.
             for _ in range(overlap_steps or 1):
@@ -945,21 +697,20 @@ def train(args: Args) -> dict:
                     pending[i] += schedules[i].step()
                 save = np.zeros(n, bool)
                 for i, ret, length in env_step.episodes:
-                    logger.episode(seeds[i], int(t[i]), ret, length)
+                    run.episode(seeds[i], int(t[i]), ret, length)
                     burst, save[i] = schedules[i].episode_end(int(t[i]), length, ret)
                     pending[i] += burst
                     if burst:
-                        logger.burst(seeds[i], int(t[i]), schedules[i].events[-1][1], burst)
+                        run.write("checkpoints", [seeds[i], int(t[i]), schedules[i].events[-1][1], burst])
                 if save.any():  # checkpoint_actor <- actor, checkpoint_encoder <- fixed_encoder, before the burst
                     learner = agent.snapshot(learner, save, no_mask)
                 if t.sum() % 200 < n:
-                    progress.update(task, completed=int(t.sum()) // n)
+                    run.advance(int(t.sum()) // n)
         jax.block_until_ready(learner)
         loop_end = time.time()
         if np.any(eval_step >= 0):
             flush()
-        progress.update(task, completed=total)
-    logger.close()
+    run.close()
     train_envs.close()
     evaluator.close()
 
@@ -970,7 +721,7 @@ def train(args: Args) -> dict:
         "masked_actor_fraction": (1 - masking["seed_actor_updates"] / (masking["actor_calls"] * n)
                                   if masking["actor_calls"] else 0.0),
     }
-    print(f"[{ALGO} {args.env_id}] {calls} update calls for {masking['seed_updates']} seed updates: "
+    run.print(f"{calls} update calls for {masking['seed_updates']} seed updates: "
           f"{100 * waste['masked_update_fraction']:.2f}% of the critic/encoder compute and "
           f"{100 * waste['masked_actor_fraction']:.2f}% of the actor compute went to masked seeds")
     timed = None
@@ -978,7 +729,7 @@ def train(args: Args) -> dict:
         elapsed = loop_end - window[0] - excluded_s
         timed = {"env_steps_per_s": (t.sum() - window[1]) / elapsed, "updates_per_s": (steps.sum() - window[2]) / elapsed}
     return {
-        "run_dir": run_dir, "learner": learner, "buffer": buffer, "priorities": prio, "final_eval": last_eval,
+        "run_dir": run.dir, "learner": learner, "buffer": buffer, "priorities": prio, "final_eval": last_eval,
         "compile_s": compile_s, "timed": timed, "masking": waste, "training_steps": steps.copy(),
         "schedules": schedules, "train_loop_steps_per_s": timed["env_steps_per_s"] / n if timed else None,
         "train_loop_updates_per_s": timed["updates_per_s"] / n if timed else None,
@@ -989,38 +740,25 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    with open(os.path.join(args.checkpoint, "config.json")) as f:
-        saved = Args(**json.load(f)["args"])
+    check_args(args)
+    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
     seeds = [saved.seed + i for i in range(saved.num_seeds)]
     video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    if video_dir:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError as e:
-            raise ImportError("--capture-video needs moviepy: pip install -e '.[video]'") from e
     evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir)
-    space = evaluator.envs[0].observation_space
-    agent = make_agent(saved, space.shape[0], evaluator.envs[0].action_space.shape[0])
+    agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
     learner, _, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = load_learner(args.checkpoint, learner)
+    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
     # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
     actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
                       else (learner.actor, learner.fixed_encoder))
     returns = evaluator(lambda o: agent.policy(actor_p, enc_p, o))
     evaluator.close()
-    host = pickle.load(open(os.path.join(_checkpoint_dir(args.checkpoint), "host.pkl"), "rb"))
-    report = {"env": saved.env_id, "step": {str(s): int(x) for s, x in zip(seeds, host["t"])},
-              "episodes": args.eval_episodes,
-              "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))}
-    _write_atomic(os.path.join(args.checkpoint, "eval_only.json"), json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    steps = ckpt.host["t"]
+    runs.write_eval_report(args.checkpoint, int(steps.max()), {
+        "env": saved.env_id, "step": {str(s): int(x) for s, x in zip(seeds, steps)}, "episodes": args.eval_episodes,
+        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
     return returns
 
 
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args)
-    check_args(cli_args)
-    if cli_args.eval_only:
-        evaluate_checkpoint(cli_args)
-    else:
-        train(cli_args)
+    runs.cli(Args, train, evaluate_checkpoint)

@@ -11,7 +11,7 @@ sticky actions 0.25 and applies, per agent step:
 * 27,000 agent steps (108,000 frames) end an episode as a truncation; a game over is a termination;
 * ``epsilon``: probability of replacing the agent's action by a uniform random one (MR.Q evaluates
   with 0.001 and trains with 0; the authors' code also applies 0.001 to the training env by
-  accident, ALGORITHMS.md s8.5).
+  accident: facebookresearch/MRQ @ 8a44a7d, docs/facts.md#mrq-known-quirks).
 
 Seeding: ``reset(seed=s)`` seeds the env's generator; every reset draws the ALE seed (sticky
 actions, game randomness) from it, so an episode is fixed by that generator's state and the actions
@@ -26,6 +26,8 @@ import difflib
 import gymnasium as gym
 import numpy as np
 
+from envs.runs import UserError
+
 PREFIX = "atari:"
 FRAME_SKIP = 4
 SIZE = 84
@@ -39,7 +41,7 @@ def _imports():
         import ale_py
         import cv2
     except ImportError as e:
-        raise ImportError("Atari envs need ale-py and opencv: pip install -e '.[atari]'") from e
+        raise UserError("Atari envs need ale-py and opencv: pip install -e '.[atari]'") from e
     gym.register_envs(ale_py)
     return cv2
 
@@ -52,7 +54,7 @@ def parse_id(env_id: str) -> str:
     if game not in games:
         close = difflib.get_close_matches(game, games, n=4, cutoff=0.5)
         hint = f" Did you mean: {', '.join(PREFIX + c for c in close)}?" if close else f" Valid games: {', '.join(games)}."
-        raise ValueError(f"Unknown Atari game {env_id!r} (ids are {PREFIX}<Game>, e.g. atari:Pong).{hint}")
+        raise UserError(f"Unknown Atari game {env_id!r} (ids are {PREFIX}<Game>, e.g. atari:Pong).{hint}")
     return f"ALE/{game}-v5"
 
 

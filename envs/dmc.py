@@ -25,6 +25,8 @@ import os
 import gymnasium as gym
 import numpy as np
 
+from envs.runs import UserError
+
 PREFIXES = ("dmc:", "dmc-pixels:")
 ACTION_REPEAT = 2
 MAX_AGENT_STEPS = 500
@@ -39,7 +41,7 @@ def _suite():
         from absl import logging as absl_logging
         from dm_control import suite
     except ImportError as e:
-        raise ImportError("DeepMind Control envs need dm_control: pip install -e '.[dmc]'") from e
+        raise UserError("DeepMind Control envs need dm_control: pip install -e '.[dmc]'") from e
     # dm_control's XML uses a compiler attribute newer MuJoCo deprecates; one warning per env is noise
     absl_logging.set_verbosity(absl_logging.ERROR)
     return suite
@@ -55,7 +57,7 @@ def parse_id(env_id: str) -> tuple[str, str, bool]:
         prefix = env_id.split(":", 1)[0]
         hint = (f" Did you mean: {', '.join(prefix + ':' + c for c in close)}?" if close
                 else f" Valid tasks: {', '.join(valid)}.")
-        raise ValueError(f"Unknown DeepMind Control task {env_id!r} (ids are {prefix}:<domain>-<task>).{hint}")
+        raise UserError(f"Unknown DeepMind Control task {env_id!r} (ids are {prefix}:<domain>-<task>).{hint}")
     domain, task = name.split("-", 1)
     return domain, task, pixels
 

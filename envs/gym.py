@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
+from envs.runs import Diverged, SpaceError, UserError
+
 
 SUITE_PREFIXES = "gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, atari:<Game>"
 
@@ -29,11 +31,11 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
         from envs.atari import AtariEnv
         return AtariEnv(env_id, **kwargs)
     if ":" in env_id.split("/")[0] and env_id not in gym.registry:
-        raise ValueError(f"Unknown env id prefix in {env_id!r}; env ids are: {SUITE_PREFIXES}.")
+        raise UserError(f"Unknown env id prefix in {env_id!r}; env ids are: {SUITE_PREFIXES}.")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
-        raise ValueError(f"Unknown env id {env_id!r}.{hint} Other suites: {SUITE_PREFIXES}.")
+        raise UserError(f"Unknown env id {env_id!r}.{hint} Other suites: {SUITE_PREFIXES}.")
     with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         return gym.make(env_id, disable_env_checker=True, **kwargs)
@@ -51,18 +53,18 @@ def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **
         pass
     elif not isinstance(act, gym.spaces.Box):
         env.close()
-        raise TypeError(
+        raise SpaceError(
             f"{env_id} has a {type(act).__name__} action space; this algorithm needs a continuous "
             "(Box) action space."
         )
     elif len(act.shape) != 1 or not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
         env.close()
-        raise TypeError(f"{env_id}: the action space must be a 1-D Box with finite bounds, got {act}.")
+        raise SpaceError(f"{env_id}: the action space must be a 1-D Box with finite bounds, got {act}.")
     is_pixels = isinstance(obs, gym.spaces.Box) and len(obs.shape) == 3 and obs.dtype == np.uint8
     if not isinstance(obs, gym.spaces.Box) or not (len(obs.shape) == 1 or (pixels_ok and is_pixels)):
         env.close()
         what = "image" if is_pixels else "non-vector"
-        raise TypeError(f"{env_id}: the observation space must be a 1-D Box, got {obs}"
+        raise SpaceError(f"{env_id}: the observation space must be a 1-D Box, got {obs}"
                         + (f" ({what} observations need an algorithm that takes them, e.g. MR.Q)." if is_pixels else "."))
     return env
 
@@ -155,8 +157,9 @@ class SeedEnvs(_Spaces):
             if np.any((action[active] < 0) | (action[active] >= self.action_dim)):
                 raise ValueError(f"discrete actions must be in [0, {self.action_dim}), got {action}")
         elif not np.all(np.isfinite(action[active])):
-            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
-            raise FloatingPointError(f"non-finite action for seed index {bad}: the policy has diverged (NaN/inf).")
+            bad = sorted({self.seeds[i] for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
+            raise Diverged("non-finite action for " + ", ".join(f"--seed {s}" for s in bad)
+                           + ": the policy has diverged (NaN/inf)")
         next_obs = np.empty((self.num, *self.obs_shape), self.obs_dtype)
         obs = np.empty_like(next_obs)
         reward = np.empty(self.num, np.float32)
@@ -231,7 +234,7 @@ class Evaluator(_Spaces):
     def __init__(self, env_id: str, eval_seeds: Sequence[int], episodes: int, video_dir: str | None = None,
                  discrete_ok: bool = False, pixels_ok: bool = False, env_kwargs: dict | None = None):
         if episodes < 1:
-            raise ValueError(f"eval episodes must be >= 1, got {episodes}")
+            raise UserError(f"--eval-episodes must be >= 1, got {episodes}")
         self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
         self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {}),
                               **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))

@@ -64,7 +64,7 @@ def last_common_step(run_dir: str, seeds: list[int]) -> int:
 
 
 def has_checkpoint(run_dir: str) -> bool:
-    return any(os.path.exists(os.path.join(run_dir, d, "host.pkl")) for d in CHECKPOINT_DIRS[:2])
+    return any(os.path.exists(os.path.join(run_dir, d, "meta.json")) for d in CHECKPOINT_DIRS[:2])
 
 
 def run_state(run: Run, root: str) -> State:

@@ -76,7 +76,7 @@ def load_reference(path: str) -> list[dict]:
                 row["seeds"] = int(row["seeds"]) if row["seeds"] else None
             except ValueError as e:
                 raise ValueError(f"{path} line {i}: {e}") from e
-            if row["statistic"] not in STATISTICS and row["statistic"] != "mean_pct_gain_over_td3":
+            if row["statistic"] not in STATISTICS and row["statistic"] not in REFERENCE_ONLY:
                 raise ValueError(f"{path} line {i}: unknown statistic {row['statistic']!r}")
             if row["spread"] is not None and row["spread_kind"] not in ("std", "ci95"):
                 raise ValueError(f"{path} line {i}: spread_kind must be std or ci95, got {row['spread_kind']!r}")
@@ -148,8 +148,13 @@ STATISTICS = {
     "max_of_mean_curve": lambda m: m.mean(-2).max(-1),
     "mean_last_10_evals": lambda m: m[..., -10:].mean((-1, -2)),
 }
+# Reference rows that are not a per-run statistic: aggregates of a paper (compared in the aggregate
+# tables) and the fixed normalisers of its TD3-normalised score, (return - random) / (TD3 - random),
+# one row per env with budget 0 (used at every budget).
+REFERENCE_ONLY = {"mean_pct_gain_over_td3", "mean_td3_normalised", "normaliser_td3", "normaliser_random"}
 STAT_TITLES = {"mean_at_budget": "mean at budget", "max_of_mean_curve": "max of mean curve",
-               "mean_last_10_evals": "mean of last 10 evals", "mean_pct_gain_over_td3": "mean % gain over TD3"}
+               "mean_last_10_evals": "mean of last 10 evals", "mean_pct_gain_over_td3": "mean % gain over TD3",
+               "mean_td3_normalised": "mean TD3-normalised score"}
 
 
 def bootstrap_ci(m: np.ndarray, stat, reps: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
@@ -220,6 +225,15 @@ def fmt(x: float | None) -> str:
 
 def fmt_ci(mean, lo, hi) -> str:
     return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def fmt_norm(x: float | None) -> str:
+    """Normalised scores (around 1) need two decimals."""
+    return "—" if x is None or not np.isfinite(x) else f"{x:.2f}"
+
+
+def fmt_norm_ci(mean, lo, hi) -> str:
+    return f"{fmt_norm(mean)} [{fmt_norm(lo)}, {fmt_norm(hi)}]"
 
 
 def fmt_budget(b: int) -> str:
@@ -322,6 +336,58 @@ def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], r
     return out
 
 
+def normalisers(refs: list[dict], envs) -> dict[str, tuple[float, float]] | None:
+    """env -> (TD3 score, random score) from the reference's normaliser rows, if it has both for every env."""
+    td3 = {r["env"]: r["mean"] for r in refs if r["statistic"] == "normaliser_td3"}
+    rnd = {r["env"]: r["mean"] for r in refs if r["statistic"] == "normaliser_random"}
+    if not all(e in td3 and e in rnd and td3[e] != rnd[e] for e in envs):
+        return None
+    return {e: (td3[e], rnd[e]) for e in envs}
+
+
+def fixed_normalised_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
+    """The paper's own normalisation (MR.Q): per budget, IQM and mean over env x seed of
+    (return - random) / (TD3 - random) with the reference's fixed TD3 and random scores, so no TD3
+    run of ours is needed; compared with the paper's reported mean. [] without normaliser rows."""
+    norm = normalisers(refs, agg.envs)
+    if norm is None:
+        return []
+    from rliable import library as rly
+    from rliable import metrics
+
+    out = []
+    for budget in paper.scales[scale].budgets:
+        envs, cols = [], []
+        for env in agg.envs:
+            run = runs.get((agg.algo, env))
+            m = run.upto(budget) if run else None
+            if m is None:
+                continue
+            td3, rnd = norm[env]
+            envs.append(env)
+            cols.append((m[:, -1] - rnd) / (td3 - rnd))
+        row = {"budget": budget, "envs": envs}
+        if envs:
+            n = min(len(c) for c in cols)
+            scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+                point, ci = rly.get_interval_estimates(
+                    {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+                    reps=BOOTSTRAP, random_state=np.random.RandomState(0))
+            row["iqm"] = (float(point[agg.algo][0]), *map(float, ci[agg.algo][:, 0]))
+            row["mean"] = (float(point[agg.algo][1]), *map(float, ci[agg.algo][:, 1]))
+            row["seeds"] = n
+            ref = next((r for r in refs if r["statistic"] == "mean_td3_normalised" and r["algo"] == agg.algo
+                        and r["budget"] == budget and r["env"] == agg.reference_env), None)
+            if ref is not None:
+                reason = None if set(envs) == set(agg.envs) else f"{len(envs)} of the paper's {len(agg.envs)} envs"
+                row["reference"] = ref
+                row["verdict"] = verdict(*row["mean"], ref, reason)
+        out.append(row)
+    return out
+
+
 def gain_ci(algo: list[np.ndarray], base: list[np.ndarray], reps: int = BOOTSTRAP, seed: int = 0):
     """100 * (mean over envs of mean(algo) / mean(baseline) - 1), seeds resampled within each env."""
     def stat(a_means, b_means):
@@ -349,7 +415,8 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
     cols = min(3, len(envs))
     rows = math.ceil(len(envs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, 5 * cols), 3.6 * rows + 0.5), squeeze=False)
-    colours = {a: f"C{i}" for i, a in enumerate(sorted({r["algo"] for r in refs} | set(grid.algos)))}
+    colours = {a: f"C{i}" for i, a in
+               enumerate(sorted({r["algo"] for r in refs if r["statistic"] in STATISTICS} | set(grid.algos)))}
     rng = np.random.default_rng(0)
     for ax, env in zip(axes.flat, envs):
         for algo in grid.algos:
@@ -525,6 +592,26 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                               f"{fmt(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
                               f"{a.get('verdict', 'no reference at this budget')} |")
                 md.append("")
+                fixed = fixed_normalised_rows(scale, paper, agg, refs[paper.id], runs)
+                if fixed:
+                    md += [f"Aggregate, {agg.name}, normalised as the paper does: per seed (return − random) / "
+                           f"({agg.baseline} − random) at the budget, with the paper's fixed {agg.baseline} and "
+                           f"random scores (`{paper.reference}`, statistics normaliser_td3 and normaliser_random), "
+                           "so no run of the baseline is needed; IQM and mean over env x seed with stratified "
+                           "bootstrap 95% CIs (rliable).", "",
+                           "| budget | envs | seeds | IQM [95% CI] | mean [95% CI] | reference mean | verdict |",
+                           "|---|---|---|---|---|---|---|"]
+                    for a in fixed:
+                        if not a["envs"]:
+                            md.append(f"| {fmt_budget(a['budget'])} | none of {', '.join(agg.envs)} has a "
+                                      f"{agg.algo} run at this budget | — | — | — | — | — |")
+                            continue
+                        ref = a.get("reference")
+                        md.append(f"| {fmt_budget(a['budget'])} | {', '.join(a['envs'])} | {a['seeds']} | "
+                                  f"{fmt_norm_ci(*a['iqm'])} | {fmt_norm_ci(*a['mean'])} | "
+                                  f"{fmt_norm(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
+                                  f"{a.get('verdict', 'no reference at this budget')} |")
+                    md.append("")
             png = os.path.join(plots_dir, scale, f"{paper.id}.png")
             if plot(png, scale, paper, refs[paper.id], runs):
                 md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]

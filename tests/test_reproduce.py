@@ -239,7 +239,7 @@ def test_run_states_and_commands(tmp_path):
     st = launch.run_state(run, root)
     assert (st.kind, st.step) == ("restart", 200)  # killed before its first checkpoint
     os.makedirs(os.path.join(run_dir, "checkpoint.old"))
-    open(os.path.join(run_dir, "checkpoint.old", "host.pkl"), "w").close()
+    open(os.path.join(run_dir, "checkpoint.old", "meta.json"), "w").close()
     st = launch.run_state(run, root)
     assert (st.kind, st.step) == ("resume", 200)
     assert launch.command(run, root, st)[-2:] == ["--resume", run_dir]

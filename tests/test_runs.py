@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -35,15 +34,15 @@ def _cli(script, *args, **kwargs):
 
 def _kill_after_first_checkpoint(proc, run_dir, timeout=240) -> int:
     """SIGKILL a --save-model CLI run as soon as its first checkpoint exists; returns its step."""
-    host = run_dir / "checkpoint" / "host.pkl"
+    host = run_dir / "checkpoint" / "meta.json"
     deadline = time.time() + timeout
     while not host.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with open(host, "rb") as f:
-        return pickle.load(f)["t"]
+    with open(host) as f:
+        return json.load(f)["step"]
 
 
 def _kill_and_resume(script, cfg, tmp_path, full_run_dir):
@@ -130,7 +129,7 @@ def test_results_files_and_eval_only(tmp_path):
                 env=dict(os.environ, SDL_VIDEODRIVER="dummy"))
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, text
-    report = json.load(open(os.path.join(run_dir, "eval_only.json")))
+    report = json.load(open(os.path.join(run_dir, "eval_only_step600.json")))
     assert report["step"] == 600
     assert report["returns"]["0"] == pytest.approx(rows[-1][2], rel=1e-4)
     videos = sorted(os.listdir(os.path.join(run_dir, "videos")))  # seed 0's two episodes
@@ -150,7 +149,9 @@ def test_cli_rejects_unknown_env_and_discrete_actions(script):
     for env_id, message in (("Hoper-v4", "Did you mean: Hopper-v4"), ("CartPole-v1", "continuous")):
         proc = _cli(script, "--env-id", env_id, "--results-dir", "/tmp/never-written")
         out, _ = proc.communicate(timeout=120)
-        assert proc.returncode != 0 and message in out
+        assert proc.returncode == 2 and message in out
+        assert out.strip().count("\n") == 0 and out.startswith("error: ")  # one line, no traceback
+        assert not os.path.exists("/tmp/never-written")
 
 
 @pytest.mark.parametrize("script,extra", [("td3.py", []), ("td7.py", ["--num-seeds", "2", "--batch-size", "32",

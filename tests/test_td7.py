@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from algos import td7
+from envs import runs
 
 OBS_DIM, ACT_DIM = 5, 2
 
@@ -377,7 +378,7 @@ def test_same_seed_twice_is_identical_and_a_crashed_run_resumes_to_the_same_resu
     assert len({r[2] for r in _eval_table(full["run_dir"])}) > 2  # the evaluated policies do change
     assert len({r[3] for r in _eval_table(full["run_dir"])}) > 2
 
-    saves, original = [], td7.save_checkpoint
+    saves, original = [], runs.Run.save
 
     def crash_after_second_save(*a, **kw):  # a crash right after the 2nd checkpoint (mid-run)
         original(*a, **kw)
@@ -385,10 +386,10 @@ def test_same_seed_twice_is_identical_and_a_crashed_run_resumes_to_the_same_resu
         if len(saves) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(td7, "save_checkpoint", crash_after_second_save)
+    monkeypatch.setattr(runs.Run, "save", crash_after_second_save)
     with pytest.raises(KeyboardInterrupt):
         td7.train(td7.Args(**SMALL, results_dir=str(tmp_path), run_name="crashed", save_model=True))
-    monkeypatch.setattr(td7, "save_checkpoint", original)
+    monkeypatch.setattr(runs.Run, "save", original)
     run_dir = str(tmp_path / "crashed")
     resumed = td7.train(td7.Args(resume=run_dir))
     assert _eval_table(run_dir) == _eval_table(full["run_dir"])

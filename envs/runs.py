@@ -1,0 +1,703 @@
+"""The run contract, written once: everything an algorithm file does around its algorithm.
+
+* **Errors.** ``UserError`` is a mistake of the user's (a bad flag value, an unknown env, a bad
+  checkpoint, a missing extra, a diverged run); ``cli`` prints it as one line ``error: ...`` and
+  exits with status 2, removing a run folder that this process made and never evaluated in.
+  Internal errors keep their traceback. Ctrl-C prints how to resume.
+* **Checks.** ``check_args`` validates the flags every algorithm shares and the ranges it names.
+* **The run folder** (``Run``): config.json (args, versions, git commit, machine), eval.csv
+  (rewritten atomically at each evaluation), train_episodes.csv and any extra CSV (appended,
+  flushed at each evaluation), TensorBoard / W&B, the progress bar, and ``--resume``.
+* **Checkpoints** (``Run.save``, ``Checkpoint``): no pickle. Arrays go in ``.npz`` files, host
+  state (counters, RNG states, env replay) in ``meta.json`` with the algorithm, args, array shapes
+  and versions. The replay buffer is saved incrementally: each checkpoint writes only the slots
+  written since the previous one, as a chunk in ``<run>/replay/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import importlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
+EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
+FORMAT = "fujimoto-jax checkpoint 1"
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old")  # .old survives a crash between the two renames of a save
+
+
+@dataclasses.dataclass
+class RunArgs:
+    """The flags of the run contract, shared by every algorithm's ``Args`` (which subclasses this)."""
+
+    # Run folder, checkpoints, logging
+    results_dir: str = "results/runs"
+    """where run folders are created"""
+    run_name: Optional[str] = None
+    """run folder name; unset: <algo>__<env>__<seed>x<num_seeds>__<date-time>, with ':' written '-'"""
+    save_model: bool = False
+    """checkpoint the whole learner state (params, optimisers, buffer, keys, counters) for --resume"""
+    checkpoint_freq: Optional[int] = None
+    """with --save-model: checkpoint every this many steps, a multiple of --eval-freq; unset: every evaluation"""
+    resume: Optional[str] = None
+    """run folder of a --save-model run to continue (its checkpoint supplies every flag); with a larger
+    --total-timesteps, extends it"""
+    eval_only: bool = False
+    """evaluate the policy saved in --checkpoint instead of training"""
+    checkpoint: Optional[str] = None
+    """run folder whose checkpoint --eval-only evaluates"""
+    capture_video: bool = False
+    """with --eval-only: record the first seed's evaluation episodes to <checkpoint>/videos (needs the `video` extra)"""
+    tb: bool = False
+    """log to TensorBoard in the run folder (needs the `tb` extra)"""
+    track: bool = False
+    """log to Weights & Biases (needs the `track` extra)"""
+    wandb_project: str = "fujimoto-jax"
+    """W&B project for --track"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+class UserError(ValueError):
+    """A mistake in the user's input: printed as one line, exit status 2, no traceback."""
+
+
+class SpaceError(UserError, TypeError):
+    """An env whose action or observation space this algorithm cannot take."""
+
+
+class Diverged(UserError, FloatingPointError):
+    """A non-finite loss or action: the run stops, what was written before stays."""
+
+
+class RunComplete(Exception):
+    """--resume of a run that has nothing left to do."""
+
+
+_FRESH: list[str] = []  # run folders made by this process and not yet evaluated in: removed after a user error
+_ACTIVE: list["Run"] = []
+
+
+def require(module: str, flag: str, extra: str):
+    """Import an optional dependency or fail with the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{flag} needs {module.split('.')[0]}: pip install -e '.[{extra}]'") from None
+
+
+def cli(Args, train: Callable, evaluate: Callable, argv: Optional[list[str]] = None) -> None:
+    """Parse ``Args`` with tyro and run ``train`` (or ``evaluate`` with --eval-only) as a program."""
+    import tyro
+
+    args = tyro.cli(Args, args=argv)
+    try:
+        (evaluate if getattr(args, "eval_only", False) else train)(args)
+    except RunComplete as e:
+        print(e)
+    except UserError as e:
+        for path in _FRESH:
+            shutil.rmtree(path, ignore_errors=True)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        run = _ACTIVE[-1] if _ACTIVE else None
+        if run is None:
+            print("\ninterrupted", file=sys.stderr)
+        elif Checkpoint.exists(run.dir):
+            print(f"\ninterrupted; continue from the last checkpoint with: python {sys.argv[0]} --resume {run.dir}",
+                  file=sys.stderr)
+        else:
+            print(f"\ninterrupted; {run.dir} has no checkpoint to resume from (train with --save-model)",
+                  file=sys.stderr)
+        sys.exit(130)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_args(args, counts=(), nonneg=(), positive=(), unit=(), multiple_of=None) -> None:
+    """Range checks; raises UserError naming the flag. Shared flags are always checked; the algorithm
+    names its own: ``counts`` >= 1, ``nonneg`` >= 0, ``positive`` > 0, ``unit`` in (0, 1]."""
+    counts = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", *counts)
+    nonneg = ("seed", *nonneg)
+    for names, ok, what in ((counts, lambda v: v >= 1, "be >= 1"), (nonneg, lambda v: v >= 0, "be >= 0"),
+                            (positive, lambda v: v > 0, "be > 0"), (unit, lambda v: 0 < v <= 1, "be in (0, 1]")):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not (np.isfinite(value) and ok(value)):
+                raise UserError(f"{flag(name)} must {what}, got {value}")
+    if getattr(args, "checkpoint_freq", None) is not None and args.eval_freq is not None:
+        if args.checkpoint_freq < 1 or args.checkpoint_freq % args.eval_freq:
+            raise UserError(f"--checkpoint-freq must be a positive multiple of --eval-freq ({args.eval_freq}), "
+                            f"got {args.checkpoint_freq}")
+    if hasattr(args, "batch_size") and hasattr(args, "buffer_size") and args.batch_size > args.buffer_size:
+        raise UserError(f"--batch-size ({args.batch_size}) must be <= --buffer-size ({args.buffer_size})")
+    if args.capture_video and not args.eval_only:
+        raise UserError("--capture-video only works with --eval-only --checkpoint RUN_DIR")
+    if args.eval_only and not args.checkpoint:
+        raise UserError("--eval-only needs --checkpoint RUN_DIR")
+    if args.checkpoint and not args.eval_only:
+        raise UserError("--checkpoint is read by --eval-only; to continue a run use --resume RUN_DIR")
+    if args.run_name is not None and (not args.run_name or os.sep in args.run_name):
+        raise UserError(f"--run-name must be a folder name without '{os.sep}', got {args.run_name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_info() -> dict:
+    """The project's commit, and whether tracked code differs from it. Changes under results/
+    (``make summary`` rewrites tracked files there) do not make a run dirty."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                 ":(top,exclude)results"], cwd=here, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0 and status.returncode == 0:
+            return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _keep(row: dict, limit) -> bool:
+    """Is a results row at or before the checkpoint? limit: a step, or {seed: step} when seeds progress apart."""
+    if not row.get("step", "").isdigit():
+        return False
+    if isinstance(limit, dict):
+        return row.get("seed", "").isdigit() and int(row["step"]) <= limit.get(int(row["seed"]), -1)
+    return int(row["step"]) <= limit
+
+
+def _read_rows(path: str, limit) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if _keep(row, limit)]
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Host state as JSON (numpy arrays and scalars tagged, nothing else)
+# ---------------------------------------------------------------------------------------------
+def to_json(x):
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.tolist(), "dtype": str(x.dtype), "shape": list(x.shape)}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {str(k): to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_json(v) for v in x]
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    raise TypeError(f"cannot store a {type(x).__name__} in a checkpoint's host state")
+
+
+def from_json(x):
+    if isinstance(x, dict):
+        if "__ndarray__" in x:
+            return np.array(x["__ndarray__"], dtype=x["dtype"]).reshape(x["shape"])
+        return {k: from_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [from_json(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+def _leaves(tree) -> list[tuple[str, object]]:
+    return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _spec(x) -> list:
+    return [list(np.shape(x)), str(np.dtype(x.dtype))]
+
+
+@jax.jit
+def _gather(leaf, i, slots):
+    return leaf[i, slots]
+
+
+def _ring_take(leaf, i: int, a: int, b: int) -> np.ndarray:
+    """Seed i's slots of counters [a, b) (counter c lives in slot c % capacity), as numpy."""
+    if b <= a:
+        return np.zeros((0, *leaf.shape[2:]), leaf.dtype)
+    return np.asarray(_gather(leaf, i, np.arange(a, b) % leaf.shape[1]))
+
+
+def _load_npz(path: str, size: Optional[int]) -> dict:
+    """Every array of an .npz (no pickle), or a UserError naming the damaged file."""
+    if not os.path.exists(path):
+        raise UserError(f"damaged checkpoint: {path} is missing")
+    if size is not None and os.path.getsize(path) != size:
+        raise UserError(f"damaged checkpoint: {path} has {os.path.getsize(path)} bytes, its checkpoint says {size}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise UserError(f"damaged checkpoint: cannot read {path} ({type(e).__name__}: {e})") from None
+
+
+def _save_npz(path: str, arrays: dict) -> int:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return os.path.getsize(path)
+
+
+class Checkpoint:
+    """A run folder's checkpoint, read and checked: ``meta`` (algorithm, args, step, shapes, versions,
+    host state) and ``load`` for the arrays."""
+
+    def __init__(self, run_dir: str, algo: str):
+        self.run_dir = run_dir
+        if not os.path.isdir(run_dir):
+            raise UserError(f"no run folder {run_dir!r}")
+        path = self.find(run_dir)
+        if path is None:
+            if any(os.path.exists(os.path.join(run_dir, d, "host.pkl")) for d in CHECKPOINT_DIRS):
+                raise UserError(f"{run_dir} holds a checkpoint in the old pickle format, which is not loaded "
+                                "(a pickle can run code); retrain it with this version")
+            raise UserError(f"no checkpoint in {run_dir} (was it trained with --save-model?)")
+        self.path = path
+        try:
+            with open(os.path.join(path, "meta.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"damaged checkpoint: cannot read {path}/meta.json ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise UserError(f"damaged checkpoint: {path}/meta.json is not a {FORMAT!r} file")
+        if meta.get("algo") != algo:
+            raise UserError(f"{run_dir} holds a {meta.get('algo')} checkpoint, not a {algo} one")
+        self.meta, self.algo, self.step = meta, meta["algo"], int(meta["step"])
+        self.host = from_json(meta["host"])
+
+    @staticmethod
+    def find(run_dir: str) -> Optional[str]:
+        for name in CHECKPOINT_DIRS:
+            if os.path.exists(os.path.join(run_dir, name, "meta.json")):
+                return os.path.join(run_dir, name)
+        return None
+
+    @classmethod
+    def exists(cls, run_dir: str) -> bool:
+        return cls.find(run_dir) is not None
+
+    def make_args(self, Args):
+        """The saved args as this file's Args."""
+        try:
+            return Args(**self.meta["args"])
+        except TypeError as e:
+            raise UserError(f"the checkpoint in {self.run_dir} was saved with other flags than this file has ({e})"
+                            ) from None
+
+    def _mismatch(self, what: str, args=None) -> UserError:
+        hint = ""
+        if args is not None:
+            diff = [f"{flag(k)} {v} (saved: {self.meta['args'].get(k)})" for k, v in dataclasses.asdict(args).items()
+                    if k in self.meta["args"] and self.meta["args"][k] != v and k not in ("resume", "total_timesteps")]
+            hint = f"; flags that differ: {', '.join(diff)}" if diff else ""
+        return UserError(f"the checkpoint in {self.run_dir} does not fit: {what}{hint}")
+
+    def load(self, trees: dict, ring=None, args=None):
+        """Arrays shaped like the templates: ``trees`` (name -> pytree, saved whole) and ``ring`` (a
+        pytree of [N, capacity, ...] buffers, rebuilt from its chunks). Returns (trees, ring)."""
+        files = self.meta.get("files", {})
+        data = _load_npz(os.path.join(self.path, "state.npz"), files.get("state.npz"))
+        # a longer --total-timesteps may grow the buffer: per-slot arrays saved whole are zero-padded
+        grown = None
+        if ring is not None and self.meta.get("ring"):
+            cap0, cap1 = self.meta["ring"]["capacity"], np.shape(jax.tree_util.tree_leaves(ring)[0])[1]
+            grown = (cap0, cap1) if cap1 > cap0 else None
+        out = {}
+        for name, template in trees.items():
+            saved = self.meta["trees"].get(name)
+            if saved is None:
+                raise self._mismatch(f"it has no {name!r}")
+            leaves, treedef = jax.tree_util.tree_flatten(template)
+            paths = _leaves(template)
+            if len(saved) != len(leaves):
+                raise self._mismatch(f"{name} has {len(saved)} arrays there, {len(leaves)} here", args)
+            arrays = []
+            for k, ((path, x), (saved_path, spec)) in enumerate(zip(paths, saved)):
+                here = _spec(x)
+                pad = grown is not None and here[1] == spec[1] and len(here[0]) == len(spec[0]) >= 2 and \
+                    (spec[0][1], here[0][1]) == grown and here[0][:1] + here[0][2:] == spec[0][:1] + spec[0][2:]
+                if here != spec and not pad:
+                    raise self._mismatch(f"{name}{path} is {spec[1]}{spec[0]} there, {here[1]}{here[0]} here", args)
+                key = f"{name}.{k}"
+                if key not in data or list(data[key].shape) != spec[0]:
+                    raise UserError(f"damaged checkpoint: {self.path}/state.npz lacks {name}{path}")
+                if pad:
+                    full = np.zeros(here[0], data[key].dtype)
+                    full[:, :grown[0]] = data[key]
+                    arrays.append(full)
+                else:
+                    arrays.append(data[key])
+            out[name] = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays])
+        if ring is None:
+            return out, None
+        return out, self._load_ring(ring, args)
+
+    def _load_ring(self, template, args):
+        info = self.meta.get("ring")
+        if info is None:
+            raise self._mismatch("it has no replay buffer")
+        paths, treedef = _leaves(template), jax.tree_util.tree_structure(template)
+        n, cap = np.shape(paths[0][1])[:2]
+        written = np.asarray(info["written"], np.int64)
+        if [p for p, _ in paths] != [p for p, _ in info["fields"]] or len(written) != n:
+            raise self._mismatch("its replay buffer has other fields or seeds", args)
+        for (path, x), (_, spec) in zip(paths, info["fields"]):
+            if list(np.shape(x)[2:]) != spec[0] or str(x.dtype) != spec[1]:
+                raise self._mismatch(f"replay{path} is {spec[1]}{spec[0]} per slot there, "
+                                     f"{x.dtype}{list(np.shape(x)[2:])} here", args)
+        if cap != info["capacity"] and written.max() > min(cap, info["capacity"]):
+            raise self._mismatch(f"its replay buffer holds {info['capacity']} slots and wrapped, this one {cap}", args)
+        out = [np.zeros(np.shape(x), x.dtype) for _, x in paths]
+        for chunk in info["chunks"]:
+            data = _load_npz(os.path.join(self.run_dir, "replay", chunk["file"]), chunk.get("bytes"))
+            for i in range(n):
+                a, b = chunk["start"][i], chunk["end"][i]
+                lo = max(a, written[i] - cap)
+                if b <= lo:
+                    continue
+                slots = np.arange(lo, b) % cap
+                for k, arr in enumerate(out):
+                    part = data.get(f"{i}.{k}")
+                    if part is None or len(part) != b - a:
+                        raise UserError(f"damaged checkpoint: replay/{chunk['file']} lacks seed {i}'s slots")
+                    arr[i, slots] = part[lo - a:]
+        return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in out])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+# ---------------------------------------------------------------------------------------------
+class Run:
+    """One run folder. ``Run(...)`` resolves the args (a --resume reads them from the checkpoint)
+    and checks the folder, creating nothing; ``start`` creates it once the setup has succeeded."""
+
+    def __init__(self, algo: str, args, Args, eval_header=EVAL_HEADER, csvs: Optional[dict] = None):
+        self.algo, self.eval_header, self.csv_headers = algo, eval_header, {"train_episodes": EPISODE_HEADER,
+                                                                            **(csvs or {})}
+        self.checkpoint: Optional[Checkpoint] = None
+        if args.resume:
+            self.dir = args.resume
+            self.checkpoint = Checkpoint(args.resume, algo)
+            args = self._resume_args(args, Args)
+        else:
+            name = args.run_name or f"{algo}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}"
+            self.dir = os.path.join(args.results_dir, name.replace(":", "-").replace("/", "-"))
+            if os.path.exists(os.path.join(self.dir, "config.json")):
+                raise UserError(f"{self.dir} already holds a run; use --resume {self.dir} or another --run-name")
+            parent = _nearest_existing(args.results_dir)
+            if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"--results-dir {args.results_dir} is not writable ({parent})")
+        self.args = args
+        self.seeds = [args.seed + i for i in range(args.num_seeds)]
+        self._chunks = list(self.checkpoint.meta["ring"]["chunks"]) if self.checkpoint and \
+            self.checkpoint.meta.get("ring") else []
+        self._ring_saved = np.asarray(self.checkpoint.meta["ring"]["written"], np.int64) if self._chunks else None
+        self._saves = int(self.checkpoint.meta.get("saves", 0)) if self.checkpoint else 0
+        self.tb = self.wandb = self.progress = None
+
+    def _resume_args(self, args, Args):
+        """The checkpoint's args; only --total-timesteps may change (to extend the run)."""
+        saved = self.checkpoint.make_args(Args)
+        defaults = dataclasses.asdict(Args())
+        given = {k: v for k, v in dataclasses.asdict(args).items() if v != defaults[k]}
+        for k, v in given.items():
+            if k not in ("resume", "total_timesteps", "save_model") and getattr(saved, k) != v:
+                raise UserError(f"--resume continues a run with its own flags: {flag(k)} {v} differs from the run's "
+                                f"{getattr(saved, k)} (only --total-timesteps may change, to extend it)")
+        total = given.get("total_timesteps", saved.total_timesteps)
+        done = self.checkpoint.step
+        if total < done:
+            raise UserError(f"--total-timesteps {total} is below the {done} steps {self.dir} has done")
+        if total == done and self.checkpoint.meta.get("complete", True):
+            raise RunComplete(f"{self.dir} is complete ({done} steps); pass --total-timesteps N > {done} to extend it")
+        return dataclasses.replace(saved, resume=args.resume, save_model=True, total_timesteps=total)
+
+    # Start ------------------------------------------------------------------------------------
+    def start(self, info: dict, keep_eval=None, keep_rows=None) -> None:
+        """Create the folder: config.json (with ``info``, e.g. the replay size), the results CSVs (on a
+        resume, cut to the checkpoint's step: ``keep_eval`` / ``keep_rows``, a step or {seed: step}),
+        TensorBoard / W&B."""
+        args = self.args
+        tb_module = require("tensorboardX", "--tb", "tb") if args.tb else None
+        wandb = require("wandb", "--track", "track") if args.track else None
+        if not os.path.exists(self.dir):
+            try:
+                os.makedirs(self.dir)
+            except OSError as e:
+                raise UserError(f"cannot create the run folder {self.dir} ({e.strerror})") from None
+            _FRESH.append(self.dir)
+        resume = self.checkpoint is not None
+        step = self.checkpoint.step if resume else -1
+        self.eval_path = os.path.join(self.dir, "eval.csv")
+        self.eval_rows = _read_rows(self.eval_path, step if keep_eval is None else keep_eval)
+        self.files, self.writers = {}, {}
+        for name, header in self.csv_headers.items():
+            path = os.path.join(self.dir, f"{name}.csv")
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, header)
+            writer.writeheader()
+            writer.writerows(_read_rows(path, step if keep_rows is None else keep_rows))
+            write_atomic(path, buf.getvalue())
+            self.files[name] = open(path, "a", newline="")
+            self.writers[name] = csv.writer(self.files[name])
+        self._write_config(info)
+        if tb_module:
+            self.tb = tb_module.SummaryWriter(os.path.join(self.dir, "tb"))
+        if wandb:
+            name = os.path.basename(os.path.normpath(self.dir))
+            self.wandb = wandb.init(project=args.wandb_project, name=name, config=dataclasses.asdict(args),
+                                    dir=self.dir, resume="allow", id=name)
+        self.time_offset = float(self.checkpoint.meta.get("elapsed_s", 0.0)) if resume else 0.0
+        self.t_start = time.time()
+        _ACTIVE.append(self)
+        print(f"[{self.algo} {args.env_id}] run folder: {self.dir}" + (f" (resumed at step {step})" if resume else ""))
+
+    def _write_config(self, info: dict) -> None:
+        path = os.path.join(self.dir, "config.json")
+        command = " ".join([os.path.basename(sys.executable)] + sys.argv)
+        if self.checkpoint is not None and os.path.exists(path):
+            with open(path) as f:
+                config = json.load(f)
+            config["args"] = dataclasses.asdict(self.args)  # a longer --total-timesteps
+            config.setdefault("resumed", []).append({"step": self.checkpoint.step, "at": _now(), "command": command,
+                                                     "versions": versions(), "git": git_info()})
+        else:
+            config = {"algo": self.algo, "args": dataclasses.asdict(self.args), "versions": versions(),
+                      "git": git_info(), "command": command, "cwd": os.getcwd(),
+                      "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                                  "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
+                      "replay_buffer": info, "started": _now(), "resumed": []}
+        write_atomic(path, json.dumps(config, indent=2) + "\n")
+
+    def elapsed(self) -> float:
+        """Wall time of the run, summed over its resumes."""
+        return self.time_offset + time.time() - self.t_start
+
+    # Progress bar -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def progress_bar(self, completed: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[sps]} steps/s"), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[evals]}"), refresh_per_second=2)
+        self._task = self.progress.add_task(self.algo, total=self.args.total_timesteps, completed=completed, sps="-",
+                                            evals="")
+        with self.progress:
+            yield self
+        self.progress.update(self._task, completed=self.args.total_timesteps)
+
+    def advance(self, completed: int, sps: Optional[float] = None) -> None:
+        if self.progress is not None:
+            self.progress.update(self._task, completed=completed, **({"sps": f"{sps:.0f}"} if sps else {}))
+
+    def print(self, text: str) -> None:
+        (self.progress.console.print if self.progress else print)(f"[{self.algo} {self.args.env_id}] {text}")
+
+    # Results ------------------------------------------------------------------------------------
+    def episode(self, seed: int, step: int, ret: float, length: int) -> None:
+        self.writers["train_episodes"].writerow([self.algo, self.args.env_id, seed, step, f"{ret:.6g}", length])
+        if self.tb:
+            self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
+
+    def write(self, name: str, row: list) -> None:
+        """Append a row to an extra CSV named in ``csvs``."""
+        self.writers[name].writerow(row)
+
+    def check_finite(self, metrics: dict, step) -> None:
+        """Stop on a non-finite loss, naming the seeds (by value) and what is saved."""
+        bad = sorted({self.seeds[i] for v in metrics.values() for i in np.nonzero(~np.isfinite(np.asarray(v)))[0]})
+        if bad:
+            names = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+            saved = max((int(r["step"]) for r in self.eval_rows), default=0)
+            raise Diverged(f"non-finite loss ({', '.join(names)}) at step {step} for "
+                           + ", ".join(f"--seed {s}" for s in bad)
+                           + f"; the results up to step {saved} are kept in {self.dir}")
+
+    def evaluation(self, rows: list[dict], metrics: dict) -> None:
+        """Log one evaluation: ``rows`` holds, per seed evaluated now, its seed, step and return (and any
+        extra eval column); ``metrics`` the latest losses per seed. Rewrites eval.csv atomically."""
+        self.check_finite(metrics, max(r["step"] for r in rows))
+        for r in rows:
+            self.eval_rows.append({"algo": self.algo, "env": self.args.env_id, **r, "return": f"{r['return']:.6g}",
+                                   "time_s": f"{self.elapsed():.1f}"})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.eval_header)
+        writer.writeheader()
+        writer.writerows(self.eval_rows)
+        write_atomic(self.eval_path, buf.getvalue())
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+        if self.dir in _FRESH:
+            _FRESH.remove(self.dir)  # results exist now: a later error keeps the folder
+        returns = {r["seed"]: r["return"] for r in rows}
+        steps = sorted({r["step"] for r in rows})
+        scalars = {f"eval/return_seed{s}": float(v) for s, v in returns.items()}
+        if len(steps) == 1:
+            scalars["eval/return_mean"] = float(np.mean(list(returns.values())))
+        scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
+        if self.tb:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, steps[-1])
+        if self.wandb:
+            self.wandb.log(scalars, step=steps[-1])
+        if self.progress is not None:
+            self.progress.update(self._task, evals="eval " + " ".join(f"{v:.0f}" for v in returns.values()))
+        self.print(f"step {'/'.join(map(str, steps)):>8s}  eval return per seed: "
+                   + " ".join(f"{returns[s]:9.2f}" if s in returns else "        -" for s in self.seeds)
+                   + f"  (mean {np.mean(list(returns.values())):.2f})")
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+
+    # Checkpoints --------------------------------------------------------------------------------
+    def checkpoint_due(self, step: int) -> bool:
+        """At an evaluation of ``step``: is a checkpoint due (--save-model, every --checkpoint-freq, and at the end)?"""
+        freq = getattr(self.args, "checkpoint_freq", None) or self.args.eval_freq
+        return self.args.save_model and (step % freq == 0 or step >= self.args.total_timesteps)
+
+    def save(self, step: int, trees: dict, host: dict, ring=None, written=None, complete=None) -> dict:
+        """Write <run>/checkpoint atomically (a new folder renamed over the old one). ``trees``: name ->
+        pytree saved whole; ``host``: JSON-able state (numpy arrays allowed); ``ring``: a pytree of
+        [N, capacity, ...] buffers where seed i's counter c lives in slot c % capacity, and ``written``
+        [N] its counters: only the slots written since the last save go to a new chunk. Returns sizes."""
+        final, tmp, old = (os.path.join(self.dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self._saves += 1
+        meta = {"format": FORMAT, "algo": self.algo, "args": dataclasses.asdict(self.args), "step": int(step),
+                "complete": bool(step >= self.args.total_timesteps if complete is None else complete),
+                "saves": self._saves, "saved_at": _now(), "elapsed_s": self.elapsed(), "versions": versions(),
+                "git": git_info(), "trees": {}, "files": {}}
+        arrays = {}
+        for name, tree in trees.items():
+            leaves = _leaves(jax.device_get(tree))
+            meta["trees"][name] = [[path, _spec(x)] for path, x in leaves]
+            arrays.update({f"{name}.{k}": np.asarray(x) for k, (_, x) in enumerate(leaves)})
+        meta["files"]["state.npz"] = _save_npz(os.path.join(tmp, "state.npz"), arrays)
+        chunk_bytes = 0
+        if ring is not None:
+            chunk_bytes = self._save_ring(meta, ring, np.asarray(written, np.int64))
+        meta["host"] = to_json(host)
+        write_atomic(os.path.join(tmp, "meta.json"), json.dumps(meta) + "\n")
+        if os.path.exists(final):
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        # chunks no longer referenced (overwritten slots, or left by a killed run) go after the commit
+        keep = {c["file"] for c in self._chunks}
+        replay_dir = os.path.join(self.dir, "replay")
+        for f in os.listdir(replay_dir) if os.path.isdir(replay_dir) else []:
+            if f not in keep:
+                os.remove(os.path.join(replay_dir, f))
+        return {"state_bytes": meta["files"]["state.npz"], "chunk_bytes": chunk_bytes}
+
+    def _save_ring(self, meta: dict, ring, written: np.ndarray) -> int:
+        paths = _leaves(ring)
+        n, cap = np.shape(paths[0][1])[:2]
+        prev = self._ring_saved if self._ring_saved is not None else np.zeros(n, np.int64)
+        start = np.maximum(prev, written - cap)
+        nbytes = 0
+        if np.any(written > start):
+            arrays = {f"{i}.{k}": _ring_take(x, i, int(start[i]), int(written[i]))
+                      for i in range(n) for k, (_, x) in enumerate(paths)}
+            name = f"chunk-{self._saves:06d}.npz"
+            os.makedirs(os.path.join(self.dir, "replay"), exist_ok=True)
+            nbytes = _save_npz(os.path.join(self.dir, "replay", name), arrays)
+            self._chunks.append({"file": name, "start": start.tolist(), "end": written.tolist(), "bytes": nbytes})
+        # a chunk whose every slot has been overwritten since is dropped
+        self._chunks = [c for c in self._chunks if np.any(np.asarray(c["end"]) > written - cap)]
+        self._ring_saved = written.copy()
+        meta["ring"] = {"capacity": int(cap), "written": written.tolist(), "chunks": list(self._chunks),
+                        "fields": [[path, [list(np.shape(x)[2:]), str(x.dtype)]] for path, x in paths]}
+        return nbytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of a saved policy
+# ---------------------------------------------------------------------------------------------
+def open_checkpoint(algo: str, args, Args):
+    """For --eval-only: the checkpoint of --checkpoint and the args it was trained with."""
+    if args.capture_video:
+        require("moviepy", "--capture-video", "video")
+    ckpt = Checkpoint(args.checkpoint, algo)
+    return ckpt, ckpt.make_args(Args)
+
+
+def write_eval_report(run_dir: str, step: int, report: dict) -> str:
+    """<run>/eval_only_step<step>.json; a second report of the same step gets a -2, -3, ... suffix."""
+    path, k = os.path.join(run_dir, f"eval_only_step{step}.json"), 1
+    while os.path.exists(path):
+        k += 1
+        path = os.path.join(run_dir, f"eval_only_step{step}-{k}.json")
+    write_atomic(path, json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"written to {path}")
+    return path
