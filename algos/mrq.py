@@ -67,7 +67,6 @@ Deviations and notes:
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import NamedTuple, Optional
@@ -934,22 +933,16 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    check_args(args)
-    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
-    seeds = [saved.seed + i for i in range(saved.num_seeds)]
-    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
-                               discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved, True))
-    agent = _agent_for(saved, evaluator)
-    learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
-    returns = evaluator(_eval_policy(agent, learner, seeds, ckpt.step))
-    evaluator.close()
-    runs.write_eval_report(args.checkpoint, ckpt.step, {
-        "env": saved.env_id, "step": ckpt.step, "episodes": args.eval_episodes,
-        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
-    return returns
+    def policy_from(saved: Args, evaluator, ckpt):
+        agent = _agent_for(saved, evaluator)
+        seeds = [saved.seed + i for i in range(saved.num_seeds)]
+        learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+        learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
+        return _eval_policy(agent, learner, seeds, ckpt.step)
 
+    check_args(args)
+    return runs.evaluate_saved(ALGO, args, Args, policy_from, lambda saved: dict(
+        discrete_ok=True, pixels_ok=True, env_kwargs=env_kwargs(saved, True)))
 
 if __name__ == "__main__":
     runs.cli(Args, train, evaluate_checkpoint)

@@ -28,10 +28,9 @@ Deviations and notes (none changes the algorithm):
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -380,21 +379,14 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    check_args(args)
-    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
-    seeds = [saved.seed + i for i in range(saved.num_seeds)]
-    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir)
-    agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
-    learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
-    returns = evaluator(lambda o: agent.policy(learner.actor, o))
-    evaluator.close()
-    runs.write_eval_report(args.checkpoint, ckpt.step, {
-        "env": saved.env_id, "step": ckpt.step, "episodes": args.eval_episodes,
-        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
-    return returns
+    def policy_from(saved: Args, evaluator, ckpt):
+        agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
+        learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(saved.num_seeds)]))
+        learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
+        return lambda o: agent.policy(learner.actor, o)
 
+    check_args(args)
+    return runs.evaluate_saved(ALGO, args, Args, policy_from)
 
 if __name__ == "__main__":
     runs.cli(Args, train, evaluate_checkpoint)

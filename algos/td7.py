@@ -51,7 +51,6 @@ Deviations and notes (none changes the algorithm):
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple, Optional
@@ -740,25 +739,17 @@ def train(args: Args) -> dict:
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args) -> np.ndarray:
-    check_args(args)
-    ckpt, saved = runs.open_checkpoint(ALGO, args, Args)
-    seeds = [saved.seed + i for i in range(saved.num_seeds)]
-    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    evaluator = envs.Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir)
-    agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
-    learner, _, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-    learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
-    # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
-    actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
-                      else (learner.actor, learner.fixed_encoder))
-    returns = evaluator(lambda o: agent.policy(actor_p, enc_p, o))
-    evaluator.close()
-    steps = ckpt.host["t"]
-    runs.write_eval_report(args.checkpoint, int(steps.max()), {
-        "env": saved.env_id, "step": {str(s): int(x) for s, x in zip(seeds, steps)}, "episodes": args.eval_episodes,
-        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
-    return returns
+    def policy_from(saved: Args, evaluator, ckpt):
+        agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
+        learner, _, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(saved.num_seeds)]))
+        learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
+        # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
+        actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
+                          else (learner.actor, learner.fixed_encoder))
+        return lambda o: agent.policy(actor_p, enc_p, o)
 
+    check_args(args)
+    return runs.evaluate_saved(ALGO, args, Args, policy_from)
 
 if __name__ == "__main__":
     runs.cli(Args, train, evaluate_checkpoint)

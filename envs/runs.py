@@ -90,6 +90,7 @@ class RunComplete(Exception):
     """--resume of a run that has nothing left to do."""
 
 
+_RUN_FLAGS = {f.name for f in dataclasses.fields(RunArgs)} | {"total_timesteps"}  # not the learner's shape
 _FRESH: list[str] = []  # run folders made by this process and not yet evaluated in: removed after a user error
 _ACTIVE: list["Run"] = []
 
@@ -347,7 +348,7 @@ class Checkpoint:
         hint = ""
         if args is not None:
             diff = [f"{flag(k)} {v} (saved: {self.meta['args'].get(k)})" for k, v in dataclasses.asdict(args).items()
-                    if k in self.meta["args"] and self.meta["args"][k] != v and k not in ("resume", "total_timesteps")]
+                    if k in self.meta["args"] and self.meta["args"][k] != v and k not in _RUN_FLAGS]
             hint = f"; flags that differ: {', '.join(diff)}" if diff else ""
         return UserError(f"the checkpoint in {self.run_dir} does not fit: {what}{hint}")
 
@@ -356,11 +357,11 @@ class Checkpoint:
         pytree of [N, capacity, ...] buffers, rebuilt from its chunks). Returns (trees, ring)."""
         files = self.meta.get("files", {})
         data = _load_npz(os.path.join(self.path, "state.npz"), files.get("state.npz"))
-        # a longer --total-timesteps may grow the buffer: per-slot arrays saved whole are zero-padded
-        grown = None
+        # per-slot arrays ([N, capacity, ...], e.g. priorities) were saved up to the filled slots and are
+        # zero-padded back; a longer --total-timesteps may also have grown the capacity
+        sliced, caps = self.meta.get("sliced", {}), None
         if ring is not None and self.meta.get("ring"):
-            cap0, cap1 = self.meta["ring"]["capacity"], np.shape(jax.tree_util.tree_leaves(ring)[0])[1]
-            grown = (cap0, cap1) if cap1 > cap0 else None
+            caps = (self.meta["ring"]["capacity"], np.shape(jax.tree_util.tree_leaves(ring)[0])[1])
         out = {}
         for name, template in trees.items():
             saved = self.meta["trees"].get(name)
@@ -372,17 +373,17 @@ class Checkpoint:
                 raise self._mismatch(f"{name} has {len(saved)} arrays there, {len(leaves)} here", args)
             arrays = []
             for k, ((path, x), (saved_path, spec)) in enumerate(zip(paths, saved)):
-                here = _spec(x)
-                pad = grown is not None and here[1] == spec[1] and len(here[0]) == len(spec[0]) >= 2 and \
-                    (spec[0][1], here[0][1]) == grown and here[0][:1] + here[0][2:] == spec[0][:1] + spec[0][2:]
-                if here != spec and not pad:
+                here, key = _spec(x), f"{name}.{k}"
+                grown = key in sliced and caps is not None and (spec[0][1], here[0][1]) == caps and caps[1] > caps[0] \
+                    and here[1] == spec[1] and here[0][:1] + here[0][2:] == spec[0][:1] + spec[0][2:]
+                if here != spec and not grown:
                     raise self._mismatch(f"{name}{path} is {spec[1]}{spec[0]} there, {here[1]}{here[0]} here", args)
-                key = f"{name}.{k}"
-                if key not in data or list(data[key].shape) != spec[0]:
+                stored = list(spec[0]) if key not in sliced else [spec[0][0], sliced[key], *spec[0][2:]]
+                if key not in data or list(data[key].shape) != stored:
                     raise UserError(f"damaged checkpoint: {self.path}/state.npz lacks {name}{path}")
-                if pad:
+                if key in sliced:
                     full = np.zeros(here[0], data[key].dtype)
-                    full[:, :grown[0]] = data[key]
+                    full[:, :sliced[key]] = data[key]
                     arrays.append(full)
                 else:
                     arrays.append(data[key])
@@ -439,8 +440,8 @@ class Run:
             self.checkpoint = Checkpoint(args.resume, algo)
             args = self._resume_args(args, Args)
         else:
-            name = args.run_name or f"{algo}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}"
-            self.dir = os.path.join(args.results_dir, name.replace(":", "-").replace("/", "-"))
+            default = f"{algo}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}"
+            self.dir = os.path.join(args.results_dir, args.run_name or default.replace(":", "-").replace("/", "-"))
             if os.path.exists(os.path.join(self.dir, "config.json")):
                 raise UserError(f"{self.dir} already holds a run; use --resume {self.dir} or another --run-name")
             parent = _nearest_existing(args.results_dir)
@@ -551,7 +552,11 @@ class Run:
             self.progress.update(self._task, completed=completed, **({"sps": f"{sps:.0f}"} if sps else {}))
 
     def print(self, text: str) -> None:
-        (self.progress.console.print if self.progress else print)(f"[{self.algo} {self.args.env_id}] {text}")
+        text = f"[{self.algo} {self.args.env_id}] {text}"
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text)
 
     # Results ------------------------------------------------------------------------------------
     def episode(self, seed: int, step: int, ret: float, length: int) -> None:
@@ -636,11 +641,17 @@ class Run:
                 "complete": bool(step >= self.args.total_timesteps if complete is None else complete),
                 "saves": self._saves, "saved_at": _now(), "elapsed_s": self.elapsed(), "versions": versions(),
                 "git": git_info(), "trees": {}, "files": {}}
-        arrays = {}
+        arrays, meta["sliced"] = {}, {}
+        n, cap = np.shape(jax.tree_util.tree_leaves(ring)[0])[:2] if ring is not None else (None, None)
+        filled = min(int(np.max(written)), cap) if ring is not None else None
         for name, tree in trees.items():
             leaves = _leaves(jax.device_get(tree))
             meta["trees"][name] = [[path, _spec(x)] for path, x in leaves]
-            arrays.update({f"{name}.{k}": np.asarray(x) for k, (_, x) in enumerate(leaves)})
+            for k, (_, x) in enumerate(leaves):
+                x = np.asarray(x)
+                if ring is not None and x.ndim >= 2 and x.shape[:2] == (n, cap):  # per-slot: the filled slots only
+                    x, meta["sliced"][f"{name}.{k}"] = x[:, :filled], filled
+                arrays[f"{name}.{k}"] = x
         meta["files"]["state.npz"] = _save_npz(os.path.join(tmp, "state.npz"), arrays)
         chunk_bytes = 0
         if ring is not None:
@@ -683,12 +694,28 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
-def open_checkpoint(algo: str, args, Args):
-    """For --eval-only: the checkpoint of --checkpoint and the args it was trained with."""
+def evaluate_saved(algo: str, args, Args, policy_from: Callable, evaluator_kwargs: Optional[Callable] = None):
+    """--eval-only: evaluate the policy of --checkpoint on fresh evaluation envs (seeded seed + 100, as in
+    training) and write <run>/eval_only_step<N>.json. ``policy_from(saved_args, evaluator, checkpoint)``
+    builds the algorithm's policy from the checkpoint; ``evaluator_kwargs(saved_args)`` adds env options."""
+    from envs.gym import Evaluator
+
     if args.capture_video:
         require("moviepy", "--capture-video", "video")
     ckpt = Checkpoint(args.checkpoint, algo)
-    return ckpt, ckpt.make_args(Args)
+    saved = ckpt.make_args(Args)
+    seeds = [saved.seed + i for i in range(saved.num_seeds)]
+    video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
+    evaluator = Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
+                          **(evaluator_kwargs(saved) if evaluator_kwargs else {}))
+    returns = evaluator(policy_from(saved, evaluator, ckpt))
+    evaluator.close()
+    t = ckpt.host.get("t")
+    step = {str(s): int(x) for s, x in zip(seeds, t)} if isinstance(t, np.ndarray) else ckpt.step  # seeds apart (TD7)
+    write_eval_report(args.checkpoint, int(np.max(t)) if isinstance(t, np.ndarray) else ckpt.step, {
+        "env": saved.env_id, "step": step, "episodes": args.eval_episodes,
+        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
+    return returns
 
 
 def write_eval_report(run_dir: str, step: int, report: dict) -> str:

@@ -138,7 +138,7 @@ def set_aside(run: Run, root: str) -> str:
 
 
 def drop_checkpoints(run_dir: str) -> None:
-    for d in CHECKPOINT_DIRS:
+    for d in (*CHECKPOINT_DIRS, "replay"):  # replay/: the checkpoints' incremental buffer chunks
         shutil.rmtree(os.path.join(run_dir, d), ignore_errors=True)
 
 
