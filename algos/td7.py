@@ -46,6 +46,10 @@ Deviations and notes (none changes the algorithm):
 - On GPUs JAX may run float32 matmuls in TF32, while the authors' PyTorch 2.0 uses full float32;
   set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
+  `--resume RUN --total-timesteps N` extends a finished run; with several seeds the continuation
+  need not be bit-identical to one run of N steps: at the old end every seed waited for the
+  others, so later updates are batched with other seeds than in the long run (a killed run
+  resumed to its own end is identical, as tested).
 - Offline TD7 (TD3+BC term, D4RL) is not part of this file.
 """
 

@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
 from algos import mrq, td3, td7  # noqa: E402
+from envs import runs  # noqa: E402
 
 ALGOS = {"td3": td3, "td7": td7}
 TIMED_STEPS = {"td3": 1_500, "td7": 800}  # default timed steps per round
@@ -147,7 +148,7 @@ def _report(algo: str, benchmark: str, rows: list[dict], out: str) -> tuple[dict
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                     "jax_device": f"{device.platform}:{device.device_kind}"},
-        "versions": td3._versions(), "git": td3._git(), "date": time.strftime("%Y-%m-%d"), "rows": rows,
+        "versions": runs.versions(), "git": runs.git_info(), "date": time.strftime("%Y-%m-%d"), "rows": rows,
     }
     os.makedirs(out, exist_ok=True)
     name = os.path.join(out, f"{algo}_{device.platform}")

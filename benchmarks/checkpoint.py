@@ -41,6 +41,7 @@ def _old_td7():
         f.write(src)
     spec = importlib.util.spec_from_file_location("td7_before", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["td7_before"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

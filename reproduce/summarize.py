@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata
 import json
 import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import textwrap
 import time
@@ -26,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs import runs
+from envs.runs import git_info
 from reproduce.grid import GRID_DIR, ROOT, Aggregate, Paper, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
@@ -39,25 +39,7 @@ SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "tyro", "rliable", "matplotlib"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def git_info() -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
-        if rev.returncode == 0:
-            return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"commit": None, "dirty": None}
+    return runs.versions(extra=("rliable", "matplotlib"))
 
 
 # ---------------------------------------------------------------------------------------------

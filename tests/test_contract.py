@@ -319,3 +319,21 @@ def test_td7_resume_extension_continues_every_seed(tmp_path):
     steps = sorted({(r["seed"], int(r["step"])) for r in _rows(out["run_dir"])})
     assert steps == [(s, k) for s in ("0", "1") for k in (0, 40, 80, 120, 160)]
     assert runs.Checkpoint(out["run_dir"], "td7").step == 160
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "algos", "td3.py"), *[
+        x for k, v in dict(TINY, total_timesteps=100_000).items() for x in (f"--{k.replace('_', '-')}", str(v))],
+        "--results-dir", str(tmp_path), "--run-name", "r", "--save-model"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint" / "meta.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"--resume {run_dir}" in err and "Traceback" not in err
