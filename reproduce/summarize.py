@@ -52,6 +52,8 @@ def load_reference(path: str) -> list[dict]:
             raise ValueError(f"{path}: header must be {','.join(REFERENCE_HEADER)}, got {reader.fieldnames}")
         rows = []
         for i, row in enumerate(reader, start=2):
+            if None in row:  # an unquoted comma split a field
+                raise ValueError(f"{path} line {i}: {len(row[None])} field(s) too many (quote a source with commas)")
             try:
                 row["budget"], row["mean"] = int(row["budget"]), float(row["mean"])
                 row["spread"] = float(row["spread"]) if row["spread"] else None

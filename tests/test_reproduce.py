@@ -119,6 +119,11 @@ def test_bad_reference_rows_name_the_problem(tmp_path):
     path.write_text(REF_HEADER + "\np,td3,Hopper-v4,1000,median,1.0,2.0,std,10,src\n")
     with pytest.raises(ValueError, match="unknown statistic 'median'"):
         summarize.load_reference(str(path))
+    path.write_text(REF_HEADER + "\np,td3,Hopper-v4,1000,mean_at_budget,1.0,2.0,std,10,Someone (2023, arXiv:1)\n")
+    with pytest.raises(ValueError, match="line 2: 1 field\\(s\\) too many"):
+        summarize.load_reference(str(path))
+    for ref in ("td3", "td7", "mrq"):  # the committed references load
+        assert summarize.load_reference(os.path.join(summarize.ROOT, "results", "reference", f"{ref}.csv"))
 
 
 # ---------------------------------------------------------------------------------------------
