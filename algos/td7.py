@@ -48,8 +48,8 @@ Deviations and notes (none changes the algorithm):
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
   `--resume RUN --total-timesteps N` extends a finished run; with several seeds the continuation
   need not be bit-identical to one run of N steps: at the old end every seed waited for the
-  others, so later updates are batched with other seeds than in the long run (a killed run
-  resumed to its own end is identical, as tested).
+  others, so later updates are batched with other seeds than in the long run. A 1-seed run
+  extended, and a killed run resumed to its own end, are identical to the uninterrupted run.
 - Offline TD7 (TD3+BC term, D4RL) is not part of this file.
 """
 

@@ -337,3 +337,20 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert f"--resume {run_dir}" in err and "Traceback" not in err
+
+
+def test_mrq_resume_extension_grows_the_replay_and_matches_one_long_run(tmp_path):
+    """MR.Q's replay is split: pointer-written fields in chunks, priorities and masks whole (up to the
+    filled slots); a longer run has more slots, and the extended run equals one long run."""
+    from algos import mrq
+
+    cfg = dict(env_id="Hopper-v4", max_episode_steps=30, num_seeds=2, learning_starts=30, eval_freq=20,
+               eval_episodes=2, target_update_freq=10, batch_size=8, zs_dim=32, zsa_dim=32, za_dim=16, enc_hdim=32,
+               value_hdim=32, policy_hdim=32)
+    short = mrq.train(mrq.Args(**cfg, total_timesteps=100, results_dir=str(tmp_path), run_name="short",
+                               save_model=True))
+    extended = mrq.train(mrq.Args(resume=short["run_dir"], total_timesteps=160))
+    long = mrq.train(mrq.Args(**cfg, total_timesteps=160, results_dir=str(tmp_path), run_name="long"))
+    assert extended["replay"].obs.shape[1] > short["replay"].obs.shape[1]  # the buffer grew
+    key = lambda rows: [(r["seed"], r["step"], r["return"]) for r in rows]  # noqa: E731
+    assert key(_rows(short["run_dir"])) == key(_rows(long["run_dir"]))
