@@ -856,8 +856,8 @@ def train(args: Args) -> dict:
                    "parameters": params}
     if run.checkpoint:
         ring, rest = split_replay(replay)
-        action = jax.eval_shape(agent.act, learner, jnp.zeros((len(seeds), *train_envs.obs_shape), train_envs.obs_dtype),
-                                False)[1]
+        obs_template = jnp.zeros((len(seeds), *train_envs.obs_shape), train_envs.obs_dtype)
+        action = jax.eval_shape(agent.act, learner, obs_template, False)[1]
         saved, ring = run.checkpoint.load({"learner": learner, "action": action, "replay": rest}, ring, args)
         learner, action, replay = saved["learner"], saved["action"], Replay(**ring, **saved["replay"])
         host = run.checkpoint.host
@@ -917,7 +917,7 @@ def train(args: Args) -> dict:
                     ring, rest = split_replay(replay)
                     run.save(t + 1, {"learner": learner, "action": action, "replay": rest},
                              {"t": t + 1, "envs": train_envs.get_state(), "ep_pos": ep_pos, "written": written},
-                             ring=ring, written=written)
+                             ring=ring, written=written, per_slot=("replay",))
     run.close()
     train_envs.close()
     evaluator.close()

@@ -623,12 +623,12 @@ def train(args: Args) -> dict:
         last_eval[waiting] = returns[waiting]
         evaluated_to[waiting] = eval_step[waiting]
         eval_step[:] = -1
-        if run.checkpoint_due(int(evaluated_to.max())):  # the buffer goes in chunks: slots written since the last save
+        if run.checkpoint_due(int(evaluated_to.min())):  # the buffer goes in chunks: slots written since the last save
             host["schedules"] = [asdict(s) for s in schedules]
             host["rngs"] = [rng.bit_generator.state for rng in rngs]
             host["envs"] = train_envs.get_state()
-            run.save(int(t.min()), {"learner": learner, "prio": prio}, host, ring=buffer, written=t,
-                     complete=bool(np.all(t >= total) and np.all(eval_step < 0)))
+            run.save(int(t.min()), {"learner": learner, "prio": prio}, host, ring=buffer, written=t, per_slot=("prio",),
+                     complete=bool(np.all(t >= total)))
         excluded_s += time.time() - t_eval
 
     with run.progress_bar(int(t.sum()) // n):

@@ -108,12 +108,18 @@ def cli(Args, train: Callable, evaluate: Callable, argv: Optional[list[str]] = N
     import tyro
 
     args = tyro.cli(Args, args=argv)
+    # the flags on the command line (a --resume refuses any but --total-timesteps, even at its default)
+    names = {f.name for f in dataclasses.fields(Args)}
+    tokens = sys.argv[1:] if argv is None else argv
+    given = {a[2:].split("=")[0].replace("-", "_") for a in tokens if a.startswith("--")}
+    object.__setattr__(args, "_flags_given", {n[3:] if n.startswith("no_") and n[3:] in names else n for n in given})
+    made_before = len(_FRESH)
     try:
         (evaluate if getattr(args, "eval_only", False) else train)(args)
     except RunComplete as e:
         print(e)
     except UserError as e:
-        for path in _FRESH:
+        for path in _FRESH[made_before:]:  # folders this call made and never evaluated in
             shutil.rmtree(path, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -157,7 +163,7 @@ def check_args(args, counts=(), nonneg=(), positive=(), unit=(), multiple_of=Non
         raise UserError("--eval-only needs --checkpoint RUN_DIR")
     if args.checkpoint and not args.eval_only:
         raise UserError("--checkpoint is read by --eval-only; to continue a run use --resume RUN_DIR")
-    if args.run_name is not None and (not args.run_name or os.sep in args.run_name):
+    if args.run_name is not None and (args.run_name in ("", ".", "..") or os.sep in args.run_name):
         raise UserError(f"--run-name must be a folder name without '{os.sep}', got {args.run_name!r}")
 
 
@@ -204,8 +210,8 @@ def _now() -> str:
 
 def _keep(row: dict, limit) -> bool:
     """Is a results row at or before the checkpoint? limit: a step, or {seed: step} when seeds progress apart."""
-    if not row.get("step", "").isdigit():
-        return False
+    if None in row or None in row.values() or not row["step"].isdigit():
+        return False  # a line cut short by a kill, or one with extra fields
     if isinstance(limit, dict):
         return row.get("seed", "").isdigit() and int(row["step"]) <= limit.get(int(row["seed"]), -1)
     return int(row["step"]) <= limit
@@ -458,16 +464,19 @@ class Run:
     def _resume_args(self, args, Args):
         """The checkpoint's args; only --total-timesteps may change (to extend the run)."""
         saved = self.checkpoint.make_args(Args)
+        values = dataclasses.asdict(args)
+        flags = getattr(args, "_flags_given", None)  # from the command line; called from Python: non-defaults
         defaults = dataclasses.asdict(Args())
-        given = {k: v for k, v in dataclasses.asdict(args).items() if v != defaults[k]}
+        given = {k: v for k, v in values.items() if (k in flags if flags is not None else v != defaults[k])}
         for k, v in given.items():
             if k not in ("resume", "total_timesteps", "save_model") and getattr(saved, k) != v:
                 raise UserError(f"--resume continues a run with its own flags: {flag(k)} {v} differs from the run's "
                                 f"{getattr(saved, k)} (only --total-timesteps may change, to extend it)")
         total = given.get("total_timesteps", saved.total_timesteps)
         done = self.checkpoint.step
-        if total < done:
-            raise UserError(f"--total-timesteps {total} is below the {done} steps {self.dir} has done")
+        if total < saved.total_timesteps:
+            raise UserError(f"--total-timesteps may only extend a run: {total} is below the run's "
+                            f"{saved.total_timesteps} ({done} done)")
         if total == done and self.checkpoint.meta.get("complete", True):
             raise RunComplete(f"{self.dir} is complete ({done} steps); pass --total-timesteps N > {done} to extend it")
         return dataclasses.replace(saved, resume=args.resume, save_model=True, total_timesteps=total)
@@ -628,11 +637,14 @@ class Run:
         freq = getattr(self.args, "checkpoint_freq", None) or self.args.eval_freq
         return self.args.save_model and (step % freq == 0 or step >= self.args.total_timesteps)
 
-    def save(self, step: int, trees: dict, host: dict, ring=None, written=None, complete=None) -> dict:
+    def save(self, step: int, trees: dict, host: dict, ring=None, written=None, per_slot: tuple = (),
+             complete=None) -> dict:
         """Write <run>/checkpoint atomically (a new folder renamed over the old one). ``trees``: name ->
         pytree saved whole; ``host``: JSON-able state (numpy arrays allowed); ``ring``: a pytree of
         [N, capacity, ...] buffers where seed i's counter c lives in slot c % capacity, and ``written``
-        [N] its counters: only the slots written since the last save go to a new chunk. Returns sizes."""
+        [N] its counters: only the slots written since the last save go to a new chunk. The [N, capacity, ...]
+        arrays of the trees named in ``per_slot`` (priorities, masks) are saved up to the filled slots (zero
+        beyond). Returns sizes."""
         final, tmp, old = (os.path.join(self.dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -649,7 +661,7 @@ class Run:
             meta["trees"][name] = [[path, _spec(x)] for path, x in leaves]
             for k, (_, x) in enumerate(leaves):
                 x = np.asarray(x)
-                if ring is not None and x.ndim >= 2 and x.shape[:2] == (n, cap):  # per-slot: the filled slots only
+                if name in per_slot and x.ndim >= 2 and x.shape[:2] == (n, cap):  # the filled slots only
                     x, meta["sliced"][f"{name}.{k}"] = x[:, :filled], filled
                 arrays[f"{name}.{k}"] = x
         meta["files"]["state.npz"] = _save_npz(os.path.join(tmp, "state.npz"), arrays)

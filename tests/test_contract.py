@@ -163,10 +163,13 @@ def test_checkpoint_round_trip_with_incremental_wrapping_replay(tmp_path):
 def test_a_grown_buffer_loads_into_a_larger_capacity(tmp_path):
     run = _run(tmp_path)
     prio = {"value": jnp.arange(12.0).reshape(2, 6).at[:, 5:].set(0.0)}  # slots past the written ones are empty
-    run.save(5, {"prio": prio}, {}, ring=_ring(2, 6, [5, 4]), written=[5, 4])
+    weights = {"w": jnp.ones((2, 6, 3))}  # shaped like a per-slot array, but not one: saved whole
+    run.save(5, {"prio": prio, "learner": weights}, {}, ring=_ring(2, 6, [5, 4]), written=[5, 4], per_slot=("prio",))
     trees, ring = runs.Checkpoint(str(tmp_path / "r"), "fake").load({"prio": {"value": jnp.zeros((2, 10))}},
                                                                      _ring(2, 10, [0, 0]))
     np.testing.assert_array_equal(trees["prio"]["value"][:, :6], prio["value"])
+    learner = runs.Checkpoint(str(tmp_path / "r"), "fake").load({"learner": weights})[0]["learner"]
+    np.testing.assert_array_equal(learner["w"], weights["w"])
     assert not np.any(trees["prio"]["value"][:, 6:])
     expected = np.asarray(_ring(2, 10, [5, 4])["tag"])
     np.testing.assert_array_equal(ring["tag"], np.where(expected < 0, 0, expected))  # unwritten slots are zeros
@@ -243,7 +246,7 @@ def test_resume_extends_a_finished_run_to_the_same_results_as_one_long_run(tmp_p
         td3.train(td3.Args(resume=run_dir))
     with pytest.raises(runs.UserError, match="--batch-size 64 differs from the run's 32"):
         td3.train(td3.Args(resume=run_dir, batch_size=64))
-    with pytest.raises(runs.UserError, match="--total-timesteps 300 is below the 600 steps"):
+    with pytest.raises(runs.UserError, match="--total-timesteps may only extend a run: 300 is below the run's 600"):
         td3.train(td3.Args(resume=run_dir, total_timesteps=300))
     td3.train(td3.Args(resume=run_dir, total_timesteps=1200))
     long = td3.train(td3.Args(**dict(TINY, total_timesteps=1200), results_dir=str(tmp_path), run_name="long"))
@@ -354,3 +357,23 @@ def test_mrq_resume_extension_grows_the_replay_and_matches_one_long_run(tmp_path
     assert extended["replay"].obs.shape[1] > short["replay"].obs.shape[1]  # the buffer grew
     key = lambda rows: [(r["seed"], r["step"], r["return"]) for r in rows]  # noqa: E731
     assert key(_rows(short["run_dir"])) == key(_rows(long["run_dir"]))
+
+
+def test_resume_reads_the_flags_given_on_the_command_line(tmp_path, capsys):
+    """A flag given at its default value still counts: --total-timesteps 100 (FakeArgs' default) extends a
+    50-step run, and --num-seeds 1 (the default) is refused for a 2-seed run."""
+    run = runs.Run("fake", FakeArgs(results_dir=str(tmp_path), run_name="r", save_model=True, total_timesteps=50),
+                   FakeArgs)
+    run.start({})
+    run.save(50, {"learner": {"w": jnp.ones((2, 3))}}, {})
+    seen = []
+    train = lambda a: seen.append(runs.Run("fake", a, FakeArgs).args)  # noqa: E731
+    runs.cli(FakeArgs, train, train, ["--resume", run.dir, "--total-timesteps", "100"])
+    assert seen[-1].total_timesteps == 100 and seen[-1].num_seeds == 2
+    with pytest.raises(runs.RunComplete):  # from Python, a value at its default is not "given"
+        runs.Run("fake", FakeArgs(resume=run.dir, total_timesteps=100), FakeArgs)
+    with pytest.raises(SystemExit) as exc:
+        runs.cli(FakeArgs, train, train, ["--resume", run.dir, "--num-seeds", "1"])
+    assert exc.value.code == 2 and "--num-seeds 1 differs from the run's 2" in capsys.readouterr().err
+    runs.cli(FakeArgs, train, train, ["--resume", run.dir])
+    assert "is complete (50 steps)" in capsys.readouterr().out
