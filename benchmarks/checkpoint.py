@@ -94,7 +94,7 @@ def main():
         run.start({})
         tree = {"learner": learner, "prio": prio}
         t0 = time.perf_counter()
-        run.save(filled, tree, host, ring=buffer, written=np.full(n, filled))
+        run.save(filled, tree, host, ring=buffer, written=np.full(n, filled), per_slot=("prio",))
         first = time.perf_counter() - t0
         rows.append({"what": "after: first checkpoint (whole buffer once)", "seconds": first,
                      "bytes_written": _du(os.path.join(d, "r", "checkpoint"), os.path.join(d, "r", "replay")),
@@ -103,7 +103,8 @@ def main():
         for _ in range(a.repeats):
             written += a.step  # the next a.step slots of every seed (contents do not matter for the timing)
             t0 = time.perf_counter()
-            out = run.save(written, tree, {**host, "t": np.full(n, written)}, ring=buffer, written=np.full(n, written))
+            out = run.save(written, tree, {**host, "t": np.full(n, written)}, ring=buffer, written=np.full(n, written),
+                           per_slot=("prio",))
             times.append(time.perf_counter() - t0)
             sizes.append(out["state_bytes"] + out["chunk_bytes"])
         rows.append({"what": f"after: each later checkpoint ({a.step} new steps per seed)",
