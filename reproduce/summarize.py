@@ -279,9 +279,6 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
 def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
     """Per budget: IQM and mean of baseline-normalised scores (rliable, stratified bootstrap) and the
     mean % gain over the baseline, on the aggregate's envs that both algorithms reached."""
-    from rliable import library as rly
-    from rliable import metrics
-
     out = []
     for budget in paper.scales[scale].budgets:
         envs, cols, ratios_algo, ratios_base = [], [], [], []
@@ -299,25 +296,38 @@ def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], r
             ratios_base.append(mb[:, -1])
         row = {"budget": budget, "envs": envs, "missing": [e for e in agg.envs if e not in envs]}
         if envs:
-            n = min(len(c) for c in cols)  # rliable needs as many runs per task: the first n seeds of each
-            scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
-            with warnings.catch_warnings():  # arch warns about rliable's RandomState; it is what makes CIs repeatable
-                warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-                point, ci = rly.get_interval_estimates(
-                    {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
-                    reps=BOOTSTRAP, random_state=np.random.RandomState(0))
-            row["iqm"] = (float(point[agg.algo][0]), *map(float, ci[agg.algo][:, 0]))
-            row["mean"] = (float(point[agg.algo][1]), *map(float, ci[agg.algo][:, 1]))
+            row.update(iqm_and_mean(cols))
             row["gain"] = gain_ci(ratios_algo, ratios_base)
-            row["seeds"] = n
-            ref = next((r for r in refs if r["statistic"] == "mean_pct_gain_over_td3" and r["algo"] == agg.algo
-                        and r["budget"] == budget and r["env"] == agg.reference_env), None)
-            if ref is not None:
-                reason = None if set(envs) == set(agg.envs) else f"{len(envs)} of the paper's {len(agg.envs)} envs"
-                row["reference"] = ref
-                row["verdict"] = verdict(*row["gain"], ref, reason)
+            compare(row, "gain", refs, "mean_pct_gain_over_td3", agg, budget)
         out.append(row)
     return out
+
+
+def iqm_and_mean(cols: list[np.ndarray]) -> dict:
+    """IQM and mean over (seed, env) of per-env score columns, with stratified bootstrap 95% CIs (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    n = min(len(c) for c in cols)  # rliable needs as many runs per task: the first n seeds of each
+    scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
+    with warnings.catch_warnings():  # arch warns about rliable's RandomState; it is what makes CIs repeatable
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        point, ci = rly.get_interval_estimates(
+            {"x": scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+            reps=BOOTSTRAP, random_state=np.random.RandomState(0))
+    return {"iqm": (float(point["x"][0]), *map(float, ci["x"][:, 0])),
+            "mean": (float(point["x"][1]), *map(float, ci["x"][:, 1])), "seeds": n}
+
+
+def compare(row: dict, key: str, refs: list[dict], statistic: str, agg: Aggregate, budget: int) -> None:
+    """Attach the paper's aggregate at this budget, if any, and the verdict of row[key] against it."""
+    ref = next((r for r in refs if r["statistic"] == statistic and r["algo"] == agg.algo
+                and r["budget"] == budget and r["env"] == agg.reference_env), None)
+    if ref is not None:
+        envs = row["envs"]
+        reason = None if set(envs) == set(agg.envs) else f"{len(envs)} of the paper's {len(agg.envs)} envs"
+        row["reference"] = ref
+        row["verdict"] = verdict(*row[key], ref, reason)
 
 
 def normalisers(refs: list[dict], envs) -> dict[str, tuple[float, float]] | None:
@@ -336,9 +346,6 @@ def fixed_normalised_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[d
     norm = normalisers(refs, agg.envs)
     if norm is None:
         return []
-    from rliable import library as rly
-    from rliable import metrics
-
     out = []
     for budget in paper.scales[scale].budgets:
         envs, cols = [], []
@@ -352,22 +359,8 @@ def fixed_normalised_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[d
             cols.append((m[:, -1] - rnd) / (td3 - rnd))
         row = {"budget": budget, "envs": envs}
         if envs:
-            n = min(len(c) for c in cols)
-            scores = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-                point, ci = rly.get_interval_estimates(
-                    {agg.algo: scores}, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
-                    reps=BOOTSTRAP, random_state=np.random.RandomState(0))
-            row["iqm"] = (float(point[agg.algo][0]), *map(float, ci[agg.algo][:, 0]))
-            row["mean"] = (float(point[agg.algo][1]), *map(float, ci[agg.algo][:, 1]))
-            row["seeds"] = n
-            ref = next((r for r in refs if r["statistic"] == "mean_td3_normalised" and r["algo"] == agg.algo
-                        and r["budget"] == budget and r["env"] == agg.reference_env), None)
-            if ref is not None:
-                reason = None if set(envs) == set(agg.envs) else f"{len(envs)} of the paper's {len(agg.envs)} envs"
-                row["reference"] = ref
-                row["verdict"] = verdict(*row["mean"], ref, reason)
+            row.update(iqm_and_mean(cols))
+            compare(row, "mean", refs, "mean_td3_normalised", agg, budget)
         out.append(row)
     return out
 
