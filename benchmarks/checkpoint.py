@@ -112,7 +112,8 @@ def main():
                      "bytes_on_disk": _du(d)})
         run.close()
     info = {"command": "python benchmarks/checkpoint.py " + " ".join(sys.argv[1:]), "seeds": n, "filled": filled,
-            "capacity": agent.capacity, "versions": runs.versions(), "git": runs.git_info(),
+            "capacity": agent.capacity, "learner_bytes": int(sum(x.nbytes for x in jax.tree.leaves(learner))),
+            "versions": runs.versions(), "git": runs.git_info(),
             "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"), "rows": rows}
     lines = [f"# Checkpoint time and size: TD7, {n} seeds, Hopper-v4, {filled:,} steps in a {agent.capacity:,}-slot "
              "buffer", "", f"`{info['command']}` on {info['machine']}, jax {info['versions']['jax']}, "
@@ -120,6 +121,8 @@ def main():
              "| save | seconds (median) | MB written | MB in the run folder after it |", "|---|---|---|---|"]
     lines += [f"| {r['what']} | {r['seconds']:.2f} | {r['bytes_written'] / 1e6:.1f} | {r['bytes_on_disk'] / 1e6:.1f} |"
               for r in rows]
+    lines += ["", f"Of each checkpoint, the learner alone (parameters, Adam moments, targets, checkpoint and evaluation "
+                  f"copies, {n} seeds) is {info['learner_bytes'] / 1e6:.1f} MB."]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

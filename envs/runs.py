@@ -2,8 +2,8 @@
 
 * **Errors.** ``UserError`` is a mistake of the user's (a bad flag value, an unknown env, a bad
   checkpoint, a missing extra, a diverged run); ``cli`` prints it as one line ``error: ...`` and
-  exits with status 2, removing a run folder that this process made and never evaluated in.
-  Internal errors keep their traceback. Ctrl-C prints how to resume.
+  exits with status 2. Every check runs before ``Run.start`` creates the folder, so a refused run
+  leaves none behind. Internal errors keep their traceback. Ctrl-C prints how to resume.
 * **Checks.** ``check_args`` validates the flags every algorithm shares and the ranges it names.
 * **The run folder** (``Run``): config.json (args, versions, git commit, machine), eval.csv
   (rewritten atomically at each evaluation), train_episodes.csv and any extra CSV (appended,
@@ -91,7 +91,6 @@ class RunComplete(Exception):
 
 
 _RUN_FLAGS = {f.name for f in dataclasses.fields(RunArgs)} | {"total_timesteps"}  # not the learner's shape
-_FRESH: list[str] = []  # run folders made by this process and not yet evaluated in: removed after a user error
 _ACTIVE: list["Run"] = []
 
 
@@ -113,14 +112,11 @@ def cli(Args, train: Callable, evaluate: Callable, argv: Optional[list[str]] = N
     tokens = sys.argv[1:] if argv is None else argv
     given = {a[2:].split("=")[0].replace("-", "_") for a in tokens if a.startswith("--")}
     object.__setattr__(args, "_flags_given", {n[3:] if n.startswith("no_") and n[3:] in names else n for n in given})
-    made_before = len(_FRESH)
     try:
         (evaluate if getattr(args, "eval_only", False) else train)(args)
     except RunComplete as e:
         print(e)
     except UserError as e:
-        for path in _FRESH[made_before:]:  # folders this call made and never evaluated in
-            shutil.rmtree(path, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -140,7 +136,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_args(args, counts=(), nonneg=(), positive=(), unit=(), multiple_of=None) -> None:
+def check_args(args, counts=(), nonneg=(), positive=(), unit=()) -> None:
     """Range checks; raises UserError naming the flag. Shared flags are always checked; the algorithm
     names its own: ``counts`` >= 1, ``nonneg`` >= 0, ``positive`` > 0, ``unit`` in (0, 1]."""
     counts = ("num_seeds", "total_timesteps", "eval_freq", "eval_episodes", *counts)
@@ -485,7 +481,7 @@ class Run:
     def start(self, info: dict, keep_eval=None, keep_rows=None) -> None:
         """Create the folder: config.json (with ``info``, e.g. the replay size), the results CSVs (on a
         resume, cut to the checkpoint's step: ``keep_eval`` / ``keep_rows``, a step or {seed: step}),
-        TensorBoard / W&B."""
+        TensorBoard / W&B. Call it once every check has passed: what fails later keeps the folder."""
         args = self.args
         tb_module = require("tensorboardX", "--tb", "tb") if args.tb else None
         wandb = require("wandb", "--track", "track") if args.track else None
@@ -494,7 +490,6 @@ class Run:
                 os.makedirs(self.dir)
             except OSError as e:
                 raise UserError(f"cannot create the run folder {self.dir} ({e.strerror})") from None
-            _FRESH.append(self.dir)
         resume = self.checkpoint is not None
         step = self.checkpoint.step if resume else -1
         self.eval_path = os.path.join(self.dir, "eval.csv")
@@ -602,8 +597,6 @@ class Run:
         for f in self.files.values():
             f.flush()
             os.fsync(f.fileno())
-        if self.dir in _FRESH:
-            _FRESH.remove(self.dir)  # results exist now: a later error keeps the folder
         returns = {r["seed"]: r["return"] for r in rows}
         steps = sorted({r["step"] for r in rows})
         scalars = {f"eval/return_seed{s}": float(v) for s, v in returns.items()}

@@ -14,6 +14,7 @@ import pytest
 
 from algos import td3, td7
 from envs import runs
+from test_runs import _eval_rows, _flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(env_id="Pendulum-v1", total_timesteps=600, learning_starts=200, eval_freq=300, eval_episodes=1,
@@ -53,8 +54,7 @@ def _cli_error(capsys, argv, module=td3):
 ])
 def test_bad_flags_get_one_line_and_exit_2(capsys, tmp_path, flags, message):
     results = tmp_path / "results"
-    argv = ["--results-dir", str(results), *[x for k, v in TINY.items() if k != "env_id"
-                                              for x in (f"--{k.replace('_', '-')}", str(v))]]
+    argv = ["--results-dir", str(results), *_flags({k: v for k, v in TINY.items() if k != "env_id"})]
     argv = (["--env-id", "Pendulum-v1"] if "--env-id" not in flags else []) + argv + flags
     assert message in _cli_error(capsys, argv)
     assert not results.exists()  # no half-made run folder
@@ -250,8 +250,7 @@ def test_resume_extends_a_finished_run_to_the_same_results_as_one_long_run(tmp_p
         td3.train(td3.Args(resume=run_dir, total_timesteps=300))
     td3.train(td3.Args(resume=run_dir, total_timesteps=1200))
     long = td3.train(td3.Args(**dict(TINY, total_timesteps=1200), results_dir=str(tmp_path), run_name="long"))
-    key = lambda rows: [(r["seed"], r["step"], r["return"]) for r in rows]  # noqa: E731
-    assert key(_rows(run_dir)) == key(_rows(long["run_dir"]))
+    assert _eval_rows(run_dir) == _eval_rows(long["run_dir"])
     times = [float(r["time_s"]) for r in _rows(run_dir)]
     assert times == sorted(times) and times[-1] > times[2]  # wall time summed over the two sessions
     config = json.load(open(os.path.join(run_dir, "config.json")))
@@ -279,8 +278,7 @@ def test_killed_run_with_a_wrapping_buffer_and_checkpoint_freq_resumes_identical
     meta = json.load(open(tmp_path / "killed" / "checkpoint" / "meta.json"))
     assert [(c["start"], c["end"]) for c in meta["ring"]["chunks"]] == [([800], [1200])]  # 600..800 overwritten
     td3.train(td3.Args(resume=str(tmp_path / "killed")))
-    key = lambda rows: [(r["seed"], r["step"], r["return"]) for r in rows]  # noqa: E731
-    assert key(_rows(tmp_path / "killed")) == key(_rows(full["run_dir"]))
+    assert _eval_rows(tmp_path / "killed") == _eval_rows(full["run_dir"])
 
 
 def test_divergence_names_the_seed_value(tmp_path):
@@ -329,10 +327,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     import time
 
     run_dir = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "algos", "td3.py"), *[
-        x for k, v in dict(TINY, total_timesteps=100_000).items() for x in (f"--{k.replace('_', '-')}", str(v))],
-        "--results-dir", str(tmp_path), "--run-name", "r", "--save-model"], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    flags = _flags(dict(TINY, total_timesteps=100_000))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "algos", "td3.py"), *flags, "--results-dir",
+                             str(tmp_path), "--run-name", "r", "--save-model"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (run_dir / "checkpoint" / "meta.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -355,8 +353,7 @@ def test_mrq_resume_extension_grows_the_replay_and_matches_one_long_run(tmp_path
     extended = mrq.train(mrq.Args(resume=short["run_dir"], total_timesteps=160))
     long = mrq.train(mrq.Args(**cfg, total_timesteps=160, results_dir=str(tmp_path), run_name="long"))
     assert extended["replay"].obs.shape[1] > short["replay"].obs.shape[1]  # the buffer grew
-    key = lambda rows: [(r["seed"], r["step"], r["return"]) for r in rows]  # noqa: E731
-    assert key(_rows(short["run_dir"])) == key(_rows(long["run_dir"]))
+    assert _eval_rows(short["run_dir"]) == _eval_rows(long["run_dir"])
 
 
 def test_resume_reads_the_flags_given_on_the_command_line(tmp_path, capsys):
