@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from envs.runs import write_atomic
 from reproduce.grid import GRID_DIR, ROOT, SCALES, Run, expand, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
@@ -234,9 +235,7 @@ def _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s,
             history = json.load(f)
     history.append({**_provenance(argv or [sys.executable, "-m", "reproduce.launch"] + sys.argv[1:]),
                     "scale": scale, "jobs": jobs, "runs": [asdict(r) for r in runs]})
-    with open(prov_path + ".tmp", "w") as f:
-        json.dump(history, f, indent=2)
-    os.replace(prov_path + ".tmp", prov_path)
+    write_atomic(prov_path, json.dumps(history, indent=2))
 
     result = {n: s.kind for n, s in states.items() if s.kind in ("done", "unavailable", "conflict")}
     pending = [r for r in runs if states[r.name].kind in ("todo", "resume", "restart")]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs import runs
-from envs.runs import git_info
+from envs import runs as run_contract
+from envs.runs import git_info, write_atomic
 from reproduce.grid import GRID_DIR, ROOT, Aggregate, Paper, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
@@ -39,7 +39,7 @@ SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_
 
 
 def versions() -> dict:
-    return runs.versions(extra=("rliable", "matplotlib"))
+    return run_contract.versions(extra=("rliable", "matplotlib"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -601,9 +601,7 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
     out_json = os.path.splitext(out_csv)[0] + ".json"
     for path, text in ((out_md, "\n".join(md) + "\n"), (out_csv, _csv(all_rows)),
                        (out_json, json.dumps(provenance, indent=2) + "\n")):
-        with open(path + ".tmp", "w", newline="") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, text)
     return all_rows
 
 
