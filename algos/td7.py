@@ -742,18 +742,24 @@ def train(args: Args) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Evaluation of a saved policy
 # ---------------------------------------------------------------------------------------------
-def evaluate_checkpoint(args: Args) -> np.ndarray:
-    def policy_from(saved: Args, evaluator, ckpt):
-        agent = make_agent(saved, evaluator.obs_dim, evaluator.action_dim)
-        learner, _, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(saved.num_seeds)]))
-        learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
-        # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
-        actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
-                          else (learner.actor, learner.fixed_encoder))
-        return lambda o: agent.policy(actor_p, enc_p, o)
+def saved_policy(saved: Args, spaces, ckpt: runs.Checkpoint, replay: bool = False, seed_index=None, copies=1):
+    """A checkpoint's deterministic policy, obs [N, obs_dim] -> action [N, action_dim] in [-1, 1] (row i
+    is seed i; with ``seed_index``, ``copies`` rows of that seed), and with ``replay`` its replay buffer
+    [N, capacity, ...] (else None). Used by --eval-only and by the dataset tool (python -m envs.collect)."""
+    agent = make_agent(saved, spaces.obs_dim, spaces.action_dim)
+    learner, buffer, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(saved.num_seeds)]))
+    trees, ring = ckpt.load({"learner": learner}, ring=buffer if replay else None, args=saved)
+    learner = trees["learner"] if seed_index is None else runs.take_seed(trees["learner"], seed_index, copies)
+    # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
+    actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
+                      else (learner.actor, learner.fixed_encoder))
+    return (lambda o: agent.policy(actor_p, enc_p, o)), ring
 
+
+def evaluate_checkpoint(args: Args) -> np.ndarray:
     check_args(args)
-    return runs.evaluate_saved(ALGO, args, Args, policy_from)
+    return runs.evaluate_saved(ALGO, args, Args, lambda saved, evaluator, ckpt: saved_policy(saved, evaluator, ckpt)[0])
+
 
 if __name__ == "__main__":
     runs.cli(Args, train, evaluate_checkpoint)

@@ -191,6 +191,11 @@ def git_info() -> dict:
     return {"commit": None, "dirty": None}
 
 
+def take_seed(tree, index: int, copies: int = 1):
+    """Seed ``index`` of a tree stacked on the seed axis, repeated ``copies`` times on that axis."""
+    return jax.tree.map(lambda x: jax.numpy.repeat(x[index:index + 1], copies, 0), tree)
+
+
 def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

@@ -1,0 +1,275 @@
+"""Offline datasets: one ``--dataset`` flag, two formats, the same flat transitions.
+
+* ``minari:<dataset id>``: a local Minari dataset (under ``MINARI_DATASETS_PATH``, else Minari's
+  default root ``~/.minari/datasets``): per-episode observations of length T+1, actions, rewards,
+  terminations and truncations. Every transition has its true next observation.
+* ``d4rl:<path to .hdf5>``: a D4RL file with the keys observations, actions, rewards, terminals,
+  timeouts (optional next_observations).
+
+Both give ``Transitions``: obs, action (mapped from the env's bounds onto [-1, 1], as the
+algorithms act), reward, next_obs, terminated. A termination never bootstraps. Time-limit ends
+follow the algorithm (``timeouts``):
+
+* ``"drop"``: ``d4rl.qlearning_dataset`` exactly (TD3+BC and TD7 load their data with it). The
+  transition flagged as a timeout is dropped, every other one bootstraps unless terminal, the
+  next observation of a D4RL file is ``observations[i + 1]`` (or ``next_observations[i]``), and the
+  file's last row is dropped. For Minari, the truncated last step of an episode is dropped.
+* ``"bootstrap"``: the time-limit transition is kept with terminated = 0 and its true final
+  observation (BCQ stores its own buffer that way). A D4RL file needs ``next_observations`` for
+  that; without it those transitions are dropped, and the loader says how many.
+
+Bad data (missing keys, length mismatches, NaN/inf, dimensions that do not match ``--env-id``,
+actions outside the env's bounds) raises ``UserError`` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from envs.runs import UserError, require
+
+# D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE), the same for -v0/-v1/-v2
+# of each locomotion task; keyed by the gymnasium env family. See docs/facts.md#d4rl-scores.
+D4RL_REF = {
+    "HalfCheetah": (-280.178953, 12135.0),
+    "Hopper": (-20.272305, 3234.3),
+    "Walker2d": (1.629008, 4592.3),
+    "Ant": (-325.6, 3879.7),
+}
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+ACTION_TOL = 1e-4  # actions this far outside the bounds (in units of the half-range) are clipped, beyond: error
+
+
+def d4rl_reference(env_id: str) -> Optional[tuple[float, float]]:
+    """D4RL's (random, expert) returns for a locomotion env id of any version, else None."""
+    family = env_id.split("/")[-1].split("-v")[0]
+    return D4RL_REF.get(family)
+
+
+def normalized_score(ret, ref: tuple[float, float]):
+    """D4RL's normalised score: 100 * (return - random) / (expert - random)."""
+    lo, hi = ref
+    return 100.0 * (np.asarray(ret, np.float64) - lo) / (hi - lo)
+
+
+@dataclass
+class Transitions:
+    """Flat transitions, host numpy. Actions in [-1, 1]."""
+
+    obs: np.ndarray  # [N, obs_dim] float32
+    action: np.ndarray  # [N, action_dim] float32 in [-1, 1]
+    reward: np.ndarray  # [N] float32
+    next_obs: np.ndarray  # [N, obs_dim] float32
+    terminated: np.ndarray  # [N] float32, 1 = do not bootstrap
+    source: str = ""  # the --dataset value
+    ref: Optional[tuple[float, float]] = None  # (random, expert) returns for the normalised score
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # returns of the whole episodes
+    info: dict = field(default_factory=dict)  # format facts for config.json
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+    def arrays(self) -> tuple:
+        return self.obs, self.action, self.reward, self.next_obs, self.terminated
+
+    def fingerprint(self) -> str:
+        """A short digest of the arrays (a resumed run refuses another dataset)."""
+        import hashlib
+        h = hashlib.sha256()
+        for a in self.arrays():
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+
+def normalization(obs: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """TD3+BC's state statistics: mean and std over the dataset's observations, std + eps."""
+    obs = np.asarray(obs, np.float64)
+    return obs.mean(0).astype(np.float32), (obs.std(0) + eps).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The flag
+# ---------------------------------------------------------------------------------------------
+def parse(spec: str) -> tuple[str, str]:
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in ("minari", "d4rl") or not rest:
+        raise UserError(f"--dataset {spec!r}: expected minari:<dataset id> or d4rl:<path to .hdf5>")
+    return kind, rest
+
+
+def env_id_of(spec: str) -> Optional[str]:
+    """The env id a Minari dataset was collected on (its env spec), else None."""
+    kind, rest = parse(spec)
+    if kind != "minari":
+        return None
+    dataset = _minari_open(rest)
+    env_spec = dataset.spec.env_spec
+    return env_spec.id if env_spec is not None else None
+
+
+def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
+    """Read ``--dataset`` and check it against the env ``env_id``: see the module docstring."""
+    if timeouts not in ("drop", "bootstrap"):
+        raise ValueError(timeouts)
+    import envs
+    kind, rest = parse(spec)
+    env = envs.make_env(env_id)
+    try:
+        low, high = np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64)
+        obs_dim = env.observation_space.shape[0]
+    finally:
+        env.close()
+    if kind == "d4rl":
+        data = _load_d4rl(rest, timeouts)
+        data.ref = d4rl_reference(env_id)
+    else:
+        data = _load_minari(rest, timeouts)
+    data.source = spec
+    where = f"--dataset {spec}"
+    if len(data) == 0:
+        raise UserError(f"{where}: no transitions left after dropping time-limit ends")
+    for key, arr in (("observations", data.obs), ("next observations", data.next_obs)):
+        if arr.ndim != 2 or arr.shape[1] != obs_dim:
+            raise UserError(f"{where}: {key} have shape {arr.shape[1:]} but {env_id} observes ({obs_dim},)")
+    if data.action.ndim != 2 or data.action.shape[1] != len(low):
+        raise UserError(f"{where}: actions have shape {data.action.shape[1:]} but {env_id} acts in ({len(low)},)")
+    half = 0.5 * (high - low)
+    unit = (data.action.astype(np.float64) - low) / half - 1.0  # env bounds -> [-1, 1]
+    worst = np.max(np.abs(unit), axis=0)
+    if np.any(worst > 1.0 + ACTION_TOL):
+        j = int(np.argmax(worst))
+        raise UserError(f"{where}: actions lie outside {env_id}'s bounds (dimension {j} reaches "
+                        f"{data.action[np.argmax(np.abs(unit[:, j])), j]:.4g}, bounds [{low[j]:.4g}, {high[j]:.4g}])")
+    data.action = np.clip(unit, -1.0, 1.0).astype(np.float32)
+    return data
+
+
+def _check_finite(where: str, key: str, arr: np.ndarray) -> None:
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise UserError(f"{where}: {key} holds NaN or inf (first at index {tuple(int(i) for i in bad)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# D4RL HDF5
+# ---------------------------------------------------------------------------------------------
+def _load_d4rl(path: str, timeouts: str) -> Transitions:
+    require("h5py", "--dataset d4rl:...", "offline")
+    import h5py
+    where = f"--dataset d4rl:{path}"
+    if not os.path.isfile(path):
+        raise UserError(f"{where}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in D4RL_KEYS if k not in f]
+            if missing:
+                raise UserError(f"{where}: missing key {missing[0]!r} (a D4RL file has {', '.join(D4RL_KEYS)})")
+            raw = {k: np.asarray(f[k][()]) for k in D4RL_KEYS + ("next_observations",) if k in f}
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{where}: not a readable HDF5 file ({e})") from None
+    n = len(raw["rewards"])
+    for k, v in raw.items():
+        if len(v) != n:
+            raise UserError(f"{where}: key {k!r} has {len(v)} rows but 'rewards' has {n}")
+        if v.dtype.kind not in "fiub":
+            raise UserError(f"{where}: key {k!r} has non-numeric dtype {v.dtype}")
+        _check_finite(where, repr(k), v)
+    for k in ("rewards", "terminals", "timeouts"):
+        if raw[k].ndim != 1:
+            raise UserError(f"{where}: key {k!r} has shape {raw[k].shape}, expected ({n},)")
+    if n < 2:
+        raise UserError(f"{where}: {n} rows; need at least 2")
+    obs = raw["observations"].astype(np.float32)
+    has_next = "next_observations" in raw
+    term, tout = raw["terminals"].astype(bool), raw["timeouts"].astype(bool)
+    i = np.arange(n - 1)  # qlearning_dataset iterates range(N - 1): the last row never makes a transition
+    if timeouts == "bootstrap" and has_next:
+        i = np.arange(n)
+    next_obs = raw["next_observations"].astype(np.float32)[i] if has_next else obs[i + 1]
+    keep = ~tout[i] if (timeouts == "drop" or not has_next) else np.ones(len(i), bool)
+    ends = term | tout
+    starts = np.r_[0, np.nonzero(ends)[0] + 1]
+    returns = np.array([raw["rewards"][a:b + 1].sum() for a, b in zip(starts[:-1], np.nonzero(ends)[0])])
+    info = {"format": "d4rl", "rows": n, "has_next_observations": has_next, "timeouts": timeouts,
+            "dropped_timeouts": int(np.sum(~keep)), "dropped_last_row": int(len(i) < n)}
+    i = i[keep]
+    return Transitions(obs[i], raw["actions"][i].astype(np.float32), raw["rewards"][i].astype(np.float32),
+                       next_obs[keep], term[i].astype(np.float32), episode_returns=returns, info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Minari
+# ---------------------------------------------------------------------------------------------
+def _minari_open(dataset_id: str):
+    require("minari", "--dataset minari:...", "offline")
+    import minari
+    from minari.storage import get_dataset_path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(str(get_dataset_path("x")))))
+    if not re.fullmatch(r"[\w./-]+", dataset_id):
+        raise UserError(f"--dataset minari:{dataset_id}: not a Minari dataset id")
+    path = os.path.join(str(get_dataset_path(dataset_id)), "data")
+    if not os.path.isdir(path):
+        local = sorted(minari.list_local_datasets())
+        raise UserError(f"--dataset minari:{dataset_id}: no such local dataset under {root} (MINARI_DATASETS_PATH); "
+                        + (f"local ones: {', '.join(local[:8])}" if local else "none is stored there"))
+    try:
+        return minari.load_dataset(dataset_id)
+    except Exception as e:  # minari raises many types for a damaged folder
+        raise UserError(f"--dataset minari:{dataset_id}: damaged dataset ({type(e).__name__}: {e})") from None
+
+
+def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
+    dataset = _minari_open(dataset_id)
+    where = f"--dataset minari:{dataset_id}"
+    parts = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated")}
+    returns, dropped = [], 0
+    try:
+        episodes = list(dataset.iterate_episodes())
+    except Exception as e:
+        raise UserError(f"{where}: damaged episode data ({type(e).__name__}: {e})") from None
+    if not episodes:
+        raise UserError(f"{where}: holds no episodes")
+    for ep in episodes:
+        name = f"episode {ep.id}"
+        fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+                  "terminations": ep.terminations, "truncations": ep.truncations}
+        for k, v in fields.items():
+            if not isinstance(v, np.ndarray):
+                raise UserError(f"{where}: {name} {k} is a {type(v).__name__}; only array (Box) spaces are supported")
+        t = len(ep.rewards)
+        for k in ("actions", "terminations", "truncations"):
+            if len(fields[k]) != t:
+                raise UserError(f"{where}: {name} {k} has {len(fields[k])} steps but rewards has {t}")
+        if len(ep.observations) != t + 1:
+            raise UserError(f"{where}: {name} observations has {len(ep.observations)} rows, expected {t + 1} "
+                            "(steps + 1)")
+        for k, v in fields.items():
+            _check_finite(where, f"{name} {k}", v)
+        term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
+        obs = np.asarray(ep.observations, np.float32)
+        keep = ~trunc if timeouts == "drop" else np.ones(t, bool)
+        if t and (term[-1] or trunc[-1]):
+            returns.append(float(np.sum(ep.rewards)))
+        dropped += int(np.sum(~keep))
+        parts["obs"].append(obs[:-1][keep])
+        parts["next_obs"].append(obs[1:][keep])
+        parts["action"].append(np.asarray(ep.actions, np.float32)[keep])
+        parts["reward"].append(np.asarray(ep.rewards, np.float32)[keep])
+        parts["terminated"].append(term[keep].astype(np.float32))
+    meta = dataset.storage.metadata
+    ref = None
+    if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
+        ref = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
+    info = {"format": "minari", "episodes": len(episodes), "timeouts": timeouts, "dropped_timeouts": dropped,
+            "env_spec": dataset.spec.env_spec.id if dataset.spec.env_spec else None,
+            "minari_version": meta.get("minari_version")}
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return Transitions(cat["obs"], cat["action"], cat["reward"], cat["next_obs"], cat["terminated"], ref=ref,
+                       episode_returns=np.asarray(returns), info=info)
