@@ -56,6 +56,8 @@ class Args:
     """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer)"""
     dataset_id: str = ""
     """Minari id, namespace/env/name-vN; default fujimoto-jax/<env>/<recipe>-v0"""
+    d4rl_out: str = ""
+    """write a D4RL-format .hdf5 file at this path instead of a Minari dataset (read with --dataset d4rl:PATH)"""
     seed: int = 0
     """seed of the collection envs (env i of --num-envs gets seed + i) and of the noise"""
     num_envs: int = 8
@@ -252,7 +254,12 @@ def check(args: Args) -> None:
 def collect(args: Args) -> str:
     """Write the dataset; returns its Minari id."""
     check(args)
-    minari = runs.require("minari", "python -m envs.collect", "offline")
+    if args.d4rl_out:
+        runs.require("h5py", "--d4rl-out", "offline")
+        if os.path.exists(args.d4rl_out):
+            raise UserError(f"--d4rl-out {args.d4rl_out} already exists; nothing is overwritten")
+    else:
+        minari = runs.require("minari", "python -m envs.collect", "offline")
     runs_ = [SavedRun(d, args.policy_seed, args.num_envs, replay=args.recipe == "medium-replay") for d in args.checkpoint]
     env_id = args.env_id or runs_[0].saved.env_id
     for r in runs_:
@@ -260,15 +267,8 @@ def collect(args: Args) -> str:
             raise UserError(f"--checkpoint {r.run_dir} was trained on {r.saved.env_id}, not {env_id}")
     family = env_id.split("/")[-1].split("-v")[0].replace(":", "-").lower()
     dataset_id = args.dataset_id or f"fujimoto-jax/{family}/{args.recipe}-v0"
-    try:
-        from minari.storage import get_dataset_path
-        from minari.dataset.minari_dataset import parse_dataset_id
-        parse_dataset_id(dataset_id)
-    except Exception as e:
-        raise UserError(f"--dataset-id {dataset_id!r}: not a Minari id (namespace/env/name-vN): {e}") from None
-    if os.path.exists(os.path.join(str(get_dataset_path(dataset_id)), "data")):
-        raise UserError(f"dataset {dataset_id} already exists ({get_dataset_path(dataset_id)}); "
-                        "pass another --dataset-id or delete it with `minari delete`")
+    if not args.d4rl_out:
+        _check_new_id(dataset_id)
     probe = SeedEnvs(env_id, [args.seed])
     low, high = probe.envs[0].action_space.low, probe.envs[0].action_space.high
     env_spec = probe.envs[0].spec
@@ -304,6 +304,11 @@ def collect(args: Args) -> str:
     description = (f"fujimoto-jax {args.recipe} dataset of {env_id}: "
                    + (", ".join(f"{p['algo']} seed {p['seed']} at step {p['step']} (return {p['return']:.1f})"
                                 for p in policies) or "uniform random actions"))
+    if args.d4rl_out:
+        write_d4rl(args.d4rl_out, episodes, facts)
+        print(f"wrote d4rl:{args.d4rl_out}: {facts['steps']} transitions in {len(episodes)} episodes")
+        return args.d4rl_out
+    from minari.storage import get_dataset_path
     with warnings.catch_warnings():  # Minari's reminders about permalinks and e-mails
         warnings.simplefilter("ignore")
         dataset = minari.create_dataset_from_buffers(
@@ -318,6 +323,35 @@ def collect(args: Args) -> str:
     if ref:
         print(f"  reference scores ({ref_source}): random {ref[0]:.2f}, expert {ref[1]:.2f}")
     return dataset_id
+
+
+def _check_new_id(dataset_id: str) -> None:
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.storage import get_dataset_path
+    try:
+        parse_dataset_id(dataset_id)
+    except Exception as e:
+        raise UserError(f"--dataset-id {dataset_id!r}: not a Minari id (namespace/env/name-vN): {e}") from None
+    if os.path.exists(os.path.join(str(get_dataset_path(dataset_id)), "data")):
+        raise UserError(f"dataset {dataset_id} already exists ({get_dataset_path(dataset_id)}); "
+                        "pass another --dataset-id or delete it with `minari delete`")
+
+
+def write_d4rl(path: str, episodes, facts: dict) -> None:
+    """The D4RL layout: flat observations, actions, rewards, terminals, timeouts, next_observations,
+    and the facts as the file's attribute ``fujimoto_jax`` (JSON). Written to a temporary file, then renamed."""
+    import h5py
+    cat = lambda f: np.concatenate([f(e) for e in episodes])  # noqa: E731
+    tmp = path + ".partial"
+    with h5py.File(tmp, "w") as f:
+        f["observations"] = cat(lambda e: e.observations[:-1])
+        f["next_observations"] = cat(lambda e: e.observations[1:])
+        f["actions"] = cat(lambda e: e.actions)
+        f["rewards"] = cat(lambda e: e.rewards)
+        f["terminals"] = cat(lambda e: e.terminations)
+        f["timeouts"] = cat(lambda e: e.truncations)
+        f.attrs["fujimoto_jax"] = json.dumps(facts)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:

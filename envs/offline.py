@@ -211,7 +211,7 @@ def _minari_open(dataset_id: str):
     require("minari", "--dataset minari:...", "offline")
     import minari
     from minari.storage import get_dataset_path
-    root = os.path.dirname(os.path.dirname(os.path.abspath(str(get_dataset_path("x")))))
+    root = os.path.dirname(os.path.abspath(str(get_dataset_path("x"))))
     if not re.fullmatch(r"[\w./-]+", dataset_id):
         raise UserError(f"--dataset minari:{dataset_id}: not a Minari dataset id")
     path = os.path.join(str(get_dataset_path(dataset_id)), "data")
@@ -273,3 +273,49 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Transitions(cat["obs"], cat["action"], cat["reward"], cat["next_obs"], cat["terminated"], ref=ref,
                        episode_returns=np.asarray(returns), info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# What an offline algorithm file calls
+# ---------------------------------------------------------------------------------------------
+def resolve_env(args) -> None:
+    """Before the run folder is named: --dataset is required, and --env-id defaults to a Minari
+    dataset's own env (a D4RL file does not record one)."""
+    if args.resume:
+        return
+    if not args.dataset:
+        raise UserError("--dataset is required: minari:<dataset id> or d4rl:<path to .hdf5> "
+                        "(make one with python -m envs.collect)")
+    if not args.env_id:
+        env_id = env_id_of(args.dataset)
+        if not env_id:
+            raise UserError(f"--dataset {args.dataset} does not name its env; pass --env-id")
+        args.env_id = env_id
+
+
+def eval_header(data: Transitions, base: list) -> list:
+    """eval.csv gains a normalized_score column when the dataset has reference scores."""
+    return base + ["normalized_score"] if data.ref else base
+
+
+def eval_rows(data: Transitions, seeds, step: int, returns) -> list[dict]:
+    rows = [{"seed": s, "step": step, "return": r} for s, r in zip(seeds, returns)]
+    if data.ref:
+        for row in rows:
+            row["normalized_score"] = f"{float(normalized_score(row['return'], data.ref)):.4g}"
+    return rows
+
+
+def describe(data: Transitions, device_bytes: int) -> dict:
+    """The dataset's entry of config.json."""
+    return {"source": data.source, "transitions": len(data), "fingerprint": data.fingerprint(),
+            "ref_scores": list(data.ref) if data.ref else None, "episodes_whole": len(data.episode_returns),
+            "mean_episode_return": float(np.mean(data.episode_returns)) if len(data.episode_returns) else None,
+            "device_mb": round(device_bytes / 1e6, 1), **data.info}
+
+
+def check_resume(data: Transitions, host: dict) -> None:
+    """A resumed run must read the dataset it started with."""
+    if host.get("dataset") != data.fingerprint():
+        raise UserError(f"--dataset {data.source} is not the dataset this run was trained on "
+                        f"(fingerprint {data.fingerprint()}, the checkpoint's {host.get('dataset')})")
