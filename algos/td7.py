@@ -3,9 +3,10 @@
 Paper: S. Fujimoto, W.-D. Chang, E. J. Smith, S. S. Gu, D. Precup, D. Meger. "For SALE:
 State-Action Representation Learning for Deep Reinforcement Learning". NeurIPS 2023.
 arXiv:2306.02451.
-Follows: github.com/sfujim/TD7 @ c1c280de1513f474488061b4cf39642b75dd84bd (online setting).
+Follows: github.com/sfujim/TD7 @ c1c280de1513f474488061b4cf39642b75dd84bd (online and offline).
 
 Usage:  python algos/td7.py --env-id Hopper-v4 --num-seeds 5
+        python algos/td7.py --offline --dataset minari:fujimoto-jax/hopper/medium-v0 --num-seeds 5
 
 Per training step (TD7.train): sample a LAP batch; encoder step on MSE(g(f(s), a), f(s')); critic
 target from the fixed target encoder, the target actor with clipped noise and the min of the two
@@ -50,7 +51,18 @@ Deviations and notes (none changes the algorithm):
   need not be bit-identical to one run of N steps: at the old end every seed waited for the
   others, so later updates are batched with other seeds than in the long run. A 1-seed run
   extended, and a killed run resumed to its own end, are identical to the uninterrupted run.
-- Offline TD7 (TD3+BC term, D4RL) is not part of this file.
+
+Offline (--offline, the repo's train_offline): the same training step on a fixed dataset, with the
+actor loss plus lmbda * stopgrad(mean |Q(s, pi(s))|) * mean (pi(s) - a)^2 (lmbda 0.1), LAP
+priorities starting at 1 for every transition, no policy checkpoints (the current policy is
+evaluated), no env stepping, no state normalisation. The dataset is stored once on the device for
+all seeds (each has its own priorities and indices) and the updates run in lax.scan chunks between
+evaluations. Data as `d4rl.qlearning_dataset` gives it (envs/offline.py, timeouts="drop"): the
+transition of a time-limit end is dropped, every other one bootstraps unless terminal.
+--total-timesteps then counts training steps (default 1M; the repo's default is 5M, and the
+paper's offline table reports 1M) and must be a multiple of --target-update-rate, as must
+--eval-freq, so every scanned chunk holds whole target periods. Losses logged offline are means over
+each chunk.
 """
 
 from __future__ import annotations
@@ -66,7 +78,7 @@ import numpy as np
 import optax
 
 import envs
-from envs import runs
+from envs import offline, runs
 
 ALGO = "td7"
 
@@ -88,6 +100,13 @@ class Args(runs.RunArgs):
     """evaluate every this many env steps (and at step 0 and at the end)"""
     eval_episodes: int = 10
     """deterministic evaluation episodes per seed (of the checkpoint policy when checkpoints are on)"""
+    # Offline
+    offline: bool = False
+    """train on --dataset instead of an env (no policy checkpoints, no env steps); --env-id is the evaluation env"""
+    dataset: str = ""
+    """--offline data: minari:<dataset id> or d4rl:<path to .hdf5> (make one with python -m envs.collect)"""
+    lmbda: float = 0.1
+    """--offline: weight of the behaviour-cloning term, scaled by mean |Q(s, pi(s))|"""
     # TD3
     buffer_size: int = 1_000_000
     """replay buffer capacity per seed"""
@@ -147,6 +166,19 @@ def check_args(args: Args) -> None:
                     nonneg=("learning_starts", "steps_before_checkpointing", "expl_noise", "policy_noise", "noise_clip",
                             "alpha", "min_priority", "overlap_steps"),
                     positive=("encoder_lr", "critic_lr", "actor_lr"), unit=("discount", "reset_weight"))
+    if args.offline:
+        if not 0 <= args.lmbda < float("inf"):
+            raise runs.UserError(f"--lmbda must be >= 0, got {args.lmbda}")
+        if args.target_update_rate % args.policy_freq:
+            raise runs.UserError(f"--offline: --target-update-rate ({args.target_update_rate}) must be a multiple of "
+                                 f"--policy-freq ({args.policy_freq})")
+        for name in ("total_timesteps", "eval_freq"):
+            if getattr(args, name) % args.target_update_rate:
+                raise runs.UserError(f"--offline: {runs.flag(name)} ({getattr(args, name)}) must be a multiple of "
+                                     f"--target-update-rate ({args.target_update_rate}): the scanned chunks hold "
+                                     "whole target periods")
+    elif args.dataset:
+        raise runs.UserError("--dataset is read with --offline")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +331,11 @@ def lap_sample(key, priority, batch_size):
     return jnp.minimum(jnp.searchsorted(csum, u, side="left"), priority.shape[0] - 1)
 
 
+def offline_actor_loss(q, pi, action, lmbda):
+    """Offline TD7: -mean Q over both heads and the batch + lmbda * stopgrad(mean |Q|) * mean (pi - a)^2."""
+    return -q.mean() + lmbda * jax.lax.stop_gradient(jnp.abs(q).mean()) * jnp.mean((pi - action) ** 2)
+
+
 def td7_target(reward, terminated, q_next, value_clip, discount):
     """y = r + gamma * (1 - terminated) * clip(min of the two target heads, min_target, max_target)."""
     return reward + discount * (1.0 - terminated) * jnp.clip(q_next.min(-1), value_clip[0], value_clip[1])
@@ -371,6 +408,7 @@ class Agent(NamedTuple):
     update: callable  # (learner, buffer, prio, mask [N], update_actor, sync) -> (learner, prio, metrics)
     add: callable  # (buffer, prio, transition [N, ...], active [N]) -> (buffer, prio)
     snapshot: callable  # (learner, checkpoint [N], evaluate [N]) -> learner
+    train_chunk: callable  # --offline: (learner, data, prio, periods) -> (learner, prio, metrics)
     capacity: int
 
 
@@ -383,7 +421,7 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
     encoder = Encoder(args.zs_dim, args.enc_hdim)
     actor, critic = Actor(action_dim, args.actor_hdim), Critic(args.critic_hdim)
     encoder_tx, actor_tx, critic_tx = optax.adam(args.encoder_lr), optax.adam(args.actor_lr), optax.adam(args.critic_lr)
-    capacity = min(args.buffer_size, args.total_timesteps)
+    capacity = 1 if args.offline else min(args.buffer_size, args.total_timesteps)  # offline: the dataset is apart
 
     def init(key):
         key, k_enc, k_actor, k_critic = jax.random.split(key, 4)
@@ -459,7 +497,8 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
             # Actor: mean over both heads (not Q1 as in TD3); g is applied to pi(s) but not trained here
             def actor_loss_fn(params):
                 a = actor.apply(params, b.obs, zs)
-                return -critic.apply(critic_params, b.obs, a, zsa_of(learner.fixed_encoder, zs, a), zs).mean()
+                q = critic.apply(critic_params, b.obs, a, zsa_of(learner.fixed_encoder, zs, a), zs)  # [B, 2]
+                return offline_actor_loss(q, a, b.action, args.lmbda) if args.offline else -q.mean()
 
             actor_loss, grads = jax.value_and_grad(actor_loss_fn)(learner.actor)
             updates, actor_opt = actor_tx.update(grads, learner.actor_opt, learner.actor)
@@ -507,6 +546,28 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
         actor_p, enc_p, steps = _select(evaluate, src, (learner.eval_actor, learner.eval_encoder, learner.eval_steps))
         return learner._replace(eval_actor=actor_p, eval_encoder=enc_p, eval_steps=steps)
 
+    def train_chunk(learner, data, prio, periods):
+        """--offline: ``periods`` target periods of one seed in one lax.scan. A period is target_update_rate
+        steps: pairs of (critic, critic + actor) updates, the last one with the hard copies. The flags are
+        static and the mask a constant, so no step computes a branch it does not use."""
+        pairs = args.target_update_rate // args.policy_freq
+
+        def pair(carry, sync):
+            learner, prio = carry
+            for k in range(args.policy_freq - 1):
+                learner, prio, _ = update(learner, data, prio, True, False, False)
+            learner, prio, metrics = update(learner, data, prio, True, True, sync)
+            metrics.pop("idx")
+            return (learner, prio), metrics
+
+        def period(carry, _):
+            carry, metrics = jax.lax.scan(lambda c, _: pair(c, False), carry, None, length=pairs - 1)
+            carry, last = pair(carry, True)
+            return carry, jax.tree.map(lambda m, x: jnp.concatenate([m, x[None]]), metrics, last)
+
+        (learner, prio), metrics = jax.lax.scan(period, (learner, prio), None, length=periods)
+        return learner, prio, jax.tree.map(jnp.mean, metrics)
+
     # The buffer write and the update are separate jitted calls that donate their state: fused, XLA
     # would copy the whole buffer every step to keep the batch gather apart from the in-place write.
     return Agent(
@@ -516,6 +577,8 @@ def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
                        donate_argnums=(0, 2)),
         add=jax.jit(jax.vmap(add), donate_argnums=(0, 1)),
         snapshot=jax.jit(jax.vmap(snapshot), donate_argnums=0),
+        # offline: one dataset for all seeds (in_axes None), per-seed learner and priorities
+        train_chunk=jax.jit(jax.vmap(train_chunk, in_axes=(0, None, 0, None)), static_argnums=3, donate_argnums=(0, 2)),
         capacity=capacity,
     )
 
@@ -528,13 +591,79 @@ CHECKPOINT_HEADER = ["seed", "step", "event", "updates"]  # one row per burst: c
 
 
 # ---------------------------------------------------------------------------------------------
+# Offline training loop (--offline)
+# ---------------------------------------------------------------------------------------------
+def train_offline(run: runs.Run) -> dict:
+    """TD7 on a fixed dataset: scanned chunks of eval_freq training steps, then an evaluation."""
+    args, seeds = run.args, run.seeds
+    run.csv_headers.pop("checkpoints")  # no policy checkpoints offline
+    data = offline.load(args.dataset, args.env_id, timeouts="drop")
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
+    run.eval_header = offline.eval_header(data, run.eval_header)
+    agent = make_agent(args, evaluator.obs_dim, evaluator.action_dim)
+    device_data = Buffer(*(jnp.asarray(x) for x in data.arrays()))
+    learner, _, _ = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    n = len(data)  # LAP on the dataset: every priority starts at 1, each seed keeps its own
+    prio = Priorities(jnp.ones((len(seeds), n)), jnp.ones(len(seeds)), jnp.full(len(seeds), n, jnp.int32))
+    t0 = 0
+    if run.checkpoint:
+        offline.check_resume(data, run.checkpoint.host)
+        saved, _ = run.checkpoint.load({"learner": learner, "prio": prio}, args=args)
+        learner, prio, t0 = saved["learner"], saved["prio"], run.checkpoint.step
+    info = offline.describe(data, sum(x.nbytes for x in device_data))
+    run.start({"dataset": info})
+    run.print(f"dataset {args.dataset}: {n} transitions, {info['device_mb']} MB on {jax.devices()[0].platform}, "
+              f"shared by {args.num_seeds} seed(s)")
+
+    metrics, last_eval, timing = {}, None, {"compile_s": None, "updates": 0, "seconds": 0.0}
+
+    def evaluate(step):
+        nonlocal last_eval
+        host_metrics = jax.device_get(metrics)
+        run.check_finite(host_metrics, step)
+        last_eval = evaluator(lambda o: agent.policy(learner.actor, learner.fixed_encoder, o))
+        rows = offline.eval_rows(data, seeds, step, last_eval)
+        run.evaluation([{**r, "policy_updates": step} for r in rows], host_metrics)
+
+    with run.progress_bar(t0):
+        if t0 == 0:
+            evaluate(0)
+        step = t0
+        while step < args.total_timesteps:
+            todo = min(args.eval_freq - step % args.eval_freq, args.total_timesteps - step)
+            tc = time.time()
+            learner, prio, metrics = agent.train_chunk(learner, device_data, prio, todo // args.target_update_rate)
+            jax.block_until_ready(learner)
+            if timing["compile_s"] is None:  # the first chunk compiles it
+                timing["compile_s"] = time.time() - tc
+            else:
+                timing["updates"], timing["seconds"] = timing["updates"] + todo, timing["seconds"] + time.time() - tc
+            step += todo
+            run.advance(step, timing["updates"] / timing["seconds"] if timing["seconds"] else None)
+            evaluate(step)
+            if run.checkpoint_due(step):
+                run.save(step, {"learner": learner, "prio": prio}, {"t": step, "dataset": info["fingerprint"]})
+    run.close()
+    evaluator.close()
+    return {"run_dir": run.dir, "learner": learner, "priorities": prio, "final_eval": last_eval,
+            "compile_s": timing["compile_s"], "dataset": data,
+            "updates_per_s": timing["updates"] / timing["seconds"] if timing["seconds"] else None}
+
+
+# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def train(args: Args) -> dict:
     """Train args.num_seeds agents; returns the final learner, buffer and run facts."""
+    if args.offline and not args.resume:
+        if "env_id" not in getattr(args, "_flags_given", {"env_id"}):  # default: the dataset's env
+            args.env_id = ""
+        offline.resolve_env(args)
     run = runs.Run(ALGO, args, Args, eval_header=EVAL_HEADER, csvs={"checkpoints": CHECKPOINT_HEADER})
     args, seeds = run.args, run.seeds  # with --resume, the checkpoint's args
     check_args(args)
+    if args.offline:
+        return train_offline(run)
     n, total = args.num_seeds, args.total_timesteps
     train_envs = envs.SeedEnvs(args.env_id, seeds)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
@@ -751,7 +880,7 @@ def saved_policy(saved: Args, spaces, ckpt: runs.Checkpoint, replay: bool = Fals
     trees, ring = ckpt.load({"learner": learner}, ring=buffer if replay else None, args=saved)
     learner = trees["learner"] if seed_index is None else runs.take_seed(trees["learner"], seed_index, copies)
     # the policy TD7 evaluates: the checkpoint one, or the current one with --no-checkpoints
-    actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints
+    actor_p, enc_p = ((learner.checkpoint_actor, learner.checkpoint_encoder) if saved.checkpoints and not saved.offline
                       else (learner.actor, learner.fixed_encoder))
     return (lambda o: agent.policy(actor_p, enc_p, o)), ring
 
