@@ -1,0 +1,151 @@
+"""TD3+BC and offline TD7: their terms against hand values, the scanned offline loop, seed independence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algos import td3_bc, td7
+from envs import offline
+
+OBS_DIM, ACT_DIM, SIZE = 4, 2, 64
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return td3_bc.Buffer(jnp.asarray(rng.normal(size=(SIZE, OBS_DIM)), jnp.float32),
+                         jnp.asarray(rng.uniform(-1, 1, (SIZE, ACT_DIM)), jnp.float32),
+                         jnp.asarray(rng.normal(size=SIZE), jnp.float32),
+                         jnp.asarray(rng.normal(size=(SIZE, OBS_DIM)), jnp.float32),
+                         jnp.asarray(rng.uniform(size=SIZE) < 0.1, jnp.float32))
+
+
+def _close(a, b, **kw):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# TD3+BC pieces against hand values
+# ---------------------------------------------------------------------------------------------
+def test_td3_bc_lambda_is_alpha_over_mean_abs_q():
+    q = jnp.array([2.0, -4.0, 6.0])  # mean |Q| = 4
+    assert float(td3_bc.bc_lambda(q, 2.5)) == pytest.approx(2.5 / 4)
+
+
+def test_td3_bc_actor_loss_hand_value_and_bc_mean_over_batch_and_action_dims():
+    q = jnp.array([1.0, 3.0])  # mean Q = 2, mean |Q| = 2 -> lambda = 2.5 / 2
+    pi = jnp.array([[0.5, -0.5], [0.0, 1.0]])
+    a = jnp.array([[0.0, 0.5], [0.0, 0.0]])
+    # squared errors 0.25, 1, 0, 1: the mean over all 4 entries is 0.5625 (a sum over the action dims
+    # would give 1.125 per state)
+    expected = -(2.5 / 2) * 2.0 + 0.5625
+    assert float(td3_bc.td3_bc_actor_loss(q, pi, a, 2.5)) == pytest.approx(expected)
+
+
+def test_td3_bc_lambda_is_detached():
+    # with lambda detached, d/dq of -lambda * mean(q) is -lambda / B for every entry; a lambda that
+    # carried gradient would add +alpha * mean(q) / mean|q|^2 * sign(q) / B
+    q = jnp.array([1.0, 3.0])
+    grad = jax.grad(lambda q: td3_bc.td3_bc_actor_loss(q, jnp.zeros((2, 1)), jnp.zeros((2, 1)), 2.5))(q)
+    np.testing.assert_allclose(grad, [-(2.5 / 2) / 2] * 2, rtol=1e-6)
+
+
+def test_state_normalisation_mean_and_std_plus_1e3():
+    obs = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]], np.float32)
+    mean, std = offline.normalization(obs)
+    np.testing.assert_allclose(mean, [2.0, 1.0])
+    np.testing.assert_allclose(std, [np.sqrt(8 / 3) + 1e-3, 1e-3], rtol=1e-6)  # population std, as numpy's
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline TD7's actor term
+# ---------------------------------------------------------------------------------------------
+def test_td7_offline_actor_loss_hand_value():
+    q = jnp.array([[1.0, 3.0], [-2.0, 2.0]])  # [B, 2]: mean Q = 1, mean |Q| = 2
+    pi = jnp.array([[0.5], [-0.5]])
+    a = jnp.array([[0.0], [0.5]])  # squared errors 0.25, 1 -> mean 0.625
+    assert float(td7.offline_actor_loss(q, pi, a, 0.1)) == pytest.approx(-1.0 + 0.1 * 2.0 * 0.625)
+    # the |Q| scale is detached: d/dq is -1/4 for every entry (mean over both heads and the batch)
+    grad = jax.grad(lambda q: td7.offline_actor_loss(q, pi, a, 0.1))(q)
+    np.testing.assert_allclose(grad, -0.25 * np.ones((2, 2)), rtol=1e-6)
+
+
+def test_td7_offline_actor_step_uses_the_bc_term():
+    """The update's actor loss differs between offline and online by exactly the BC term."""
+    data = _data()
+    out = {}
+    for off in (False, True):
+        args = td7.Args(offline=off, batch_size=16, zs_dim=8, enc_hdim=8, critic_hdim=8, actor_hdim=8,
+                        total_timesteps=500, target_update_rate=250, eval_freq=250)
+        agent = td7.make_agent(args, OBS_DIM, ACT_DIM)
+        learner, _, _ = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
+        prio = td7.Priorities(jnp.ones((1, SIZE)), jnp.ones(1), jnp.full(1, SIZE, jnp.int32))
+        _, _, metrics = agent.train_chunk(learner, data, prio, 1)
+        out[off] = float(metrics["actor_loss"][0])
+    assert out[True] > out[False]  # the BC term is >= 0 and only offline adds it
+
+
+# ---------------------------------------------------------------------------------------------
+# The offline loop: the scanned chunk is the sequence of updates, and seeds are independent
+# ---------------------------------------------------------------------------------------------
+def _td3_bc_agent(num_seeds, seeds=None):
+    args = td3_bc.Args(batch_size=16, hidden_dim=16, total_timesteps=100, eval_freq=10)
+    agent = td3_bc.make_agent(args, OBS_DIM, ACT_DIM)
+    seeds = range(num_seeds) if seeds is None else seeds
+    return args, agent, agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+
+
+def test_td3_bc_scanned_chunk_equals_the_update_sequence():
+    data = _data()
+    _, agent, learner = _td3_bc_agent(2)
+    by_hand = learner
+    for i in range(6):  # critic, critic + actor, ... (the repo's total_it % 2 == 0)
+        by_hand, _ = agent.update(by_hand, data, i % 2 == 1)
+    scanned, metrics = agent.train_chunk(jax.tree.map(jnp.copy, learner), data, 3)
+    _close(scanned, by_hand, rtol=1e-5, atol=1e-6)
+    assert metrics["actor_loss"].shape == (2,)
+
+
+def test_td3_bc_seeds_are_independent_and_share_one_dataset():
+    data = _data()
+    _, agent, two = _td3_bc_agent(2, seeds=[3, 4])
+    _, agent1, one = _td3_bc_agent(1, seeds=[4])
+    two, _ = agent.train_chunk(two, data, 5)
+    one, _ = agent1.train_chunk(one, data, 5)
+    _close(jax.tree.map(lambda x: x[1:], two), one, rtol=1e-5, atol=1e-6)  # seed 4 alone == seed 4 beside seed 3
+    assert not np.allclose(two.actor["params"]["Linear_0"]["kernel"][0],
+                           two.actor["params"]["Linear_0"]["kernel"][1])
+
+
+def test_td7_offline_seeds_are_independent():
+    data = _data()
+    args = td7.Args(offline=True, batch_size=16, zs_dim=8, enc_hdim=8, critic_hdim=8, actor_hdim=8,
+                    total_timesteps=500, target_update_rate=10, eval_freq=10)
+    agent = td7.make_agent(args, OBS_DIM, ACT_DIM)
+
+    def run(seeds):
+        learner, _, _ = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+        n = len(seeds)
+        prio = td7.Priorities(jnp.ones((n, SIZE)), jnp.ones(n), jnp.full(n, SIZE, jnp.int32))
+        return agent.train_chunk(learner, data, prio, 3)
+
+    two, prio2, _ = run([1, 2])
+    one, prio1, _ = run([2])
+    _close(jax.tree.map(lambda x: x[1:], two), one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prio2.value[1], prio1.value[0], rtol=1e-5)
+    assert not np.allclose(prio2.value[0], prio2.value[1])  # each seed keeps its own LAP priorities
+    # 30 steps with hard copies every 10: the targets equal the live networks right after a copy
+    _close(one.actor_target, one.actor)
+    assert int(one.steps[0]) == 30
+
+
+def test_offline_flag_errors():
+    for kwargs, needle in [(dict(total_timesteps=1001), "multiple of --policy-freq"),
+                           (dict(eval_freq=999, total_timesteps=1998), "multiple of --policy-freq")]:
+        with pytest.raises(offline.UserError, match=needle):
+            td3_bc.check_args(td3_bc.Args(dataset="d4rl:x", **kwargs))
+    with pytest.raises(offline.UserError, match="multiple of --target-update-rate"):
+        td7.check_args(td7.Args(offline=True, dataset="d4rl:x", total_timesteps=1100))
+    with pytest.raises(offline.UserError, match="--dataset is read with --offline"):
+        td7.check_args(td7.Args(dataset="d4rl:x"))
