@@ -258,6 +258,9 @@ def collect(args: Args) -> str:
         runs.require("h5py", "--d4rl-out", "offline")
         if os.path.exists(args.d4rl_out):
             raise UserError(f"--d4rl-out {args.d4rl_out} already exists; nothing is overwritten")
+        parent = os.path.dirname(os.path.abspath(args.d4rl_out))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UserError(f"--d4rl-out {args.d4rl_out}: the folder {parent} does not exist or is not writable")
     else:
         minari = runs.require("minari", "python -m envs.collect", "offline")
     runs_ = [SavedRun(d, args.policy_seed, args.num_envs, replay=args.recipe == "medium-replay") for d in args.checkpoint]

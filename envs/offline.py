@@ -169,7 +169,14 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
             missing = [k for k in D4RL_KEYS if k not in f]
             if missing:
                 raise UserError(f"{where}: missing key {missing[0]!r} (a D4RL file has {', '.join(D4RL_KEYS)})")
-            raw = {k: np.asarray(f[k][()]) for k in D4RL_KEYS + ("next_observations",) if k in f}
+            raw = {}
+            for k in D4RL_KEYS + ("next_observations",):
+                if k in f:
+                    if not isinstance(f[k], h5py.Dataset):
+                        raise UserError(f"{where}: key {k!r} is an HDF5 {type(f[k]).__name__}, not an array")
+                    raw[k] = np.asarray(f[k][()])
+                    if raw[k].ndim == 0:
+                        raise UserError(f"{where}: key {k!r} holds a single value, not an array of rows")
     except UserError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -207,16 +214,20 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
 # ---------------------------------------------------------------------------------------------
 # Minari
 # ---------------------------------------------------------------------------------------------
+def minari_root() -> str:
+    """Minari's datasets folder (its get_dataset_path creates the folder, which a failed load must not)."""
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+
+
 def _minari_open(dataset_id: str):
     require("minari", "--dataset minari:...", "offline")
     import minari
-    from minari.storage import get_dataset_path
-    root = os.path.dirname(os.path.abspath(str(get_dataset_path("x"))))
+    root = minari_root()
     if not re.fullmatch(r"[\w./-]+", dataset_id):
         raise UserError(f"--dataset minari:{dataset_id}: not a Minari dataset id")
-    path = os.path.join(str(get_dataset_path(dataset_id)), "data")
+    path = os.path.join(root, dataset_id, "data")
     if not os.path.isdir(path):
-        local = sorted(minari.list_local_datasets())
+        local = sorted(minari.list_local_datasets()) if os.path.isdir(root) else []
         raise UserError(f"--dataset minari:{dataset_id}: no such local dataset under {root} (MINARI_DATASETS_PATH); "
                         + (f"local ones: {', '.join(local[:8])}" if local else "none is stored there"))
     try:
