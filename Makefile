@@ -43,7 +43,7 @@ train: setup
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially): 144 tests in 652 s on 2 CPU cores.
 TEST_WORKERS ?= 2
 test: setup
-	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
+	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's learning test).
 test-slow: setup

@@ -38,6 +38,8 @@ D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+pytestmark = pytest.mark.xdist_group("offline_data")  # the module fixtures (TD3 runs, collections) run once
+
 @pytest.fixture(scope="module", autouse=True)
 def minari_root(tmp_path_factory):
     """Every Minari dataset of this module lives in its own root (MINARI_DATASETS_PATH), for the
