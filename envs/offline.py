@@ -12,7 +12,8 @@ follow the algorithm (``timeouts``):
 
 * ``"drop"``: ``d4rl.qlearning_dataset`` exactly (TD3+BC and TD7 load their data with it). The
   transition flagged as a timeout is dropped, every other one bootstraps unless terminal, the
-  next observation of a D4RL file is ``observations[i + 1]`` (or ``next_observations[i]``), and the
+  next observation of a D4RL file is ``observations[i + 1]`` (D4RL ignores a stored
+  ``next_observations``; the two differ only after terminals, which do not bootstrap), and the
   file's last row is dropped. For Minari, the truncated last step of an episode is dropped.
 * ``"bootstrap"``: the time-limit transition is kept with terminated = 0 and its true final
   observation (BCQ stores its own buffer that way). A D4RL file needs ``next_observations`` for
@@ -199,7 +200,7 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
     i = np.arange(n - 1)  # qlearning_dataset iterates range(N - 1): the last row never makes a transition
     if timeouts == "bootstrap" and has_next:
         i = np.arange(n)
-    next_obs = raw["next_observations"].astype(np.float32)[i] if has_next else obs[i + 1]
+    next_obs = raw["next_observations"].astype(np.float32)[i] if timeouts == "bootstrap" and has_next else obs[i + 1]
     keep = ~tout[i] if (timeouts == "drop" or not has_next) else np.ones(len(i), bool)
     ends = term | tout
     starts = np.r_[0, np.nonzero(ends)[0] + 1]

@@ -115,15 +115,15 @@ def _minari(dataset_id, eps, env="Hopper-v4", **kw) -> str:
 
 
 def _qlearning_dataset(raw: dict) -> dict:
-    """d4rl.qlearning_dataset's loop (terminate_on_end=False, the file's timeouts), written again here."""
+    """d4rl.qlearning_dataset's loop (terminate_on_end=False, the file's timeouts), written again here. D4RL
+    takes s' from observations[i + 1] even when the file stores next_observations (docs/facts.md#d4rl-dataset-keys)."""
     obs, next_obs, action, reward, terminal = [], [], [], [], []
     n = raw["rewards"].shape[0]
     for i in range(n - 1):
         if bool(raw["timeouts"][i]):
             continue
         obs.append(raw["observations"][i].astype(np.float32))
-        nxt = raw["next_observations"][i] if "next_observations" in raw else raw["observations"][i + 1]
-        next_obs.append(nxt.astype(np.float32))
+        next_obs.append(raw["observations"][i + 1].astype(np.float32))  # D4RL never reads next_observations
         action.append(raw["actions"][i].astype(np.float32))
         reward.append(np.float32(raw["rewards"][i]))
         terminal.append(bool(raw["terminals"][i]))
