@@ -52,6 +52,7 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
+	$(BIN)/python benchmarks/offline.py
 
 # The papers' grids (reproduce/grids/*.toml): every (algo, env) is one process with all its seeds; re-running
 # skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.

@@ -5,14 +5,20 @@ A paper file names its reference CSV, one grid per scale (`full` = the paper's b
 budgets are evaluation points read from each run's eval.csv, so one run of the largest budget
 serves them all. Runs that several papers share (same algorithm, env and protocol) are run once,
 with the most steps and seeds any of them asks for.
+
+Offline papers name datasets instead of envs: a `[dataset.<name>]` table is either collected by
+`python -m envs.collect` from a run of the same scale (recipe, source, [source2], steps, [seed]) or
+an external copy: a D4RL file (d4rl, looked up under the launcher's --d4rl-dir) or a local Minari
+dataset (minari). Its offline runs are named algo/<dataset name> and evaluate on its `env`.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,6 +29,43 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID_DIR = os.path.join(ROOT, "reproduce", "grids")
 SCALES = ("full", "quick")
 SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes", "args", "env_args"}
+DATASET_KEYS = {"env", "recipe", "source", "source2", "steps", "seed", "d4rl", "minari"}
+RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect")  # envs.collect.RECIPES
+SOURCE_ALGOS = ("td3", "td7", "ddpg")  # envs.collect.POLICY_ALGOS: the saved policies it can roll out
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a folder name and a Minari dataset name; never an env id
+MINARI_ID = re.compile(r"^[\w-]+(/[\w-]+)*-v\d+$")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The data of offline runs: collected from a run of the scale (recipe) or external (d4rl / minari)."""
+
+    name: str
+    env: str  # gymnasium id of the evaluations (and of the collection)
+    recipe: str = ""
+    source: str = ""  # "algo/env": the run whose checkpoint acts (medium, expert, ...)
+    source2: str = ""  # medium-expert: the expert run
+    steps: int = 0
+    seed: int = 0
+    d4rl: str = ""  # file name under --d4rl-dir, or an absolute path
+    minari: str = ""  # id of a local Minari dataset
+    scale: str = ""  # set by expand(): a collected dataset exists once per scale
+
+    @property
+    def collected(self) -> bool:
+        return bool(self.recipe)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.source, self.source2) if s)
+
+    @property
+    def minari_id(self) -> str:
+        """Id of a collected dataset (under <run root>/datasets), or of the external Minari dataset."""
+        if not self.collected:
+            return self.minari
+        family = self.env.split("/")[-1].split("-v")[0].replace(":", "-").lower()
+        return f"fujimoto-jax-{self.scale}/{family}/{self.name}-v0"
 
 
 @dataclass(frozen=True)
@@ -60,11 +103,13 @@ class Paper:
     aggregates: tuple[Aggregate, ...] = ()
     path: str = ""
     year: int = 0
+    datasets: dict = field(default_factory=dict, hash=False)  # name -> Dataset
 
 
 @dataclass(frozen=True)
 class Run:
-    """One process: `seeds` agents of `algo` on `env` for `steps` env steps."""
+    """One process: `seeds` agents of `algo` on `env` for `steps` env steps (offline: `env` is the
+    dataset's name, `steps` are gradient steps and env_id is the dataset's env)."""
 
     algo: str
     env: str
@@ -75,6 +120,11 @@ class Run:
     args: tuple[str, ...]
     papers: tuple[str, ...]
     cost: float = 1.0
+    dataset: Dataset | None = None
+
+    @property
+    def env_id(self) -> str:
+        return self.dataset.env if self.dataset else self.env
 
     @property
     def name(self) -> str:
@@ -93,6 +143,46 @@ def _fail(path: str, msg: str):
     raise ValueError(f"{path}: {msg}")
 
 
+def _dataset(path: str, name: str, d: dict) -> Dataset:
+    where = f"[dataset.{name}]"
+    if not DATASET_NAME.match(name):
+        _fail(path, f"{where}: a dataset name is lower-case letters, digits, '-' and '_' (it names folders)")
+    if not isinstance(d, dict):
+        _fail(path, f"{where} must be a table")
+    unknown = sorted(set(d) - DATASET_KEYS)
+    if unknown:
+        _fail(path, f"{where} unknown keys {unknown} (valid: {', '.join(sorted(DATASET_KEYS))})")
+    kinds = [k for k in ("recipe", "d4rl", "minari") if k in d]
+    if "env" not in d or len(kinds) != 1:
+        _fail(path, f"{where} needs 'env' and exactly one of 'recipe' (collected here), 'd4rl' or 'minari' "
+                    f"(external), got {kinds or 'none'}")
+    ds = Dataset(name, str(d["env"]), str(d.get("recipe", "")), str(d.get("source", "")), str(d.get("source2", "")),
+                 int(d.get("steps", 0)), int(d.get("seed", 0)), str(d.get("d4rl", "")), str(d.get("minari", "")))
+    if not ds.collected:
+        extra = sorted({"source", "source2", "steps", "seed"} & set(d))
+        if extra:
+            _fail(path, f"{where}: {extra} describe a collection; an external dataset has only env and {kinds[0]}")
+        if ds.minari and not MINARI_ID.match(ds.minari):
+            _fail(path, f"{where}: minari = {ds.minari!r} is not a Minari id (namespace/env/name-vN)")
+        return ds
+    if ds.recipe not in RECIPES:
+        _fail(path, f"{where}: unknown recipe {ds.recipe!r} (valid: {', '.join(RECIPES)})")
+    wanted = {"random": 0, "medium-expert": 2}.get(ds.recipe, 1)
+    if len(ds.sources) != wanted or (ds.source2 and not ds.source):
+        what = {0: "no source", 1: "a source (and no source2)", 2: "source (medium) and source2 (expert)"}[wanted]
+        _fail(path, f"{where}: recipe {ds.recipe} takes {what}")
+    for src in ds.sources:
+        algo, _, env = src.partition("/")
+        if algo not in SOURCE_ALGOS or env != ds.env:
+            _fail(path, f"{where}: source {src!r} must be a run 'algo/{ds.env}' of one of {', '.join(SOURCE_ALGOS)} "
+                        "(a saved policy on the dataset's env)")
+    if ds.recipe == "medium-replay" and "steps" in d:
+        _fail(path, f"{where}: medium-replay takes the source's whole replay buffer, no 'steps'")
+    if ds.recipe != "medium-replay" and ds.steps < 1:
+        _fail(path, f"{where}: needs steps >= 1 (transitions to collect)")
+    return ds
+
+
 def load_paper(path: str) -> Paper:
     with open(path, "rb") as f:
         try:
@@ -106,6 +196,10 @@ def load_paper(path: str) -> Paper:
     for key in ("id", "title", "reference"):
         if key not in meta:
             _fail(path, f"[paper] needs '{key}'")
+    unknown = sorted(set(data) - {"paper", "scale", "cost", "aggregate", "dataset"})
+    if unknown:
+        _fail(path, f"unknown tables {unknown}")
+    datasets = {name: _dataset(path, name, d) for name, d in data.get("dataset", {}).items()}
     scales = {}
     for name, s in data["scale"].items():
         if name not in SCALES:
@@ -122,6 +216,10 @@ def load_paper(path: str) -> Paper:
                         f"so the run evaluates exactly there")
         if int(s["seeds"]) < 1 or not s["algos"] or not s["envs"]:
             _fail(path, f"[scale.{name}] needs seeds >= 1, at least one algo and one env")
+        named = [e in datasets for e in s["envs"]]
+        if any(named) and not all(named):
+            _fail(path, f"[scale.{name}] envs mixes dataset names and env ids: "
+                        f"{[e for e in s['envs'] if e not in datasets]} are not [dataset] tables of this file")
         env_args = {k: tuple(v) for k, v in s.get("env_args", {}).items()}
         if set(env_args) - set(s["envs"]):
             outside = sorted(set(env_args) - set(s["envs"]))
@@ -136,7 +234,7 @@ def load_paper(path: str) -> Paper:
         aggregates.append(Aggregate(a["name"], a["algo"], a["baseline"], tuple(a["envs"]), a.get("reference_env")))
     return Paper(meta["id"], meta["title"], meta["reference"], meta.get("protocol", ""), scales,
                  {k: float(v) for k, v in data.get("cost", {}).items()}, tuple(aggregates), path,
-                 int(meta.get("year", 0)))
+                 int(meta.get("year", 0)), datasets)
 
 
 def load_papers(grid_dir: str = GRID_DIR, only: list[str] | None = None) -> list[Paper]:
@@ -147,12 +245,33 @@ def load_papers(grid_dir: str = GRID_DIR, only: list[str] | None = None) -> list
     ids = [p.id for p in papers]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate paper ids in {grid_dir}: {ids}")
+    check_datasets(papers)
     if only:
         unknown = sorted(set(only) - set(ids))
         if unknown:
             raise ValueError(f"unknown paper(s) {unknown}; valid: {', '.join(ids)}")
         papers = [p for p in papers if p.id in only]
     return papers
+
+
+def check_datasets(papers: list[Paper]) -> None:
+    """Across all grid files: one definition per dataset name, and every source is a run of the scale
+    that uses the dataset."""
+    seen: dict[str, tuple[Dataset, str]] = {}
+    for p in papers:
+        for name, ds in p.datasets.items():
+            if name in seen and seen[name][0] != ds:
+                _fail(p.path, f"[dataset.{name}] differs from its definition in {seen[name][1]}; one name, one dataset")
+            seen.setdefault(name, (ds, p.path))
+    for p in papers:
+        for scale, s in p.scales.items():
+            online = {f"{a}/{e}" for q in papers if scale in q.scales for a in q.scales[scale].algos
+                      for e in q.scales[scale].envs if e not in q.datasets}
+            for env in s.envs:
+                for src in p.datasets[env].sources if env in p.datasets else ():
+                    if src not in online:
+                        _fail(p.path, f"[dataset.{env}] source {src!r} is not a run of scale '{scale}' in any grid "
+                                      "file (the launcher trains it and rolls out its checkpoint)")
 
 
 def expand(papers: list[Paper], scale: str, algos: list[str] | None = None,
@@ -170,12 +289,13 @@ def expand(papers: list[Paper], scale: str, algos: list[str] | None = None,
                 if envs and env not in envs:
                     continue
                 key = (algo, env)
-                protocol = (s.eval_freq, s.eval_episodes, s.run_args(env))
+                dataset = replace(paper.datasets[env], scale=scale) if env in paper.datasets else None
+                protocol = (s.eval_freq, s.eval_episodes, s.run_args(env), dataset)
                 if key in merged:
                     m = merged[key]
                     if m["protocol"] != protocol:
                         raise ValueError(f"{algo} on {env} is asked for with two protocols "
-                                         f"(eval_freq, eval_episodes, args): {m['protocol']} in {m['papers']} "
+                                         f"(eval_freq, eval_episodes, args, dataset): {m['protocol']} in {m['papers']} "
                                          f"and {protocol} in {paper.id}; make them agree")
                     m["steps"] = max(m["steps"], max(s.budgets))
                     m["seeds"] = max(m["seeds"], s.seeds)
@@ -184,5 +304,9 @@ def expand(papers: list[Paper], scale: str, algos: list[str] | None = None,
                 else:
                     merged[key] = {"steps": max(s.budgets), "seeds": s.seeds, "protocol": protocol,
                                    "papers": [paper.id], "cost": paper.cost.get(algo, 1.0)}
-    return [Run(algo, env, m["steps"], m["seeds"], *m["protocol"], tuple(m["papers"]), m["cost"])
-            for (algo, env), m in merged.items()]
+    runs = []
+    for (algo, env), m in merged.items():
+        eval_freq, eval_episodes, args, dataset = m["protocol"]
+        runs.append(Run(algo, env, m["steps"], m["seeds"], eval_freq, eval_episodes, args, tuple(m["papers"]),
+                        m["cost"], dataset))
+    return runs

@@ -6,6 +6,12 @@ killed ones and retries failed ones; a failure is reported and the other runs go
 results/runs/<reproduce|reproduce-quick>/<algo>/<env>/ (eval.csv, train_episodes.csv,
 config.json; the large checkpoints are deleted once a run completes), logs to <root>/logs/.
 At the end results/SUMMARY.md is regenerated (reproduce.summarize).
+
+Offline runs train on a dataset (grid.Dataset). A collected one is written once per scale to
+<root>/datasets (a Minari root: MINARI_DATASETS_PATH of the collection and of its runs) by
+`python -m envs.collect`, as soon as its source run is done; the source keeps its checkpoint until
+every dataset that needs it is written. External D4RL files are looked up under --d4rl-dir. A
+dataset that cannot be had makes its runs "unavailable", with what to do.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import time
 from dataclasses import asdict, dataclass
 
 from envs.runs import write_atomic
-from reproduce.grid import GRID_DIR, ROOT, SCALES, Run, expand, load_papers
+from reproduce.grid import GRID_DIR, ROOT, SCALES, Dataset, Run, expand, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
              "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
 CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old", "checkpoint.tmp")
+D4RL_DIR = os.path.join(os.path.expanduser("~"), ".d4rl", "datasets")  # where D4RL itself downloads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +87,10 @@ def run_state(run: Run, root: str) -> State:
             args = json.load(f)["args"]
     except (OSError, ValueError, KeyError) as e:
         return State("conflict", f"unreadable {config_path}: {e}")
-    exact = {"env_id": run.env, "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes, **parse_flags(run.args)}
+    exact = {"env_id": run.env_id, "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes, **parse_flags(run.args)}
     diff = {k: (args.get(k, "<absent>"), v) for k, v in exact.items() if not _same(args.get(k), v)}
+    if run.dataset and _dataset_key(str(args.get("dataset"))) != _dataset_key(dataset_spec(run.dataset)):
+        diff["dataset"] = (args.get("dataset", "<absent>"), dataset_spec(run.dataset))
     diff.update({k: (args.get(k), v) for k, v in (("total_timesteps", run.steps), ("num_seeds", run.seeds))
                  if not isinstance(args.get(k), int) or args[k] < v})  # a larger run serves a smaller grid
     if diff:
@@ -121,13 +130,105 @@ def _same(on_disk, wanted) -> bool:
         return str(on_disk) == str(wanted)
 
 
-def command(run: Run, root: str, state: State) -> list[str]:
+def command(run: Run, root: str, state: State, d4rl_dir: str = D4RL_DIR) -> list[str]:
     if state.kind == "resume":
         return [sys.executable, algo_path(run.algo), "--resume", run.run_dir(root)]
-    return [sys.executable, algo_path(run.algo), "--env-id", run.env, "--num-seeds", str(run.seeds),
+    data = ["--dataset", dataset_spec(run.dataset, d4rl_dir)] if run.dataset else []
+    return [sys.executable, algo_path(run.algo), *data, "--env-id", run.env_id, "--num-seeds", str(run.seeds),
             "--total-timesteps", str(run.steps), "--eval-freq", str(run.eval_freq),
             "--eval-episodes", str(run.eval_episodes), "--save-model",
             "--results-dir", os.path.join(root, run.algo), "--run-name", run.env, *run.args]
+
+
+def process_env(root: str, dataset: Dataset | None = None) -> dict:
+    """The children's environment: the repo importable; a collected dataset's Minari root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    if dataset is not None and dataset.collected:
+        env["MINARI_DATASETS_PATH"] = datasets_root(root)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets of offline runs
+# ---------------------------------------------------------------------------------------------
+def datasets_root(root: str) -> str:
+    return os.path.join(root, "datasets")
+
+
+def d4rl_path(ds: Dataset, d4rl_dir: str = D4RL_DIR) -> str:
+    return os.path.join(d4rl_dir, ds.d4rl)  # an absolute ds.d4rl stays itself
+
+
+def dataset_spec(ds: Dataset, d4rl_dir: str = D4RL_DIR) -> str:
+    """The algorithms' --dataset value."""
+    return f"d4rl:{d4rl_path(ds, d4rl_dir)}" if ds.d4rl else f"minari:{ds.minari_id}"
+
+
+def _dataset_key(spec: str) -> str:
+    """A D4RL file is the same dataset wherever --d4rl-dir puts it."""
+    return "d4rl:" + os.path.basename(spec[5:]) if spec.startswith("d4rl:") else spec
+
+
+def minari_dir(ds: Dataset, root: str) -> str:
+    base = datasets_root(root) if ds.collected else (
+        os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+    return os.path.join(base, ds.minari_id)
+
+
+def is_collected(ds: Dataset, root: str) -> bool:
+    """Complete: envs.collect writes its facts (key fujimoto_jax) into metadata.json last."""
+    try:
+        with open(os.path.join(minari_dir(ds, root), "data", "metadata.json")) as f:
+            return "fujimoto_jax" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def external_missing(ds: Dataset, root: str, d4rl_dir: str) -> str:
+    """'' when an external dataset is there, else what to do."""
+    if ds.d4rl:
+        path = d4rl_path(ds, d4rl_dir)
+        return "" if os.path.isfile(path) else f"needs {path} (set --d4rl-dir / D4RL_DIR)"
+    path = minari_dir(ds, root)
+    return "" if os.path.isdir(os.path.join(path, "data")) else \
+        f"needs the local Minari dataset {ds.minari} at {path} (set MINARI_DATASETS_PATH)"
+
+
+def collect_command(ds: Dataset, root: str) -> list[str]:
+    cmd = [sys.executable, "-m", "envs.collect", "--recipe", ds.recipe, "--env-id", ds.env,
+           "--dataset-id", ds.minari_id, "--seed", str(ds.seed)]
+    if ds.steps:
+        cmd += ["--steps", str(ds.steps)]
+    if ds.sources:
+        cmd += ["--checkpoint", *(os.path.join(root, *src.split("/")) for src in ds.sources)]
+    return cmd
+
+
+def collect_state(ds: Dataset, root: str, sources: dict[str, Run], active: set[str]) -> State:
+    """done | todo (its sources are done, with checkpoints) | wait (for sources this launch runs) | unavailable."""
+    if is_collected(ds, root):
+        return State("done")
+    waits = []
+    for name in ds.sources:
+        src = sources[name]
+        st = run_state(src, root)
+        src_dir = os.path.relpath(src.run_dir(root), ROOT)
+        if st.kind == "done" and not has_checkpoint(src.run_dir(root)):
+            return State("unavailable", f"{name} is done but has no checkpoint to roll out (deleted once a run "
+                                        f"completes, never committed): move {src_dir} away and launch again to rerun it")
+        if st.kind != "done" and name in active:
+            waits.append(name)
+        elif st.kind != "done":
+            why = f" ({st.kind}: {st.detail})" if st.kind in ("conflict", "unavailable") else " (not in this launch)"
+            return State("unavailable", f"needs {name} run first{why}")
+    return State("wait", f"after {', '.join(waits)}") if waits else State("todo")
+
+
+def needed_sources(runs: list[Run], root: str) -> set[str]:
+    """Runs whose checkpoint must stay: sources of datasets not written yet that an unfinished run uses."""
+    return {src for r in runs if r.dataset and r.dataset.collected and not is_collected(r.dataset, root)
+            and run_state(r, root).kind != "done" for src in r.dataset.sources}
 
 
 def set_aside(run: Run, root: str) -> str:
@@ -171,6 +272,13 @@ class Progress:
         run = self.runs[name]
         self.now[name] = max(self.now[name], min(step, run.steps) / run.steps * run.work)
 
+    def drop(self, name: str) -> None:
+        """A run that turned out unavailable is no longer part of the work."""
+        if name in self.runs:
+            self.total = max(1.0, self.total - self.runs.pop(name).work)
+            self.start.pop(name)
+            self.now.pop(name)
+
     def line(self, done: int, running: list[str], failed: int, total_runs: int) -> str:
         work, now = sum(self.now.values()), time.time()
         self.samples.append((now, work))
@@ -197,16 +305,41 @@ def _provenance(argv: list[str]) -> dict:
             "versions": versions(), "git": git_info()}
 
 
+def plan(runs: list[Run], every: list[Run], root: str, d4rl_dir: str) -> tuple[dict, dict]:
+    """The runs' states and the collections their datasets need: {dataset name: (Dataset, State)}.
+    `every` is the scale's whole grid (a source may belong to a paper outside the selection)."""
+    states = {r.name: run_state(r, root) for r in runs}
+    active = {n for n, st in states.items() if st.kind in ("todo", "resume", "restart")}
+    sources = {r.name: r for r in every}
+    collects: dict[str, tuple[Dataset, State]] = {}
+    for r in runs:
+        ds = r.dataset
+        if ds is None or r.name not in active:
+            continue
+        if ds.collected:
+            if ds.name not in collects:
+                collects[ds.name] = (ds, collect_state(ds, root, sources, active))
+            c = collects[ds.name][1]
+            if c.kind == "unavailable":
+                states[r.name] = State("unavailable", f"dataset {ds.name}: {c.detail}")
+        elif missing := external_missing(ds, root, d4rl_dir):
+            states[r.name] = State("unavailable", missing)
+    return states, collects
+
+
 def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: int = 1,
            papers: list[str] | None = None, algos: list[str] | None = None, envs: list[str] | None = None,
            keep_checkpoints: bool = False, dry_run: bool = False, poll_s: float = 2.0, report_s: float = 60.0,
-           argv: list[str] | None = None, out=sys.stdout) -> dict:
-    """Run every pending run of the grid; returns {run name: final state kind or 'failed'}."""
+           argv: list[str] | None = None, out=sys.stdout, d4rl_dir: str | None = None) -> dict:
+    """Run every pending run of the grid (and the dataset collections they need); returns
+    {run name or 'collect:<dataset>': final state kind or 'failed'}."""
     root = root or RUN_ROOTS[scale]
+    d4rl_dir = d4rl_dir or os.environ.get("D4RL_DIR") or D4RL_DIR
+    every = expand(load_papers(grid_dir), scale)
     runs = expand(load_papers(grid_dir, papers), scale, algos, envs)
     if not runs:
         raise ValueError(f"the selection expands to no run at scale '{scale}'")
-    states = {r.name: run_state(r, root) for r in runs}
+    states, collects = plan(runs, every, root, d4rl_dir)
 
     def say(msg):
         print(msg, file=out, flush=True)
@@ -214,20 +347,28 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
     say(f"[grid] scale '{scale}': {len(runs)} runs under {os.path.relpath(root, ROOT)}")
     for r in runs:
         st = states[r.name]
-        detail = f": {st.detail}" if st.detail else ""
+        after = r.dataset and r.dataset.name in collects and collects[r.dataset.name][1].kind != "done"
+        detail = f": {st.detail}" if st.detail else (f", after collect {r.dataset.name}" if after else "")
         say(f"  {r.name:40s} {r.seeds:>2d} seeds x {r.steps:>9,d} steps  [{st.kind}{detail}]  ({', '.join(r.papers)})")
+    for ds, st in collects.values():
+        what = f"{ds.recipe}, " + (f"{ds.steps:,} transitions" if ds.steps else "whole replay buffer") \
+            + (f" of {' + '.join(ds.sources)}" if ds.sources else "")
+        detail = f": {st.detail}" if st.detail else ""
+        say(f"  {'collect ' + ds.name:40s} {what} -> {dataset_spec(ds)}  [{st.kind}{detail}]")
     if dry_run:
-        return {n: s.kind for n, s in states.items()}
+        return {**{n: s.kind for n, s in states.items()}, **{f"collect:{n}": c[1].kind for n, c in collects.items()}}
 
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     lock = _acquire_lock(root)
     try:
-        return _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s, argv, say)
+        return _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_checkpoints, poll_s,
+                       report_s, argv, say)
     finally:
         os.remove(lock)
 
 
-def _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s, argv, say) -> dict:
+def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_checkpoints, poll_s, report_s, argv,
+            say) -> dict:
     prov_path = os.path.join(root, "launches.json")
     history = []
     if os.path.exists(prov_path):
@@ -238,61 +379,122 @@ def _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s,
     write_atomic(prov_path, json.dumps(history, indent=2))
 
     result = {n: s.kind for n, s in states.items() if s.kind in ("done", "unavailable", "conflict")}
-    pending = [r for r in runs if states[r.name].kind in ("todo", "resume", "restart")]
+    for ds, st in collects.values():
+        states[f"collect:{ds.name}"] = st
+        if st.kind in ("done", "unavailable"):
+            result[f"collect:{ds.name}"] = st.kind
+    # collections first: each starts as soon as its sources are done, and unblocks its runs
+    pending = [ds for ds, st in collects.values() if st.kind in ("todo", "wait")] + \
+              [r for r in runs if states[r.name].kind in ("todo", "resume", "restart")]
     progress = Progress([r for r in runs if states[r.name].kind not in ("unavailable", "conflict")],
                         {n: (s.step if s.kind != "done" else 10 ** 12) for n, s in states.items()})
-    for r in runs:
-        if states[r.name].kind == "done" and not keep_checkpoints:
-            drop_checkpoints(r.run_dir(root))
-    running: dict[str, tuple[Run, subprocess.Popen, str]] = {}
+    sources = {r.name: r for r in every}
+    running: dict[str, tuple[Run | Dataset, subprocess.Popen, str]] = {}
     last_report = 0.0
 
+    def name_of(task) -> str:
+        return f"collect:{task.name}" if isinstance(task, Dataset) else task.name
+
+    def drop(names) -> None:
+        """Delete completed runs' checkpoints, except those a dataset still needs."""
+        if keep_checkpoints:
+            return
+        keep = needed_sources(every, root)
+        for name in names:
+            if name not in keep:
+                drop_checkpoints(os.path.join(root, *name.split("/")))
+
+    drop([r.name for r in runs if states[r.name].kind == "done"])
+
+    def readiness(task) -> State:
+        """todo = start it now; wait; unavailable; done (a dataset that appeared meanwhile)."""
+        if isinstance(task, Dataset):
+            failed = [src for src in task.sources if result.get(src) == "failed"]
+            if failed:
+                return State("unavailable", f"its source {', '.join(failed)} failed (see {root}/logs)")
+            active = {name_of(t) for t in pending if isinstance(t, Run)} | set(running)
+            return collect_state(task, root, sources, active)
+        ds = task.dataset
+        if ds is None or not ds.collected or is_collected(ds, root):
+            return State("todo")
+        if ds in pending or f"collect:{ds.name}" in running:
+            return State("wait")
+        collect = states[f"collect:{ds.name}"]
+        return State("unavailable", f"dataset {ds.name} was not collected ({collect.kind}: {collect.detail})")
+
+    def start(task) -> None:
+        name = name_of(task)
+        if isinstance(task, Dataset):
+            partial = minari_dir(task, root)
+            if os.path.exists(partial):  # left by a killed collection: envs.collect never overwrites
+                shutil.rmtree(partial)
+                say(f"[grid] {name}: removed the incomplete dataset {os.path.relpath(partial, ROOT)}")
+            cmd, env, label = collect_command(task, root), process_env(root, task), f"{task.recipe} dataset"
+            log_path = os.path.join(root, "logs", f"collect__{task.name}.log")
+        else:
+            state = run_state(task, root)
+            if state.kind == "restart" and os.path.exists(task.run_dir(root)):
+                say(f"[grid] {name}: {state.detail}; moved to {set_aside(task, root)} and restarted")
+                state = State("todo")
+            cmd, env = command(task, root, state, d4rl_dir), process_env(root, task.dataset)
+            label = state.kind + (" " + state.detail if state.detail else "")
+            log_path = os.path.join(root, "logs", f"{task.algo}__{task.env}.log")
+        log = open(log_path, "a")
+        log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent)
+        log.close()
+        running[name] = (task, proc, log_path)
+        say(f"[grid] start {name} ({label}); log {os.path.relpath(log_path, ROOT)}")
+
     def report():
-        done = sum(v == "done" for v in result.values())
+        done = sum(result.get(n) == "done" for n in progress.runs)
         failed = sum(v == "failed" for v in result.values())
-        say(progress.line(done, list(running), failed, len(progress.runs)))
+        say(progress.line(done, [n for n in running if n in progress.runs], failed, len(progress.runs)))
 
     try:
         while pending or running:
-            while pending and len(running) < jobs:
-                run = pending.pop(0)
-                state = run_state(run, root)
-                if state.kind == "restart" and os.path.exists(run.run_dir(root)):
-                    say(f"[grid] {run.name}: {state.detail}; moved to {set_aside(run, root)} and restarted")
-                    state = State("todo")
-                cmd = command(run, root, state)
-                log_path = os.path.join(root, "logs", f"{run.algo}__{run.env}.log")
-                log = open(log_path, "a")
-                log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
-                log.flush()
-                env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-                    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        preexec_fn=_die_with_parent)
-                log.close()
-                running[run.name] = (run, proc, log_path)
-                say(f"[grid] start {run.name} ({state.kind}{' ' + state.detail if state.detail else ''}); "
-                    f"log {os.path.relpath(log_path, ROOT)}")
-            time.sleep(poll_s)
-            for name, (run, proc, log_path) in list(running.items()):
-                progress.update(name, _progress_step(run, root))
+            for task in list(pending):
+                if len(running) >= jobs:
+                    break
+                st = readiness(task)
+                if st.kind == "wait":
+                    continue
+                pending.remove(task)
+                if st.kind == "todo":
+                    start(task)
+                    continue
+                name = name_of(task)
+                result[name], states[name] = st.kind, st
+                progress.drop(name)
+                if st.kind == "unavailable":
+                    say(f"[grid] {name} unavailable: {st.detail}")
+            if pending and not running:  # only waiting tasks, and nothing that could unblock them
+                for task in pending:
+                    result[name_of(task)] = "unavailable"
+                    states[name_of(task)] = State("unavailable", "waited for a dataset that no task writes")
+                pending.clear()
+            time.sleep(poll_s if running else 0)
+            for name, (task, proc, log_path) in list(running.items()):
+                if isinstance(task, Run):
+                    progress.update(name, _progress_step(task, root))
                 rc = proc.poll()
                 if rc is None:
                     continue
                 del running[name]
-                state = run_state(run, root)
-                if state.kind == "done":
+                ok = is_collected(task, root) if isinstance(task, Dataset) else run_state(task, root).kind == "done"
+                if ok:
                     result[name] = "done"
                     if rc != 0:
                         say(f"[grid] warning: {name} exited with code {rc} after writing its last evaluation")
-                    if not keep_checkpoints:
-                        drop_checkpoints(run.run_dir(root))
+                    drop(task.sources if isinstance(task, Dataset) else [name])
                     say(f"[grid] done  {name}")
                 else:
-                    result[name] = "failed"
+                    result[name], states[name] = "failed", State("failed", f"see {os.path.relpath(log_path, ROOT)}")
                     with open(log_path, errors="replace") as f:
                         tail = f.readlines()[-15:]
-                    say(f"[grid] FAILED {name} (exit code {rc}, state {state.kind}); last lines of "
+                    say(f"[grid] FAILED {name} (exit code {rc}); last lines of "
                         f"{os.path.relpath(log_path, ROOT)}:\n    " + "    ".join(tail))
                 report()
                 last_report = time.time()
@@ -310,8 +512,8 @@ def _launch(runs, states, scale, root, jobs, keep_checkpoints, poll_s, report_s,
     say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}"
                                         for k in ("done", "failed", "conflict", "unavailable")))
     for name, kind in result.items():
-        if kind in ("failed", "conflict"):
-            detail = states[name].detail if kind == "conflict" else f"see {root}/logs"
+        if kind in ("failed", "conflict", "unavailable"):
+            detail = states[name].detail
             say(f"  {kind.upper()}: {name}: {detail}")
     return result
 
@@ -372,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="processes run at once (default $JOBS or 1)")
     p.add_argument("--papers", nargs="*", help="only these paper ids (grid file ids)")
     p.add_argument("--algos", nargs="*", help="only these algorithms")
-    p.add_argument("--envs", nargs="*", help="only these env ids")
+    p.add_argument("--envs", nargs="*", help="only these env ids (offline runs: dataset names)")
+    p.add_argument("--d4rl-dir", default=None,
+                   help="folder of the D4RL .hdf5 files the offline grids name (default $D4RL_DIR or ~/.d4rl/datasets)")
     p.add_argument("--root", help="results folder of this scale (default results/runs/reproduce[-quick])")
     p.add_argument("--grid-dir", default=GRID_DIR, help="folder of the paper grid files")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep completed runs' checkpoints (large)")
@@ -384,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     try:
         result = launch(a.scale, a.root, a.grid_dir, a.jobs, a.papers, a.algos, a.envs, a.keep_checkpoints,
-                        a.dry_run, argv=[sys.executable, "-m", "reproduce.launch"] + (argv or sys.argv[1:]))
+                        a.dry_run, argv=[sys.executable, "-m", "reproduce.launch"] + (argv or sys.argv[1:]),
+                        d4rl_dir=a.d4rl_dir)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,12 @@ grid and scale: our statistic (the one the reference reports, computed the same 
 seeds) with a 95% percentile bootstrap CI over seeds, beside each reference row of
 results/reference/, with a verdict; the paper's aggregates; learning curves against the
 reference points. Nothing here is typed by hand: every number comes from a CSV.
+
+Offline runs (grids whose scale names datasets) are reported with their return and, when eval.csv
+has it, the D4RL normalised score. A run on a dataset collected by the launcher is never compared
+("not comparable (self-collected dataset)"); a run on an external D4RL/Minari copy is compared
+with its paper's reference rows for that dataset name (statistics prefixed `normalized_` read the
+normalised score).
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def load_reference(path: str) -> list[dict]:
                 row["seeds"] = int(row["seeds"]) if row["seeds"] else None
             except ValueError as e:
                 raise ValueError(f"{path} line {i}: {e}") from e
-            if row["statistic"] not in STATISTICS and row["statistic"] not in REFERENCE_ONLY:
+            if run_statistic(row["statistic"]) is None and row["statistic"] not in REFERENCE_ONLY:
                 raise ValueError(f"{path} line {i}: unknown statistic {row['statistic']!r}")
             if row["spread"] is not None and row["spread_kind"] not in ("std", "ci95"):
                 raise ValueError(f"{path} line {i}: spread_kind must be std or ci95, got {row['spread_kind']!r}")
@@ -78,16 +84,19 @@ class RunData:
     config: dict
     steps: np.ndarray  # (T,) evaluation steps every seed has
     returns: np.ndarray  # (seeds, T)
+    normalized: np.ndarray | None = None  # (seeds, T) D4RL normalised scores of offline runs, if eval.csv has them
 
     @property
     def seeds(self) -> int:
         return self.returns.shape[0]
 
-    def upto(self, budget: int) -> np.ndarray | None:
-        """(seeds, T') returns at the evaluations <= budget; None unless budget itself was evaluated."""
-        if budget not in set(self.steps.tolist()):
+    def upto(self, budget: int, normalized: bool = False) -> np.ndarray | None:
+        """(seeds, T') returns (or normalised scores) at the evaluations <= budget; None unless budget
+        itself was evaluated (or the run has no normalised scores)."""
+        m = self.normalized if normalized else self.returns
+        if m is None or budget not in set(self.steps.tolist()):
             return None
-        return self.returns[:, self.steps <= budget]
+        return m[:, self.steps <= budget]
 
 
 def load_run(run_dir: str) -> RunData | None:
@@ -96,30 +105,35 @@ def load_run(run_dir: str) -> RunData | None:
         return None
     with open(config_path) as f:
         config = json.load(f)
-    by_seed: dict[int, dict[int, float]] = {}
+    by_seed: dict[int, dict[int, tuple[float, float]]] = {}
     with open(eval_path, newline="") as f:
-        for row in csv.DictReader(f):
-            by_seed.setdefault(int(row["seed"]), {})[int(row["step"])] = float(row["return"])
+        reader = csv.DictReader(f)
+        has_norm = "normalized_score" in (reader.fieldnames or [])
+        for row in reader:
+            norm = float(row["normalized_score"]) if has_norm and row["normalized_score"] else math.nan
+            by_seed.setdefault(int(row["seed"]), {})[int(row["step"])] = (float(row["return"]), norm)
     if not by_seed:
         return None
     common = sorted(set.intersection(*(set(v) for v in by_seed.values())))
     seeds = sorted(by_seed)
-    returns = np.array([[by_seed[s][t] for t in common] for s in seeds], dtype=np.float64).reshape(len(seeds), -1)
+    both = np.array([[by_seed[s][t] for t in common] for s in seeds], dtype=np.float64).reshape(len(seeds), -1, 2)
+    normalized = both[..., 1] if has_norm and np.isfinite(both[..., 1]).all() else None
     return RunData(config.get("algo", os.path.basename(os.path.dirname(run_dir))), config["args"]["env_id"],
-                   run_dir, config, np.array(common, dtype=np.int64), returns)
+                   run_dir, config, np.array(common, dtype=np.int64), both[..., 0], normalized)
 
 
 def load_runs(root: str) -> dict[tuple[str, str], RunData]:
+    """(algo, run folder name) -> run: the folder is the env id, or an offline run's dataset name."""
     runs = {}
     if not os.path.isdir(root):
         return runs
     for algo in sorted(os.listdir(root)):
-        if algo.startswith(".") or algo == "logs" or not os.path.isdir(os.path.join(root, algo)):
+        if algo.startswith(".") or algo in ("logs", "datasets") or not os.path.isdir(os.path.join(root, algo)):
             continue
         for env in sorted(os.listdir(os.path.join(root, algo))):
             run = load_run(os.path.join(root, algo, env))
             if run is not None:
-                runs[(algo, run.env)] = run
+                runs[(algo, env)] = run
     return runs
 
 
@@ -139,6 +153,18 @@ REFERENCE_ONLY = {"mean_pct_gain_over_td3", "mean_td3_normalised", "normaliser_t
 STAT_TITLES = {"mean_at_budget": "mean at budget", "max_of_mean_curve": "max of mean curve",
                "mean_last_10_evals": "mean of last 10 evals", "mean_pct_gain_over_td3": "mean % gain over TD3",
                "mean_td3_normalised": "mean TD3-normalised score"}
+NORMALIZED = "normalized_"  # a statistic of the D4RL normalised scores: normalized_mean_at_budget, ...
+STAT_TITLES.update({NORMALIZED + k: "normalised score, " + STAT_TITLES[k] for k in STATISTICS})
+SELF_COLLECTED = "self-collected dataset"
+
+
+def run_statistic(name: str):
+    """(statistic function, on normalised scores?) of a per-run statistic's name, else None."""
+    if name in STATISTICS:
+        return STATISTICS[name], False
+    if name.startswith(NORMALIZED) and name[len(NORMALIZED):] in STATISTICS:
+        return STATISTICS[name[len(NORMALIZED):]], True
+    return None
 
 
 def bootstrap_ci(m: np.ndarray, stat, reps: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
@@ -230,12 +256,14 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
     """One row per reference row whose env belongs to this scale's grid; then our own rows at the
     scale's budgets (our statistics even where no reference exists)."""
     grid = paper.scales[scale]
-    bases = {env_base(e): e for e in grid.envs}
+    bases = {env_base(e): e for e in grid.envs if env_base(e) != e}  # another version of a versioned env or dataset
     rows = []
     for ref in refs:
-        if ref["statistic"] not in STATISTICS or env_base(ref["env"]) not in bases:
+        env = ref["env"] if ref["env"] in grid.envs else bases.get(env_base(ref["env"]))
+        if run_statistic(ref["statistic"]) is None or env is None:
             continue
-        env = bases[env_base(ref["env"])]
+        stat, normalized = run_statistic(ref["statistic"])
+        dataset = paper.datasets.get(env)
         row = {"scale": scale, "paper": paper.id, "algo": ref["algo"], "env": env, "budget": ref["budget"],
                "statistic": ref["statistic"], "ours_mean": None, "ours_lo": None, "ours_hi": None, "seeds": 0,
                "reference_env": ref["env"], "reference_mean": ref["mean"], "reference_lo": None, "reference_hi": None,
@@ -248,20 +276,24 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
             row["verdict"] = f"no run: there is no algos/{ref['algo']}.py in this repo"
         elif run is None:
             row["verdict"] = "no run yet"
+        elif normalized and run.normalized is None:
+            row["seeds"] = run.seeds
+            row["verdict"] = "not comparable (the run's eval.csv has no normalized_score)"
         elif run.upto(ref["budget"]) is None:
             row["seeds"] = run.seeds
             reached = int(run.steps.max()) if len(run.steps) else 0
-            env_reason = comparability(ref["env"], run.env)
+            env_reason = comparability(ref["env"], env)
             row["verdict"] = (f"not comparable (budget {fmt_budget(ref['budget'])} not reached: the run ends at "
                               f"{fmt_budget(reached)}{'; ' + env_reason if env_reason else ''})")
-        elif ref["statistic"] == "mean_last_10_evals" and run.upto(ref["budget"]).shape[1] < 10:
+        elif ref["statistic"].endswith("mean_last_10_evals") and run.upto(ref["budget"]).shape[1] < 10:
             row["seeds"] = run.seeds
             row["verdict"] = "not comparable (fewer than 10 evaluations up to this budget)"
         else:
-            m = run.upto(ref["budget"])
-            mean, lo, hi = bootstrap_ci(m, STATISTICS[ref["statistic"]])
+            m = run.upto(ref["budget"], normalized)
+            mean, lo, hi = bootstrap_ci(m, stat)
             row.update(ours_mean=mean, ours_lo=lo, ours_hi=hi, seeds=run.seeds)
-            row["verdict"] = verdict(mean, lo, hi, ref, comparability(ref["env"], run.env))
+            reason = SELF_COLLECTED if dataset and dataset.collected else comparability(ref["env"], env)
+            row["verdict"] = verdict(mean, lo, hi, ref, reason)
         rows.append(row)
     ours = []
     for algo in grid.algos:
@@ -272,8 +304,31 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
                 r = {"algo": algo, "env": env, "budget": budget, "seeds": run.seeds if run else 0}
                 for stat in ("mean_at_budget", "max_of_mean_curve"):
                     r[stat] = bootstrap_ci(m, STATISTICS[stat]) if m is not None else None
+                n = run.upto(budget, normalized=True) if run else None
+                r["normalized_mean_at_budget"] = bootstrap_ci(n, STATISTICS["mean_at_budget"]) if n is not None else None
                 ours.append(r)
     return rows, ours
+
+
+def offline_note(paper: Paper, algo: str, env: str, rows: list[dict]) -> str:
+    """How an offline run relates to the paper: self-collected data is never comparable."""
+    ds = paper.datasets[env]
+    if ds.collected:
+        return f"not comparable ({SELF_COLLECTED})"
+    if any(r["algo"] == algo and r["env"] == env for r in rows):
+        return "compared above"
+    return f"no reference number in {paper.reference}"
+
+
+def dataset_line(ds) -> str:
+    if ds.collected:
+        source = f" from {' then '.join(ds.sources)} of this scale" if ds.sources else ""
+        size = f"{ds.steps:,} transitions" if ds.steps else "its whole replay buffer"
+        return (f"- `{ds.name}`: collected here by `python -m envs.collect --recipe {ds.recipe}`{source} ({size}, "
+                f"in the runs folder's `datasets/`), evaluated on {ds.env}: *{SELF_COLLECTED}*, never compared "
+                "with a paper")
+    src = f"D4RL file `{ds.d4rl}` (--d4rl-dir)" if ds.d4rl else f"local Minari dataset `{ds.minari}`"
+    return f"- `{ds.name}`: {src}, evaluated on {ds.env}"
 
 
 def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
@@ -422,7 +477,7 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
                     f"this run's {fmt_budget(xmax)} steps (see the table)", transform=ax.transAxes, fontsize=6,
                     va="top")
         ax.set_title(env)
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("gradient steps" if any(e in paper.datasets for e in grid.envs) else "env steps")
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
@@ -465,6 +520,7 @@ def runs_table(runs: dict, root: str) -> list[str]:
             pass
         cmd = c.get("command", "?").replace("|", "\\|")
         cmd = re.sub(r"\S*/(algos/\S+\.py)", r"\1", re.sub(r"--results-dir \S+", "--results-dir ...", cmd))
+        cmd = re.sub(r"d4rl:\S*/", "d4rl:.../", cmd)  # the --d4rl-dir of that machine
         lines.append(f"| {os.path.relpath(run.run_dir, ROOT)} | {run.seeds} | {int(run.steps.max()):,} | `{cmd}`"
                      + (f" (resumed {resumed}x)" if resumed else "")
                      + f" | {commit} | {v.get('jax')} / {v.get('gymnasium')} / {v.get('mujoco')} | "
@@ -501,6 +557,11 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
           "*not comparable* (different env version, budget not reached, a subset of the paper's envs) is "
           "always followed by what the verdict would be when both numbers exist. References from third "
           "parties are marked *(third-party sanity range)*.",
+          "- **offline runs** (TD3+BC, BCQ, TD7 --offline) train on a dataset: their budgets are gradient steps, "
+          "and the D4RL normalised score (100·(return − random) / (expert − random)) is shown beside the return "
+          "when the dataset has reference scores. A dataset the launcher collected from our own runs is "
+          f"*not comparable ({SELF_COLLECTED})* to any paper; runs on a D4RL/Minari copy are compared where the "
+          "reference has a number.",
           "- `results/summary.csv` holds the same comparison rows; `results/summary.json` says which command, "
           "commit, versions and machine generated both.", ""]
     all_rows = []
@@ -525,12 +586,16 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
             grid = paper.scales[scale]
             rows, ours = compare_rows(scale, paper, refs[paper.id], runs)
             all_rows += rows
+            offline = any(e in paper.datasets for e in grid.envs)
+            unit = "gradient steps" if offline else "steps"
             md += [f"### {paper.title}", "", f"Paper protocol: {paper.protocol}", "",
-                   f"This scale: {', '.join(grid.algos)} on {', '.join(grid.envs)}; {grid.seeds} seeds; budgets "
-                   f"{', '.join(fmt_budget(b) for b in grid.budgets)}; evaluation every {grid.eval_freq:,} steps, "
-                   f"{grid.eval_episodes} episodes. Grid: `{os.path.relpath(paper.path, ROOT)}`; references: "
-                   f"`{paper.reference}`. A run shared with another paper's grid may have more seeds or steps; "
-                   "the seeds column says how many were used.", ""]
+                   f"This scale: {', '.join(grid.algos)} on {'datasets ' if offline else ''}{', '.join(grid.envs)}; "
+                   f"{grid.seeds} seeds; budgets {', '.join(fmt_budget(b) for b in grid.budgets)} {unit}; evaluation "
+                   f"every {grid.eval_freq:,} {unit}, {grid.eval_episodes} episodes. Grid: "
+                   f"`{os.path.relpath(paper.path, ROOT)}`; references: `{paper.reference}`. A run shared with "
+                   "another paper's grid may have more seeds or steps; the seeds column says how many were used.", ""]
+            if offline:
+                md += ["Datasets:", ""] + [dataset_line(paper.datasets[e]) for e in grid.envs] + [""]
             if rows:
                 md += ["| algo | env (ours / reference) | budget | statistic | ours [95% CI] | seeds | reference "
                        "[95% CI] | verdict | source |", "|---|---|---|---|---|---|---|---|---|"]
@@ -542,14 +607,18 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                               f"{STAT_TITLES[r['statistic']]} | {ours_s} | {r['seeds'] or '—'} | {ref_ci} | "
                               f"**{r['verdict']}** | {r['reference_source']} |")
                 md.append("")
-            md += ["Our results at this scale's budgets:", "",
-                   "| algo | env | budget | seeds | mean at budget [95% CI] | max of mean curve [95% CI] |",
-                   "|---|---|---|---|---|---|"]
+            stats = ("mean_at_budget", "max_of_mean_curve") + (("normalized_mean_at_budget",) if offline else ())
+            head = ["algo", "dataset" if offline else "env", "budget", "seeds", "mean at budget [95% CI]",
+                    "max of mean curve [95% CI]"]
+            head += ["D4RL normalised score at budget [95% CI]", "comparison"] if offline else []
+            md += ["Our results at this scale's budgets:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for r in ours:
                 cells = [fmt_ci(*r[s]) if r[s] else "no run" if not r["seeds"] else "budget not reached"
-                         for s in ("mean_at_budget", "max_of_mean_curve")]
+                         if not r["mean_at_budget"] else "not in eval.csv" for s in stats]
+                if offline:
+                    cells.append(offline_note(paper, r["algo"], r["env"], rows))
                 md.append(f"| {r['algo']} | {r['env']} | {fmt_budget(r['budget'])} | {r['seeds'] or '—'} | "
-                          f"{cells[0]} | {cells[1]} |")
+                          + " | ".join(cells) + " |")
             md.append("")
             for agg in paper.aggregates:
                 md += [f"Aggregate, {agg.name}: {agg.algo} normalised by {agg.baseline} (our runs of both, same "

@@ -34,8 +34,10 @@ def open_text(*parts):
         return f.read()
 
 
-def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_freq=None, eval_episodes=10, **extra):
-    """A run folder as the algorithms write it: returns is (seeds, evals) at `steps`."""
+def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_freq=None, eval_episodes=10,
+             normalized=None, **extra):
+    """A run folder as the algorithms write it: returns (and normalized scores) are (seeds, evals) at
+    `steps`; an offline run passes env_id= and dataset= in extra (its folder is the dataset's name)."""
     run_dir = os.path.join(root, algo, env)
     os.makedirs(run_dir, exist_ok=True)
     n = len(returns)
@@ -46,10 +48,10 @@ def fake_run(root, algo, env, returns, steps, seeds_arg=None, total=None, eval_f
                    "versions": {"jax": "x"}, "git": {"commit": "abc", "dirty": False}, "machine": {}}, f)
     with open(os.path.join(run_dir, "eval.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["algo", "env", "seed", "step", "return", "time_s"])
+        w.writerow(["algo", "env", "seed", "step", "return", "time_s"] + (["normalized_score"] if normalized else []))
         for t, step in enumerate(steps):
             for s in range(n):
-                w.writerow([algo, env, s, step, returns[s][t], 1.0])
+                w.writerow([algo, env, s, step, returns[s][t], 1.0] + ([normalized[s][t]] if normalized else []))
     return run_dir
 
 
@@ -77,6 +79,129 @@ def test_repo_grids_load_and_merge_shared_runs():
         for algo in s.algos:
             for env in s.envs:
                 assert full[f"{algo}/{env}"].steps >= max(s.budgets) and full[f"{algo}/{env}"].seeds >= s.seeds
+
+
+def test_repo_offline_grids():
+    """TD3+BC, BCQ and offline TD7: D4RL files at full scale, one dataset collected from the quick TD3
+    run at quick scale; offline TD7 runs never merge with online ones; no reference number is invented."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    from envs import collect
+    assert grid.RECIPES == collect.RECIPES and grid.SOURCE_ALGOS == collect.POLICY_ALGOS
+    papers = {p.id: p for p in grid.load_papers()}
+    for pid in ("td3_bc", "bcq", "td7_offline"):
+        assert summarize.load_reference(os.path.join(grid.ROOT, papers[pid].reference)) == []
+    quick = {r.name: r for r in grid.expand(list(papers.values()), "quick")}
+    offline = {n: r for n, r in quick.items() if r.dataset}
+    assert set(offline) == {"td3_bc/hopper-medium", "bcq/hopper-medium", "td7/hopper-medium"}
+    assert quick["td7/hopper-medium"].args == ("--offline",) and quick["td7/Hopper-v4"].dataset is None
+    assert quick["td7/hopper-medium"].run_dir("R") != quick["td7/Hopper-v4"].run_dir("R")
+    ds = quick["td3_bc/hopper-medium"].dataset
+    assert (ds.recipe, ds.source, ds.steps, ds.env) == ("medium", "td3/Hopper-v4", 20_000, "Hopper-v4")
+    assert parse_dataset_id(ds.minari_id) == ("fujimoto-jax-quick/hopper", "hopper-medium", 0)
+    assert quick["td7/hopper-medium"].steps % 250 == 0 and quick["td7/hopper-medium"].eval_freq % 250 == 0
+    full = {r.name: r for r in grid.expand(list(papers.values()), "full")}
+    td3_bc = [r for r in full.values() if r.algo == "td3_bc"]
+    assert len(td3_bc) == 15 and all(r.dataset.d4rl for r in td3_bc) and {r.seeds for r in td3_bc} == {5}
+    assert full["td3_bc/hopper-medium-replay-v2"].dataset.d4rl == "hopper_medium_replay-v2.hdf5"
+    assert full["td7/walker2d-expert-v2"].args == ("--offline",) and full["td7/Walker2d-v4"].dataset is None
+    imperfect = full["bcq/hopper-imperfect"].dataset
+    assert (imperfect.recipe, imperfect.source, imperfect.steps) == ("imperfect", "ddpg/Hopper-v4", 100_000)
+
+
+def offline_grid(tmp_path, envs='["pend", "pend-d4rl"]', datasets=None, online_algos='["td3", "td7"]'):
+    """Online TD3 and TD7 on Pendulum (file 'on'); TD3+BC and offline TD7 on a dataset collected from
+    the TD3 run and on a D4RL file (files 'off' and 'off7', each defining the datasets)."""
+    datasets = datasets or ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td3/Pendulum-v1", '
+                            'steps = 400 }\npend-d4rl = { env = "Pendulum-v1", d4rl = "pend.hdf5" }\n')
+    d = write_grid(tmp_path / "g", "on", f'algos = {online_algos}\nenvs = ["Pendulum-v1"]\nseeds = 2\nbudgets = [400]\n'
+                   'eval_freq = 200\neval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    write_grid(d, "off", f'algos = ["td3_bc"]\nenvs = {envs}\nseeds = 2\nbudgets = [200]\neval_freq = 100\n'
+               'eval_episodes = 1', datasets)
+    write_grid(d, "off7", f'algos = ["td7"]\nenvs = {envs}\nseeds = 2\nbudgets = [500]\neval_freq = 250\n'
+               'eval_episodes = 1\nargs = ["--offline"]', datasets)  # offline TD7 counts in 250-step target periods
+    return d
+
+
+def test_offline_runs_expand_to_dataset_commands(tmp_path):
+    root, d4rl_dir = str(tmp_path / "runs"), str(tmp_path / "d4rl")
+    runs = {r.name: r for r in grid.expand(grid.load_papers(str(offline_grid(tmp_path))), "quick")}
+    assert set(runs) == {"td3/Pendulum-v1", "td7/Pendulum-v1", "td3_bc/pend", "td3_bc/pend-d4rl", "td7/pend",
+                         "td7/pend-d4rl"}
+    assert runs["td7/pend"].args == ("--offline",) and runs["td7/Pendulum-v1"].args == ("--learning-starts", "100")
+    run = runs["td3_bc/pend"]
+    assert (run.env, run.env_id, run.run_dir(root)) == ("pend", "Pendulum-v1", os.path.join(root, "td3_bc", "pend"))
+    cmd = launch.command(run, root, launch.State("todo"), d4rl_dir)
+    assert cmd[2:6] == ["--dataset", "minari:fujimoto-jax-quick/pendulum/pend-v0", "--env-id", "Pendulum-v1"]
+    assert cmd[cmd.index("--run-name") + 1] == "pend" and cmd[cmd.index("--results-dir") + 1] == os.path.join(root, "td3_bc")
+    assert launch.process_env(root, run.dataset)["MINARI_DATASETS_PATH"] == os.path.join(root, "datasets")
+    assert launch.collect_command(run.dataset, root)[2:] == [
+        "envs.collect", "--recipe", "medium", "--env-id", "Pendulum-v1", "--dataset-id",
+        "fujimoto-jax-quick/pendulum/pend-v0", "--seed", "0", "--steps", "400",
+        "--checkpoint", os.path.join(root, "td3", "Pendulum-v1")]
+    ext = runs["td7/pend-d4rl"]
+    cmd = launch.command(ext, root, launch.State("todo"), d4rl_dir)
+    assert cmd[2:6] == ["--dataset", f"d4rl:{d4rl_dir}/pend.hdf5", "--env-id", "Pendulum-v1"] and cmd[-1] == "--offline"
+    assert launch.process_env(root, ext.dataset).get("MINARI_DATASETS_PATH") == os.environ.get("MINARI_DATASETS_PATH")
+    # state on disk: the dataset is part of the protocol, wherever --d4rl-dir puts a D4RL file
+    td7 = dict(eval_freq=250, eval_episodes=1, env_id="Pendulum-v1")
+    fake_run(root, "td7", "pend-d4rl", [[0, 1, 2]] * 2, [0, 250, 500], dataset="d4rl:/elsewhere/pend.hdf5", offline=True,
+             **td7)
+    assert launch.run_state(ext, root).kind == "done"
+    fake_run(root, "td3_bc", "pend", [[0, 1, 2]] * 2, [0, 100, 200], dataset="minari:x/pendulum/other-v0",
+             eval_episodes=1, env_id="Pendulum-v1")
+    st = launch.run_state(run, root)
+    assert st.kind == "conflict" and "dataset minari:x/pendulum/other-v0 vs minari:fujimoto-jax-quick" in st.detail
+    fake_run(root, "td7", "pend", [[0, 1, 2]] * 2, [0, 250, 500], dataset="minari:fujimoto-jax-quick/pendulum/pend-v0",
+             **td7)  # an online td7 run (no --offline) in its folder
+    st = launch.run_state(runs["td7/pend"], root)
+    assert st.kind == "conflict" and "offline <absent> vs True" in st.detail
+
+
+@pytest.mark.parametrize("datasets,envs,match", [
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td3/Pendulum-v1", steps = 4, noise = 1 }',
+     None, "unknown keys \\['noise'\\]"),
+    ('[dataset]\npend = { env = "Pendulum-v1" }', None, "exactly one of 'recipe'"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", d4rl = "p.hdf5" }', None, "exactly one of 'recipe'"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "best", source = "td3/Pendulum-v1", steps = 4 }', None,
+     "unknown recipe 'best'"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium-expert", source = "td3/Pendulum-v1", steps = 4 }',
+     None, "takes source \\(medium\\) and source2"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "random", source = "td3/Pendulum-v1", steps = 4 }', None,
+     "takes no source"),
+    ('[dataset]\npend = { env = "Hopper-v4", recipe = "medium", source = "td3/Pendulum-v1", steps = 4 }', None,
+     "must be a run 'algo/Hopper-v4'"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td3/Pendulum-v1" }', None, "needs steps"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium-replay", source = "td3/Pendulum-v1", steps = 4 }',
+     None, "no 'steps'"),
+    ('[dataset]\npend = { env = "Pendulum-v1", d4rl = "p.hdf5", steps = 4 }', None, "describe a collection"),
+    ('[dataset]\npend = { env = "Pendulum-v1", minari = "not an id" }', None, "not a Minari id"),
+    ('[dataset]\nPend = { env = "Pendulum-v1", d4rl = "p.hdf5" }', '["Pend"]', "lower-case"),
+    ('[dataset]\npend = { env = "Pendulum-v1", d4rl = "p.hdf5" }', '["pend", "Pendulum-v1"]',
+     "mixes dataset names and env ids"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "ddpg/Pendulum-v1", steps = 4 }', '["pend"]',
+     "source 'ddpg/Pendulum-v1' is not a run of scale 'quick'"),
+    ('[datasets]\npend = { env = "Pendulum-v1", d4rl = "p.hdf5" }', '["Pendulum-v1"]', "unknown tables"),
+])
+def test_bad_dataset_tables_name_the_problem(tmp_path, datasets, envs, match):
+    d = offline_grid(tmp_path, envs or '["pend"]', datasets)
+    with pytest.raises(ValueError, match=match):
+        grid.load_papers(str(d))
+
+
+def test_a_dataset_name_means_one_dataset_in_every_grid_file(tmp_path):
+    d = offline_grid(tmp_path, '["pend"]')
+    write_grid(d, "other", 'algos = ["bcq"]\nenvs = ["pend"]\nseeds = 1\nbudgets = [200]\neval_freq = 100\n'
+               'eval_episodes = 1', '[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", '
+               'source = "td3/Pendulum-v1", steps = 800 }')
+    with pytest.raises(ValueError, match=r"other.toml: \[dataset.pend\] differs from its definition in"):
+        grid.load_papers(str(d))
+    # an online run never merges with an offline one of the same folder name
+    (d / "other.toml").unlink()
+    write_grid(d, "other", 'algos = ["td7"]\nenvs = ["pend"]\nseeds = 1\nbudgets = [500]\neval_freq = 250\n'
+               'eval_episodes = 1\nargs = ["--offline"]')
+    with pytest.raises(ValueError, match="td7 on pend is asked for with two protocols"):
+        grid.expand(grid.load_papers(str(d)), "quick")
 
 
 def test_expand_filters_and_protocol_conflict(tmp_path):
@@ -234,6 +359,45 @@ def test_summary_on_synthetic_runs(tmp_path):
     assert "| 400 | A-v4, B-v4 | 3 | 2.5 [2.5, 2.5] | 2.5 [2.5, 2.5] | 150.0 [150.0, 150.0] | 200.0 (src-e) | below |" in text
 
 
+def test_summary_of_offline_runs(tmp_path):
+    """Offline runs report their return and normalised score; a self-collected dataset is never
+    compared, a D4RL copy is compared where the reference has a number; online and offline TD7 on
+    the same env stay apart."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text(REF_HEADER + "\n" + "\n".join([
+        "t,td7,pend-d4rl,200,normalized_mean_at_budget,50,5,ci95,5,src-d4rl",  # ours 52: inside
+        "t,td7,pend,200,mean_at_budget,1,1,std,4,src-self",  # a row for a collected dataset: never comparable
+    ]) + "\n")
+    datasets = ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td7/Pendulum-v1", steps = 400 }\n'
+                'pend-d4rl = { env = "Pendulum-v1", d4rl = "pend.hdf5" }\n')
+    d = write_grid(tmp_path / "g", "on", 'algos = ["td7"]\nenvs = ["Pendulum-v1"]\nseeds = 2\nbudgets = [200]\n'
+                   'eval_freq = 100\neval_episodes = 1', reference=str(ref))
+    write_grid(d, "t", 'algos = ["td7"]\nenvs = ["pend", "pend-d4rl"]\nseeds = 2\nbudgets = [200]\neval_freq = 100\n'
+               'eval_episodes = 1\nargs = ["--offline"]', datasets, reference=str(ref))
+    root = tmp_path / "runs"
+    steps = [0, 100, 200]
+    fake_run(root, "td7", "Pendulum-v1", [[-500, -300, -200]] * 2, steps)
+    fake_run(root, "td7", "pend", [[-900, -850, -800]] * 2, steps, normalized=[[0, 10, 20]] * 2, env_id="Pendulum-v1")
+    fake_run(root, "td7", "pend-d4rl", [[-300, -200, -100]] * 2, steps, normalized=[[0, 40, 52]] * 2, env_id="Pendulum-v1")
+    os.makedirs(root / "datasets" / "fujimoto-jax-quick")  # the collected datasets are no run
+    runs = summarize.load_runs(str(root))
+    assert set(runs) == {("td7", "Pendulum-v1"), ("td7", "pend"), ("td7", "pend-d4rl")}
+    assert runs[("td7", "pend")].normalized.tolist() == [[0, 10, 20]] * 2 and runs[("td7", "Pendulum-v1")].normalized is None
+    out = tmp_path / "out"
+    rows = summarize.summarize(str(d), {"quick": str(root)}, str(out / "SUMMARY.md"), str(out / "summary.csv"),
+                               str(out / "plots"))
+    by_source = {r["reference_source"]: r for r in rows}
+    assert by_source["src-d4rl"]["ours_mean"] == 52 and by_source["src-d4rl"]["verdict"] == "inside"
+    assert by_source["src-self"]["verdict"] == "not comparable (self-collected dataset); would be: below"
+    text = (out / "SUMMARY.md").read_text()
+    assert "| td7 | pend | 200 | 2 | -800.0 [-800.0, -800.0] | -800.0 [-800.0, -800.0] | 20.0 [20.0, 20.0] | " \
+           "not comparable (self-collected dataset) |" in text
+    assert "| td7 | pend-d4rl | 200 | 2 | -100.0 [-100.0, -100.0] | -100.0 [-100.0, -100.0] | 52.0 [52.0, 52.0] | " \
+           "compared above |" in text
+    assert "| td7 | Pendulum-v1 | 200 | 2 | -200.0 [-200.0, -200.0] | -200.0 [-200.0, -200.0] |\n" in text
+    assert "normalised score, mean at budget" in text and "D4RL file `pend.hdf5`" in text
+
+
 def test_gain_ci_resamples_within_envs():
     rng = np.random.default_rng(0)
     algo = [rng.normal(200, 20, 10), rng.normal(50, 5, 10)]
@@ -279,6 +443,94 @@ def test_run_states_and_commands(tmp_path):
     assert launch.run_state(grid.Run("nope", "Hopper-v4", 400, 2, 200, 10, (), ("p",)), root).kind == "unavailable"
     moved = launch.set_aside(run, root)
     assert not os.path.exists(run_dir) and os.path.exists(os.path.join(moved, "eval.csv"))
+
+
+def test_dataset_states_unavailable_and_the_source_checkpoint(tmp_path):
+    """A collected dataset waits for its source run, cannot be had from a source done without a
+    checkpoint or outside the launch, and keeps the source's checkpoint until it is written; a
+    missing D4RL file makes its runs unavailable."""
+    d = str(offline_grid(tmp_path, online_algos='["td3"]'))
+    root, d4rl_dir = str(tmp_path / "runs"), str(tmp_path / "d4rl")
+    every = grid.expand(grid.load_papers(d), "quick")
+
+    def plan(papers=None):
+        return launch.plan(grid.expand(grid.load_papers(d, papers), "quick"), every, root, d4rl_dir)
+
+    states, collects = plan()
+    assert states["td3_bc/pend"].kind == "todo" and collects["pend"][1] == launch.State("wait", "after td3/Pendulum-v1")
+    missing = os.path.join(d4rl_dir, "pend.hdf5")
+    assert states["td7/pend-d4rl"] == launch.State("unavailable", f"needs {missing} (set --d4rl-dir / D4RL_DIR)")
+    os.makedirs(d4rl_dir)
+    open(missing, "w").close()
+    assert plan()[0]["td7/pend-d4rl"].kind == "todo"
+    # the source is done but its checkpoint is gone (a fresh clone): say what to do, do not crash
+    src = fake_run(root, "td3", "Pendulum-v1", [[0, 1, 2]] * 2, [0, 200, 400], eval_freq=200, eval_episodes=1,
+                   learning_starts=100)
+    states, collects = plan()
+    assert collects["pend"][1].kind == "unavailable" and states["td3_bc/pend"].kind == "unavailable"
+    assert "td3/Pendulum-v1 is done but has no checkpoint" in states["td7/pend"].detail
+    assert f"move {os.path.relpath(src, grid.ROOT)} away and launch again" in states["td7/pend"].detail
+    os.makedirs(os.path.join(src, "checkpoint"))
+    open(os.path.join(src, "checkpoint", "meta.json"), "w").close()
+    states, collects = plan()
+    assert collects["pend"][1].kind == "todo" and states["td3_bc/pend"].kind == "todo"
+    assert launch.needed_sources(every, root) == {"td3/Pendulum-v1"}  # kept while the dataset is missing
+    # a source outside this launch that is not done: nothing will make it
+    os.remove(os.path.join(src, "eval.csv"))
+    states, collects = plan(["off"])
+    assert collects["pend"][1] == launch.State("unavailable", "needs td3/Pendulum-v1 run first (not in this launch)")
+    # once written (envs.collect's facts in metadata.json), the dataset needs its source no more
+    ds = next(r.dataset for r in every if r.name == "td7/pend")
+    meta = os.path.join(launch.minari_dir(ds, root), "data", "metadata.json")
+    os.makedirs(os.path.dirname(meta))
+    with open(meta, "w") as f:
+        json.dump({"fujimoto_jax": "{}"}, f)
+    assert launch.is_collected(ds, root) and launch.needed_sources(every, root) == set()
+    assert plan()[1]["pend"][1].kind == "done"
+    out = io.StringIO()
+    result = launch.launch("quick", root, d, dry_run=True, out=out, d4rl_dir=d4rl_dir)
+    assert result["collect:pend"] == "done" and "collect pend" in out.getvalue()
+
+
+def test_launcher_collects_a_dataset_after_its_source_then_trains_on_it(tmp_path):
+    """Real tiny runs: TD3 on Pendulum, then envs.collect from its kept checkpoint into <root>/datasets,
+    then TD3+BC on the dataset; the checkpoint is dropped once the dataset is written."""
+    d = str(offline_grid(tmp_path, '["pend"]', online_algos='["td3"]'))
+    (tmp_path / "g" / "off7.toml").unlink()
+    root = str(tmp_path / "runs")
+    out = io.StringIO()
+    result = launch.launch("quick", root, d, poll_s=0.2, out=out)
+    log = out.getvalue()
+    assert result == {"td3/Pendulum-v1": "done", "collect:pend": "done", "td3_bc/pend": "done"}, log
+    assert log.index("done  td3/Pendulum-v1") < log.index("start collect:pend") < log.index("done  collect:pend") \
+        < log.index("start td3_bc/pend")
+    assert not launch.has_checkpoint(os.path.join(root, "td3", "Pendulum-v1"))
+    assert os.path.exists(os.path.join(root, "logs", "collect__pend.log"))
+    args = json.loads(open_text(root, "td3_bc", "pend", "config.json"))["args"]
+    assert (args["dataset"], args["env_id"]) == ("minari:fujimoto-jax-quick/pendulum/pend-v0", "Pendulum-v1")
+    with open(os.path.join(root, "td3_bc", "pend", "eval.csv")) as f:
+        assert {(int(r["seed"]), int(r["step"])) for r in csv.DictReader(f)} == {(s, t) for s in (0, 1) for t in (0, 100, 200)}
+
+
+def test_a_failed_collection_makes_its_runs_unavailable(tmp_path):
+    """envs.collect fails on a broken checkpoint: reported with its log, the runs on the dataset are
+    unavailable, the source keeps its checkpoint (the dataset is still missing), the launch exits 1."""
+    d = str(offline_grid(tmp_path, '["pend"]', online_algos='["td3"]'))
+    (tmp_path / "g" / "off7.toml").unlink()
+    root = str(tmp_path / "runs")
+    src = fake_run(root, "td3", "Pendulum-v1", [[0, 1, 2]] * 2, [0, 200, 400], eval_freq=200, eval_episodes=1,
+                   learning_starts=100)
+    os.makedirs(os.path.join(src, "checkpoint"))
+    with open(os.path.join(src, "checkpoint", "meta.json"), "w") as f:
+        f.write("{}")
+    out = io.StringIO()
+    result = launch.launch("quick", root, d, poll_s=0.2, out=out)
+    log = out.getvalue()
+    assert result == {"td3/Pendulum-v1": "done", "collect:pend": "failed", "td3_bc/pend": "unavailable"}, log
+    assert "FAILED collect:pend" in log and "collect__pend.log" in log
+    assert "UNAVAILABLE: td3_bc/pend: dataset pend was not collected (failed: see " in log
+    assert launch.has_checkpoint(src)
+    assert launch.main(["--scale", "quick", "--grid-dir", d, "--root", root, "--no-summary"]) == 1
 
 
 def test_progress_counts_work_and_eta():
