@@ -116,7 +116,7 @@ def main():
     _, name, lines = _report("offline", f"Offline updates/s on Hopper-v4 shapes (paper networks and batches), "
                              f"{opts.size:,}-transition dataset on the device", rows, opts.out)
     lines += ["| algo | seeds | scanned chunk | loop updates/s (per seed) | updates/s (all seeds) | pure update/s "
-              "| loop / update | compile s |", "|---|---|---|---|---|---|---|---|"]
+              "| loop / update | first chunk s (compile + its updates) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['algo']} | {r['num_seeds']} | {r['chunk']} | {r['loop_updates_per_s']:.1f} | "
                      f"{r['loop_updates_per_s'] * r['num_seeds']:.1f} | {r['update_per_s']:.1f} | "
