@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from minari.data_collector import EpisodeBuffer
 
+from algos import td3
 from envs import collect, offline
 from envs.runs import UserError
 
@@ -168,10 +169,10 @@ def td3_runs(tmp_path_factory):
     """Two tiny TD3 runs with checkpoints: "expert" (600 steps) and "medium" (400 steps)."""
     results = tmp_path_factory.mktemp("td3")
     out = {}
-    for name, total, freq in (("expert", 600, 300), ("medium", 400, 200)):
-        _python(os.path.join(ROOT, "algos", "td3.py"), "--env-id", "Pendulum-v1", "--total-timesteps", str(total),
-                "--learning-starts", "200", "--eval-freq", str(freq), "--eval-episodes", "1", "--batch-size", "32",
-                "--hidden-dim", "16", "--save-model", "--results-dir", str(results), "--run-name", name)
+    for name, total, freq in (("expert", 600, 300), ("medium", 400, 200)):  # in-process: no JAX start-up each
+        td3.train(td3.Args(env_id="Pendulum-v1", total_timesteps=total, learning_starts=200, eval_freq=freq,
+                           eval_episodes=1, batch_size=32, hidden_dim=16, save_model=True, results_dir=str(results),
+                           run_name=name))
         out[name] = str(results / name)
     return out
 
@@ -199,11 +200,11 @@ def _recipes(runs):
 @pytest.fixture(scope="module")
 def collected(td3_runs, tmp_path_factory):
     recipes = _recipes(td3_runs)
-    for recipe, (flags, *_) in recipes.items():
-        _python("-m", "envs.collect", "--recipe", recipe, *flags, "--eval-episodes", "1", "--num-envs", "2")
+    for recipe, (flags, *_) in recipes.items():  # in-process, through the CLI's own parser
+        collect.main(["--recipe", recipe, *flags, "--eval-episodes", "1", "--num-envs", "2"])
     d4rl = str(tmp_path_factory.mktemp("d4rl") / "medium.hdf5")
-    _python("-m", "envs.collect", "--recipe", "medium", "--checkpoint", td3_runs["expert"], "--steps", "300",
-            "--eval-episodes", "1", "--num-envs", "2", "--d4rl-out", d4rl)
+    collect.main(["--recipe", "medium", "--checkpoint", td3_runs["expert"], "--steps", "300",
+                  "--eval-episodes", "1", "--num-envs", "2", "--d4rl-out", d4rl])
     return SimpleNamespace(recipes=recipes, d4rl=d4rl, runs=td3_runs,
                            ids={r: f"fujimoto-jax/pendulum/{r}-v0" for r in recipes})
 
