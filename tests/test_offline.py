@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from algos import td3_bc, td7
-from envs import offline
+from envs import offline, runs
 
 OBS_DIM, ACT_DIM, SIZE = 4, 2, 64
 
@@ -150,3 +150,21 @@ def test_offline_flag_errors():
         td7.check_args(td7.Args(offline=True, dataset="d4rl:x", total_timesteps=1100))
     with pytest.raises(offline.UserError, match="--dataset is read with --offline"):
         td7.check_args(td7.Args(dataset="d4rl:x"))
+
+
+@pytest.mark.parametrize("name,argv,needle", [
+    ("td3_bc", [], "error: --dataset is required"),
+    ("bcq", [], "error: --dataset is required"),
+    ("td7", ["--offline"], "error: --dataset is required"),
+    ("td7", ["--dataset", "d4rl:x.hdf5"], "error: --dataset is read with --offline"),
+    ("td3_bc", ["--dataset", "hdf5:x"], "error: --dataset 'hdf5:x': expected minari:<dataset id> or d4rl:"),
+])
+def test_offline_cli_errors_are_one_line_and_write_nothing(name, argv, needle, tmp_path, capsys):
+    from algos import bcq
+    module = {"td3_bc": td3_bc, "bcq": bcq, "td7": td7}[name]
+    with pytest.raises(SystemExit) as e:
+        runs.cli(module.Args, module.train, module.evaluate_checkpoint,
+                         argv=[*argv, "--env-id", "Pendulum-v1", "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith(needle) and "\n" not in err, err
+    assert not (tmp_path / "r").exists()
