@@ -168,3 +168,35 @@ def test_offline_cli_errors_are_one_line_and_write_nothing(name, argv, needle, t
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith(needle) and "\n" not in err, err
     assert not (tmp_path / "r").exists()
+
+
+def _pendulum_d4rl(path, n=400, seed=0):
+    import h5py
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n + 1, 3)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f["observations"], f["next_observations"] = obs[:-1], obs[1:]
+        f["actions"] = rng.uniform(-2, 2, (n, 1)).astype(np.float32)
+        f["rewards"] = rng.normal(size=n).astype(np.float32)
+        f["terminals"], f["timeouts"] = np.zeros(n, bool), (np.arange(n) % 100) == 99
+    return f"d4rl:{path}"
+
+
+# TD7's three runs compile its scanned update three times (about 45 s): in `make test-slow`
+@pytest.mark.parametrize("name", ["td3_bc", pytest.param("td7", marks=pytest.mark.slow)])
+def test_offline_resume_extends_to_the_results_of_one_long_run(name, tmp_path):
+    """A run stopped at its checkpoint of step 40 and resumed to 80 ends where one 80-step run does:
+    learner, LAP priorities (TD7) and key are all in the checkpoint; the dataset is checked, not saved."""
+    module = {"td3_bc": td3_bc, "td7": td7}[name]
+    small = dict(td3_bc=["--hidden-dim", "16", "--batch-size", "32"],
+                 td7=["--offline", "--batch-size", "32", "--zs-dim", "8", "--enc-hdim", "8", "--critic-hdim", "8",
+                      "--actor-hdim", "8", "--target-update-rate", "10"])[name]
+    common = ["--dataset", _pendulum_d4rl(tmp_path / "p.hdf5"), "--env-id", "Pendulum-v1", "--eval-freq", "20",
+              "--eval-episodes", "1", "--results-dir", str(tmp_path), "--save-model", *small]
+    cli = lambda argv: runs.cli(module.Args, module.train, module.evaluate_checkpoint, argv=argv)  # noqa: E731
+    cli([*common, "--total-timesteps", "80", "--run-name", "long"])
+    cli([*common, "--total-timesteps", "40", "--run-name", "short"])
+    cli(["--resume", str(tmp_path / "short"), "--total-timesteps", "80"])
+    rows = lambda run: [(r.split(",")[2], r.split(",")[3], r.split(",")[4])  # noqa: E731  (seed, step, return)
+                        for r in open(tmp_path / run / "eval.csv").read().splitlines()[1:]]
+    assert rows("short") == rows("long") and len(rows("long")) == 5
