@@ -22,13 +22,15 @@ samples its own indices), the updates run in lax.scan chunks of eval_freq betwee
 episodes on envs seeded seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the
 dataset has references.
 
-Deviations and notes (none changes the algorithm):
+Deviations and notes (none changes the algorithm when max_action = 1, as on every D4RL task):
 - Data (envs/offline.py, timeouts="bootstrap"): a time-limit transition is kept and bootstraps, as
   the repo's buffer stores done = 0 at the time limit. A D4RL file without next_observations cannot
   give those transitions their next state, so the loader drops them and says how many. No state
   normalisation (the repo has none).
 - Actions are mapped from the env's bounds onto [-1, 1], so max_action = 1: Phi and the decoder's
-  tanh are in units of max_action, as the repo's Phi * max_action and max_action * tanh.
+  tanh are in units of max_action, as the repo's Phi * max_action and max_action * tanh. The VAE's
+  reconstruction MSE is therefore in [-1, 1] units: on an env whose bounds are not +-1 it weighs
+  1 / max_action^2 times the repo's against the KL (exact for max_action = 1, every D4RL task).
 - Every random draw (batch indices, the VAE's reparameterisation noise, the prior latents of the
   target, of the actor loss and of action selection) comes from each seed's JAX key, not torch's
   global RNG.

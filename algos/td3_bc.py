@@ -15,15 +15,17 @@ stepping, the dataset stored once on the device for all seeds (each samples its 
 updates run in lax.scan chunks of eval_freq between evaluations (10 episodes on envs seeded
 seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the dataset has references.
 
-Deviations and notes (none changes the algorithm):
+Deviations and notes (none changes the algorithm on D4RL's tasks, whose actions lie in [-1, 1]):
 - Data as `d4rl.qlearning_dataset` gives it (envs/offline.py, timeouts="drop"): the transition of
   a time-limit end is dropped and every other one bootstraps unless terminal. For a Minari dataset
   the truncated last step of an episode is dropped the same way.
 - Actions are mapped from the env's bounds onto [-1, 1] (the identity for D4RL's MuJoCo tasks), and
-  the noise scales are in units of max_action, as in td3.py.
+  the noise scales are in units of max_action, as in td3.py. The BC term is therefore measured in
+  [-1, 1] units: on an env whose bounds are not +-1 it weighs 1 / max_action^2 times what the repo's
+  env-unit MSE would (exact for every D4RL task).
 - --total-timesteps counts gradient steps per seed (the repo's max_timesteps); it and --eval-freq
   must be multiples of --policy-freq, so every scanned chunk holds whole actor periods.
-- The logged losses are the means over each chunk of eval_freq updates.
+- The logged losses are the means over the actor steps of each chunk (every policy_freq-th update).
 """
 
 from __future__ import annotations

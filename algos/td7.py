@@ -62,7 +62,7 @@ transition of a time-limit end is dropped, every other one bootstraps unless ter
 --total-timesteps then counts training steps (default 1M; the repo's default is 5M, and the
 paper's offline table reports 1M) and must be a multiple of --target-update-rate, as must
 --eval-freq, so every scanned chunk holds whole target periods. Losses logged offline are means over
-each chunk.
+the actor steps of each chunk (every policy_freq-th update).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -99,8 +100,12 @@ class SavedRun:
         meta_path = runs.Checkpoint.find(run_dir) if os.path.isdir(run_dir) else None
         if meta_path is None:
             runs.Checkpoint(run_dir, "?")  # raises the contract's error (no folder, no checkpoint, old pickle)
-        with open(os.path.join(meta_path, "meta.json")) as f:
-            algo = json.load(f).get("algo")
+        try:
+            with open(os.path.join(meta_path, "meta.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"damaged checkpoint: cannot read {meta_path}/meta.json ({e})") from None
+        algo = meta.get("algo") if isinstance(meta, dict) else None
         if algo not in POLICY_ALGOS:
             raise UserError(f"--checkpoint {run_dir} holds a {algo} checkpoint; the recipes roll out "
                             f"{', '.join(POLICY_ALGOS)} policies")
@@ -274,7 +279,9 @@ def collect(args: Args) -> str:
         _check_new_id(dataset_id)
     probe = SeedEnvs(env_id, [args.seed])
     low, high = probe.envs[0].action_space.low, probe.envs[0].action_space.high
-    env_spec = probe.envs[0].spec
+    # the spaces go to Minari explicitly: suites without a gymnasium spec (dmc:) have none to read them from
+    env_spec, spaces = probe.envs[0].spec, {"observation_space": probe.envs[0].observation_space,
+                                            "action_space": probe.envs[0].action_space}
     probe.close()
 
     policies = [{**r.describe(measure(env_id, r.policy, args.eval_episodes, args.seed, args.num_envs))} for r in runs_]
@@ -312,13 +319,17 @@ def collect(args: Args) -> str:
         print(f"wrote d4rl:{args.d4rl_out}: {facts['steps']} transitions in {len(episodes)} episodes")
         return args.d4rl_out
     from minari.storage import get_dataset_path
-    with warnings.catch_warnings():  # Minari's reminders about permalinks and e-mails
-        warnings.simplefilter("ignore")
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id, episodes, env=env_spec, algorithm_name=f"fujimoto-jax {args.recipe}", author=args.author,
-            code_permalink="https://github.com/fujimoto-jax", description=description,
-            ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None)
-        dataset.storage.update_metadata({"fujimoto_jax": json.dumps(facts)})
+    try:
+        with warnings.catch_warnings():  # Minari's reminders about permalinks and e-mails
+            warnings.simplefilter("ignore")
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id, episodes, env=env_spec, algorithm_name=f"fujimoto-jax {args.recipe}", author=args.author,
+                code_permalink="https://github.com/fujimoto-jax", description=description,
+                ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None, **spaces)
+            dataset.storage.update_metadata({"fujimoto_jax": json.dumps(facts)})
+    except BaseException:  # a half-written dataset would block the next try and load as damaged
+        shutil.rmtree(os.path.join(offline.minari_root(), dataset_id), ignore_errors=True)
+        raise
     print(f"wrote minari:{dataset_id}: {facts['steps']} transitions in {len(episodes)} episodes "
           f"({get_dataset_path(dataset_id)})")
     for p in policies:
@@ -330,22 +341,30 @@ def collect(args: Args) -> str:
 
 def _check_new_id(dataset_id: str) -> None:
     from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.storage import get_dataset_path
     try:
         parse_dataset_id(dataset_id)
     except Exception as e:
         raise UserError(f"--dataset-id {dataset_id!r}: not a Minari id (namespace/env/name-vN): {e}") from None
-    if os.path.exists(os.path.join(str(get_dataset_path(dataset_id)), "data")):
-        raise UserError(f"dataset {dataset_id} already exists ({get_dataset_path(dataset_id)}); "
+    if os.path.exists(os.path.join(offline.minari_root(), dataset_id)):
+        raise UserError(f"dataset {dataset_id} already exists ({os.path.join(offline.minari_root(), dataset_id)}); "
                         "pass another --dataset-id or delete it with `minari delete`")
 
 
 def write_d4rl(path: str, episodes, facts: dict) -> None:
     """The D4RL layout: flat observations, actions, rewards, terminals, timeouts, next_observations,
     and the facts as the file's attribute ``fujimoto_jax`` (JSON). Written to a temporary file, then renamed."""
+    tmp = path + ".partial"
+    try:
+        _write_d4rl_file(tmp, episodes, facts)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_d4rl_file(tmp: str, episodes, facts: dict) -> None:
     import h5py
     cat = lambda f: np.concatenate([f(e) for e in episodes])  # noqa: E731
-    tmp = path + ".partial"
     with h5py.File(tmp, "w") as f:
         f["observations"] = cat(lambda e: e.observations[:-1])
         f["next_observations"] = cat(lambda e: e.observations[1:])
@@ -354,7 +373,6 @@ def write_d4rl(path: str, episodes, facts: dict) -> None:
         f["terminals"] = cat(lambda e: e.terminations)
         f["timeouts"] = cat(lambda e: e.truncations)
         f.attrs["fujimoto_jax"] = json.dumps(facts)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:
@@ -365,6 +383,9 @@ def main(argv=None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted; no dataset was written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

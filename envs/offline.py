@@ -42,7 +42,7 @@ D4RL_REF = {
     "Walker2d": (1.629008, 4592.3),
     "Ant": (-325.6, 3879.7),
 }
-D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals")  # and "timeouts" (older -v0 files lack it)
 ACTION_TOL = 1e-4  # actions this far outside the bounds (in units of the half-range) are clipped, beyond: error
 
 
@@ -123,10 +123,11 @@ def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
     try:
         low, high = np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64)
         obs_dim = env.observation_space.shape[0]
+        max_steps = env.spec.max_episode_steps if env.spec is not None else None
     finally:
         env.close()
     if kind == "d4rl":
-        data = _load_d4rl(rest, timeouts)
+        data = _load_d4rl(rest, timeouts, max_steps)
         data.ref = d4rl_reference(env_id)
     else:
         data = _load_minari(rest, timeouts)
@@ -159,7 +160,22 @@ def _check_finite(where: str, key: str, arr: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 # D4RL HDF5
 # ---------------------------------------------------------------------------------------------
-def _load_d4rl(path: str, timeouts: str) -> Transitions:
+def _step_count_timeouts(terminals: np.ndarray, max_steps: int) -> np.ndarray:
+    """qlearning_dataset's rule for a file without "timeouts": a step is final when its counter reaches
+    max_episode_steps - 1. The counter restarts at 0 after a final step, and after a terminal at 0 + 1
+    (its increment follows the reset), so D4RL counts the episode after a terminal one step ahead."""
+    final, count = np.zeros(len(terminals), bool), 0
+    for i, done in enumerate(terminals):
+        if count == max_steps - 1:
+            final[i], count = True, 0
+            continue
+        if done:
+            count = 0
+        count += 1
+    return final
+
+
+def _load_d4rl(path: str, timeouts: str, max_steps=None) -> Transitions:
     require("h5py", "--dataset d4rl:...", "offline")
     import h5py
     where = f"--dataset d4rl:{path}"
@@ -169,9 +185,10 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
         with h5py.File(path, "r") as f:
             missing = [k for k in D4RL_KEYS if k not in f]
             if missing:
-                raise UserError(f"{where}: missing key {missing[0]!r} (a D4RL file has {', '.join(D4RL_KEYS)})")
+                raise UserError(f"{where}: missing key {missing[0]!r} (a D4RL file has {', '.join(D4RL_KEYS)}, "
+                                "timeouts)")
             raw = {}
-            for k in D4RL_KEYS + ("next_observations",):
+            for k in D4RL_KEYS + ("timeouts", "next_observations"):
                 if k in f:
                     if not isinstance(f[k], h5py.Dataset):
                         raise UserError(f"{where}: key {k!r} is an HDF5 {type(f[k]).__name__}, not an array")
@@ -190,13 +207,19 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
             raise UserError(f"{where}: key {k!r} has non-numeric dtype {v.dtype}")
         _check_finite(where, repr(k), v)
     for k in ("rewards", "terminals", "timeouts"):
-        if raw[k].ndim != 1:
+        if k in raw and raw[k].ndim != 1:
             raise UserError(f"{where}: key {k!r} has shape {raw[k].shape}, expected ({n},)")
     if n < 2:
         raise UserError(f"{where}: {n} rows; need at least 2")
     obs = raw["observations"].astype(np.float32)
     has_next = "next_observations" in raw
-    term, tout = raw["terminals"].astype(bool), raw["timeouts"].astype(bool)
+    term = raw["terminals"].astype(bool)
+    if "timeouts" in raw:
+        tout = raw["timeouts"].astype(bool)
+    elif max_steps:  # older (-v0) files: qlearning_dataset counts steps against the env's time limit
+        tout = _step_count_timeouts(term, max_steps)
+    else:
+        raise UserError(f"{where}: no 'timeouts' key, and the env has no time limit to count episode steps against")
     i = np.arange(n - 1)  # qlearning_dataset iterates range(N - 1): the last row never makes a transition
     if timeouts == "bootstrap" and has_next:
         i = np.arange(n)
@@ -206,6 +229,7 @@ def _load_d4rl(path: str, timeouts: str) -> Transitions:
     starts = np.r_[0, np.nonzero(ends)[0] + 1]
     returns = np.array([raw["rewards"][a:b + 1].sum() for a, b in zip(starts[:-1], np.nonzero(ends)[0])])
     info = {"format": "d4rl", "rows": n, "has_next_observations": has_next, "timeouts": timeouts,
+            "timeouts_from": "file" if "timeouts" in raw else f"step count (max_episode_steps {max_steps})",
             "dropped_timeouts": int(np.sum(~keep)), "dropped_last_row": int(len(i) < n)}
     i = i[keep]
     return Transitions(obs[i], raw["actions"][i].astype(np.float32), raw["rewards"][i].astype(np.float32),

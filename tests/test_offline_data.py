@@ -452,7 +452,7 @@ def _poke(key, index, value):
 
 
 MALFORMED = [
-    *[(f"missing-{k}", _without(k), [f"missing key {k!r}"]) for k in D4RL_KEYS],
+    *[(f"missing-{k}", _without(k), [f"missing key {k!r}"]) for k in D4RL_KEYS[:4]],  # timeouts may be absent
     ("short-actions", _setitem("actions", lambda r: r["actions"][:-1]), ["'actions'", "11 rows", "12"]),
     ("short-next-obs", _setitem("next_observations", lambda r: r["next_observations"][:-2]),
      ["'next_observations'", "10 rows"]),
@@ -572,7 +572,7 @@ def test_malformed_minari_episode(minari_root, case):
 
 def test_td3_bc_cli_with_a_bad_file_is_one_line_and_no_run_folder(tmp_path):
     raw = _raw()
-    del raw["timeouts"]
+    del raw["rewards"]
     path = _write_h5(tmp_path / "bad.hdf5", raw)
     results = tmp_path / "results"
     proc = _python(os.path.join(ROOT, "algos", "td3_bc.py"), "--dataset", f"d4rl:{path}", "--env-id", "Hopper-v4",
@@ -580,7 +580,7 @@ def test_td3_bc_cli_with_a_bad_file_is_one_line_and_no_run_folder(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    assert "missing key 'timeouts'" in lines[0] and path in lines[0]
+    assert "missing key 'rewards'" in lines[0] and path in lines[0]
     assert not results.exists()
 
 
@@ -722,3 +722,66 @@ def test_collect_d4rl_out_into_a_missing_folder(capsys, tmp_path):
         assert not path.exists()
     else:
         assert len(offline.load(f"d4rl:{path}", "Pendulum-v1", "bootstrap")) == 10
+
+
+def test_d4rl_file_without_timeouts_counts_steps_as_qlearning_dataset_does(tmp_path):
+    """Older (-v0) files have no timeouts: D4RL flags step i final when its episode_step counter reaches
+    max_episode_steps - 1 (Pendulum-v1: 200), resetting the counter to 0 there and to 0 then + 1 after
+    a terminal. Written out literally here and compared row by row."""
+    rng = np.random.default_rng(5)
+    n = 520
+    raw = {"observations": rng.normal(size=(n, 3)).astype(np.float32),
+           "actions": rng.uniform(-2, 2, (n, 1)).astype(np.float32), "rewards": rng.normal(size=n),
+           "terminals": np.isin(np.arange(n), [50, 300])}
+    path = _write_h5(tmp_path / "v0.hdf5", raw)
+    data = offline.load(f"d4rl:{path}", "Pendulum-v1", "drop")
+    keep, step = [], 0
+    for i in range(n - 1):
+        final = step == 200 - 1
+        if final:
+            step = 0
+            continue
+        if raw["terminals"][i] or final:
+            step = 0
+        keep.append(i)
+        step += 1
+    np.testing.assert_array_equal(data.obs, raw["observations"][keep])
+    np.testing.assert_array_equal(data.next_obs, raw["observations"][np.array(keep) + 1])
+    np.testing.assert_array_equal(data.terminated, raw["terminals"][keep].astype(np.float32))
+    # by hand: the terminal at row 50 restarts the counter at 1 on row 51, so row i counts i - 50 and
+    # row 249 is final (dropped; the counter restarts at 0 on row 250); the terminal at row 300 restarts
+    # it at 1 on row 301, so row 499 is final. A counter without the quirk would drop 250 and 500.
+    assert sorted(set(range(n - 1)) - set(keep)) == [249, 499]
+    assert data.info["timeouts_from"].startswith("step count")
+
+
+def test_collect_leaves_nothing_behind_when_writing_fails(monkeypatch, tmp_path, minari_root):
+    """A failure (or Ctrl-C) while Minari or h5py writes removes the half-written dataset or file, so
+    the next try is not refused as existing nor loaded as damaged."""
+    before = _snapshot(minari_root, tmp_path)
+
+    def fail(*a, **k):  # noqa: ARG001
+        os.makedirs(os.path.join(str(minari_root), "test", "pendulum", "broken-v0", "data"))  # as Minari would
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", fail)
+    with pytest.raises(SystemExit) as e:
+        collect.main(["--recipe", "random", "--env-id", "Pendulum-v1", "--steps", "10", "--eval-episodes", "1",
+                      "--dataset-id", "test/pendulum/broken-v0"])
+    assert e.value.code == 130
+    monkeypatch.setattr(collect, "_write_d4rl_file", lambda tmp, *a: (open(tmp, "w").close(), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        collect.main(["--recipe", "random", "--env-id", "Pendulum-v1", "--steps", "10", "--eval-episodes", "1",
+                      "--d4rl-out", str(tmp_path / "x.hdf5")])
+    after = _snapshot(minari_root, tmp_path)
+    assert not [k for k in after if "broken-v0" in k or "x.hdf5" in k], after  # no dataset, no .partial
+    assert {k: v for k, v in after.items() if os.path.isfile(k)} == {k: v for k, v in before.items() if os.path.isfile(k)}
+
+
+def test_collect_damaged_checkpoint_meta_is_one_line(capsys, tmp_path):
+    run = tmp_path / "run" / "checkpoint"
+    run.mkdir(parents=True)
+    for text in ("{bad", "[1]"):
+        (run / "meta.json").write_text(text)
+        err = _collect_error(capsys, ["--recipe", "medium", "--checkpoint", str(tmp_path / "run"), "--steps", "10"])
+        assert "checkpoint" in err and "\n" not in err.strip(), err
