@@ -53,8 +53,9 @@ class Args:
     """run folder(s) with a checkpoint (--save-model): one for medium/expert/medium-replay/imperfect, medium then expert for medium-expert"""
     env_id: str = ""
     """env to collect on; default: the checkpoint's (required for random)"""
-    steps: int = 1_000_000
-    """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer)"""
+    steps: Optional[int] = None
+    """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer); unset: 1M as
+    D4RL's datasets, 100k for imperfect as the BCQ paper's buffers"""
     dataset_id: str = ""
     """Minari id, namespace/env/name-vN; default fujimoto-jax/<env>/<recipe>-v0"""
     d4rl_out: str = ""
@@ -240,6 +241,8 @@ def check(args: Args) -> None:
         raise UserError(f"--recipe {args.recipe} takes {what[need[0]]}, got {len(args.checkpoint)}")
     if args.recipe == "random" and not args.env_id:
         raise UserError("--recipe random needs --env-id")
+    if args.steps is None:
+        args.steps = 100_000 if args.recipe == "imperfect" else 1_000_000
     for name in ("steps", "num_envs", "eval_episodes"):
         if getattr(args, name) < 1:
             raise UserError(f"{runs.flag(name)} must be >= 1, got {getattr(args, name)}")

@@ -60,6 +60,16 @@ def _python(*args, check=True, timeout=300):
     return proc
 
 
+def _assert_one_line_error(spec, env_id, needles, mode="drop"):
+    """Loading ``spec`` fails with one line that starts with the flag and holds every needle."""
+    with pytest.raises(UserError) as exc:
+        offline.load(spec, env_id, mode)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"--dataset {spec}: "), msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
 def _snapshot(*dirs) -> dict:
     """Every folder and file under ``dirs`` with size and modification time."""
     out = {}
@@ -476,12 +486,7 @@ def test_malformed_d4rl_file_is_one_line_naming_the_key(tmp_path, name, mutate, 
     path = _write_h5(tmp_path / "bad.hdf5", raw)
     before = _snapshot(tmp_path)
     for mode in ("drop", "bootstrap"):
-        with pytest.raises(UserError) as exc:
-            offline.load(f"d4rl:{path}", "Hopper-v4", mode)
-        msg = str(exc.value)
-        assert "\n" not in msg and msg.startswith(f"--dataset d4rl:{path}: "), msg
-        for needle in needles:
-            assert needle in msg, msg
+        _assert_one_line_error(f"d4rl:{path}", "Hopper-v4", needles, mode)
     assert _snapshot(tmp_path) == before
 
 
@@ -561,12 +566,7 @@ def test_malformed_minari_episode(minari_root, case):
         e["act"][0, 0] = 1.01
     spec = _minari(f"test/hopper/bad-{case}-v0", eps)
     before = _snapshot(minari_root)
-    with pytest.raises(UserError) as exc:
-        offline.load(spec, env_id)
-    msg = str(exc.value)
-    assert "\n" not in msg and msg.startswith(f"--dataset {spec}: "), msg
-    for needle in needles:
-        assert needle in msg, msg
+    _assert_one_line_error(spec, env_id, needles)
     assert _snapshot(minari_root) == before
 
 
