@@ -324,11 +324,25 @@ def lap_priority(delta, min_priority=1.0, alpha=0.4):
     return jnp.maximum(delta.max(-1), min_priority) ** alpha
 
 
+SAMPLE_BLOCK = 256  # slots per block of the two-level prioritised sampler
+
+
 def lap_sample(key, priority, batch_size):
-    """Indices drawn with probability priority_i / sum(priority): cumulative sum + searchsorted."""
-    csum = jnp.cumsum(priority)
+    """Indices drawn with probability priority_i / sum(priority), in two levels: a block of
+    SAMPLE_BLOCK slots by the cumulative sum of block totals, then a slot by the cumulative sum
+    inside it. Why: one cumsum over a 1M-slot buffer cost 2-9 ms per update on XLA:CPU; this reads
+    the buffer once, in a blocked sum (the same distribution, up to float rounding)."""
+    n = priority.shape[0]
+    block = min(SAMPLE_BLOCK, n)
+    csum = jnp.cumsum(jnp.pad(priority, (0, -n % block)).reshape(-1, block).sum(-1))  # [blocks]
     u = jax.random.uniform(key, (batch_size,)) * csum[-1]
-    return jnp.minimum(jnp.searchsorted(csum, u, side="left"), priority.shape[0] - 1)
+    blk = jnp.minimum(jnp.searchsorted(csum, u, side="right"), csum.shape[0] - 1)
+    u = u - jnp.where(blk > 0, csum[blk - 1], 0.0)
+    slot = blk[:, None] * block + jnp.arange(block)  # [B, block]
+    w = jnp.where(slot < n, priority[jnp.minimum(slot, n - 1)], 0.0)
+    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(jnp.cumsum(w, -1), u)
+    last = block - 1 - jnp.argmax(w[:, ::-1] > 0, -1)  # u rounded past the block's total: its last weighted slot
+    return jnp.minimum(blk * block + jnp.minimum(i, last), n - 1)
 
 
 def offline_actor_loss(q, pi, action, lmbda):

@@ -392,3 +392,26 @@ def test_killed_run_resumes_to_the_same_returns_and_eval_only_matches(tmp_path):
     run_dir, _ = _kill_and_resume("mrq.py", cfg, tmp_path, full["run_dir"])
     returns = mrq.evaluate_checkpoint(mrq.Args(eval_only=True, checkpoint=str(run_dir), eval_episodes=2))
     np.testing.assert_allclose(returns, [r for _, _, r in _eval_rows(run_dir)[-2:]], rtol=1e-5)
+
+
+def test_two_level_sampler_across_blocks_matches_priorities():
+    """Starts over several sampler blocks (a partial last one, an empty one) follow priority x valid,
+    and never land on an unsampleable slot."""
+    slots = 3 * mrq.SAMPLE_BLOCK + 40
+    rng = np.random.default_rng(0)
+    valid = rng.random(slots) < 0.6
+    valid[mrq.SAMPLE_BLOCK:2 * mrq.SAMPLE_BLOCK] = False  # a block with no weight at all
+    priority = rng.random(slots).astype(np.float32) ** 2 + 0.05
+    buf = mrq.replay_init(slots, (1,), jnp.float32, 1)._replace(valid=jnp.asarray(valid), priority=jnp.asarray(priority))
+    n = 400_000
+    start = np.asarray(jax.jit(mrq.replay_sample_starts, static_argnums=2)(buf, jax.random.PRNGKey(3), n,
+                                                                           mrq.replay_cdf(buf)))
+    assert valid[start].all()
+    expected = np.where(valid, priority, 0.0) / np.where(valid, priority, 0.0).sum()
+    freq = np.bincount(start, minlength=slots) / n
+    sigma = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(freq - expected) <= 5 * sigma + 1e-12)  # every slot within 5 sigma
+    # per block (the first level) within 4 sigma of its share
+    per_block = lambda x: np.add.reduceat(x, np.arange(0, slots, mrq.SAMPLE_BLOCK))
+    e_blk = per_block(expected)
+    assert np.all(np.abs(per_block(freq) - e_blk) <= 4 * np.sqrt(e_blk * (1 - e_blk) / n) + 1e-12)

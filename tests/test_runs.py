@@ -169,3 +169,21 @@ def test_a_copied_algorithm_file_runs_on_its_own(tmp_path, script, extra):
     (run,) = os.listdir(tmp_path / "out")
     seeds = 2 if script == "td7.py" else 1
     assert len(_eval_rows(tmp_path / "out" / run)) == 2 * seeds  # steps 0 and 300
+
+
+def test_compile_cache_folder_env_override_and_off(tmp_path):
+    """cli's persistent compilation cache: FUJIMOTO_JAX_CACHE moves it (created, and jax's config points
+    there), 'off' turns it off, a JAX_COMPILATION_CACHE_DIR of the user's wins; an unwritable folder is
+    one warning line, not a crash."""
+    code = ("import os, jax; from envs import runs\n"
+            "os.environ['FUJIMOTO_JAX_CACHE'] = 'off'; print(runs.compile_cache())\n"
+            f"os.environ['FUJIMOTO_JAX_CACHE'] = {str(tmp_path / 'c')!r}; print(runs.compile_cache())\n"
+            "print(jax.config.jax_compilation_cache_dir)\n"
+            "os.environ['FUJIMOTO_JAX_CACHE'] = '/proc/nope'; print(runs.compile_cache())\n"
+            "os.environ['JAX_COMPILATION_CACHE_DIR'] = '/elsewhere'; print(runs.compile_cache())\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", str(tmp_path / "c"), str(tmp_path / "c"), "None", "/elsewhere"]
+    assert (tmp_path / "c").is_dir()
+    assert out.stderr.count("warning: no compilation cache (/proc/nope") == 1

@@ -83,6 +83,21 @@ def test_lap_sampling_frequencies_follow_priorities():
     assert freq[4:].sum() == 0.0  # empty slots are never drawn
 
 
+def test_lap_sampling_across_blocks():
+    """Over several sampler blocks (a zero block, a partial last one) frequencies follow the priorities."""
+    n = 3 * td7.SAMPLE_BLOCK + 17
+    rng = np.random.default_rng(1)
+    priority = (rng.random(n) ** 2 + 0.01).astype(np.float32)
+    priority[td7.SAMPLE_BLOCK:2 * td7.SAMPLE_BLOCK] = 0.0
+    priority[-5:] = 0.0  # empty slots at the end, as in a buffer still filling
+    draws = 400_000
+    idx = np.asarray(jax.jit(td7.lap_sample, static_argnums=2)(jax.random.PRNGKey(4), jnp.asarray(priority), draws))
+    expected = priority / priority.sum()
+    freq = np.bincount(idx, minlength=n) / draws
+    assert np.all(np.abs(freq - expected) <= 5 * np.sqrt(expected * (1 - expected) / draws) + 1e-12)
+    assert freq[priority == 0].sum() == 0.0
+
+
 def test_td7_target_clips_the_bootstrap_to_the_frozen_range():
     q_next = jnp.array([[5.0, 7.0], [-4.0, 1.0], [2.0, 3.0]])
     y = td7.td7_target(jnp.array([1.0, 1.0, 1.0]), jnp.array([0.0, 0.0, 1.0]), q_next, jnp.array([-1.0, 3.0]), 0.5)
