@@ -262,11 +262,38 @@ def multi_step_return(rewards, not_done, discount: float, terminal_reward: bool 
 # ---------------------------------------------------------------------------------------------
 # Network blocks: LayerNorm without parameters, Xavier-uniform(gain sqrt 2) weights, zero biases
 # ---------------------------------------------------------------------------------------------
-def layer_norm(x, eps: float = 1e-5):
-    """torch.nn.functional.layer_norm with no weight/bias: nothing to learn."""
+# Why custom gradients: XLA:CPU spent about a tenth of an encoder update in the autodiff of LayerNorm
+# and ELU; the closed forms below are the same derivatives in fewer passes (equal up to float rounding).
+def _layer_norm(x, eps: float = 1e-5):
     mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / jnp.sqrt(var + eps)
+    std = jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    return (x - mean) / std, std
+
+
+@jax.custom_vjp
+def layer_norm(x):
+    """torch.nn.functional.layer_norm with no weight/bias (eps 1e-5): nothing to learn."""
+    return _layer_norm(x)[0]
+
+
+def _layer_norm_bwd(res, g):  # d/dx of (x - mean) / std: (g - mean(g) - y mean(g y)) / std
+    y, std = res
+    return ((g - g.mean(-1, keepdims=True) - y * (g * y).mean(-1, keepdims=True)) / std,)
+
+
+layer_norm.defvjp(lambda x: (lambda y, std: (y, (y, std)))(*_layer_norm(x)), _layer_norm_bwd)
+
+
+@jax.custom_jvp
+def elu(x):
+    """nn.elu (alpha 1), its derivative read off the output: 1 above 0, elu(x) + 1 = exp(x) below."""
+    return jnp.where(x > 0, x, jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+@elu.defjvp
+def _elu_jvp(primals, tangents):
+    y = elu(primals[0])
+    return y, tangents[0] * jnp.where(primals[0] > 0, 1.0, y + 1.0)
 
 
 XAVIER_RELU = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # xavier_uniform with gain sqrt(2)
@@ -285,7 +312,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        act = getattr(nn, self.activation)
+        act = {"elu": elu, "relu": nn.relu}[self.activation]
         x = act(layer_norm(dense(self.hidden)(x)))
         x = act(layer_norm(dense(self.hidden)(x)))
         return dense(self.out)(x)
@@ -324,12 +351,12 @@ class Encoder(nn.Module):
         if self.pixels:  # [B, C, 84, 84] uint8 -> 84 -> 41 -> 20 -> 9 -> 7
             x = obs.astype(jnp.float32).transpose(0, 2, 3, 1) / 255.0 - 0.5
             for conv in self.convs:
-                x = nn.elu(conv(x))
-            return nn.elu(layer_norm(self.state_out(x.reshape(x.shape[0], -1))))
-        return nn.elu(layer_norm(self.state_mlp(obs)))
+                x = elu(conv(x))
+            return elu(layer_norm(self.state_out(x.reshape(x.shape[0], -1))))
+        return elu(layer_norm(self.state_mlp(obs)))
 
     def g(self, zs, action):
-        za = nn.elu(self.action_in(action))
+        za = elu(self.action_in(action))
         return self.sa_mlp(jnp.concatenate([zs, za], -1))
 
     def predict(self, zsa):
@@ -367,7 +394,7 @@ class Value(nn.Module):
     def __call__(self, zsa):
         heads = []
         for _ in range(2):
-            x = nn.elu(layer_norm(MLP(self.hidden, self.hidden, "elu")(zsa)))
+            x = elu(layer_norm(MLP(self.hidden, self.hidden, "elu")(zsa)))
             heads.append(dense(1)(x))
         return jnp.concatenate(heads, -1)
 
