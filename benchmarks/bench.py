@@ -10,12 +10,10 @@ Measures, for each algorithm and seed count:
     env step alone, to show where the loop's time goes.
 The loop's overhead is the ratio loop / update.
 
-MR.Q (`--mrq-envs`, default a Gym task and a DMC-pixels task): env steps per second of the training
-loop's own calls (env step, buffer write, update, action) with the paper's networks and batch,
-after compilation. Per env step MR.Q makes one value/policy update and, every 250 steps, a burst of
-250 encoder updates; the bench times plain steps and bursts of --mrq-burst encoder updates
-separately and reports steps/s = 1 / (plain step + one encoder update), the rate of the paper's
-schedule, without running 250-step bursts (minutes each on a CPU with pixels).
+TD7 also: the pure update at the run's replay size (1M slots) with its two-level prioritised
+sampler against one cumulative sum over the whole buffer (the sampler before issue 17), interleaved.
+
+MR.Q has its own benchmark: benchmarks/mrq_speed.py (`make bench` runs both).
 
 Results go to results/bench/<algo>_<platform>.json and .md, with the machine, library versions and
 the command.
@@ -36,7 +34,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
-from algos import mrq, td3, td7  # noqa: E402
+from algos import td3, td7  # noqa: E402
 from envs import runs  # noqa: E402
 
 ALGOS = {"td3": td3, "td7": td7}
@@ -140,7 +138,7 @@ def bench(algo: str, opts, obs_dim: int, action_dim: int, tmp: str) -> list[dict
     return rows
 
 
-def _report(algo: str, benchmark: str, rows: list[dict], out: str) -> tuple[dict, str, list[str]]:
+def _report(algo: str, benchmark: str, rows: list[dict], out: str, extra: dict | None = None) -> tuple[dict, str, list[str]]:
     """The report's provenance (command, machine, versions, commit), its file stem and Markdown header."""
     device = jax.devices()[0]
     report = {
@@ -149,6 +147,7 @@ def _report(algo: str, benchmark: str, rows: list[dict], out: str) -> tuple[dict
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                     "jax_device": f"{device.platform}:{device.device_kind}"},
         "versions": runs.versions(), "git": runs.git_info(), "date": time.strftime("%Y-%m-%d"), "rows": rows,
+        **(extra or {}),
     }
     os.makedirs(out, exist_ok=True)
     name = os.path.join(out, f"{algo}_{device.platform}")
@@ -166,9 +165,10 @@ def _write_md(name: str, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-def write_report(algo: str, opts, rows: list[dict]) -> None:
+def write_report(algo: str, opts, rows: list[dict], sampler: dict | None = None) -> None:
     _, name, lines = _report(algo, f"{algo.upper()} {opts.env_id}, paper shapes (256 wide, batch 256), median of "
-                             f"{opts.rounds} rounds of {opts.steps or TIMED_STEPS[algo]} timed steps", rows, opts.out)
+                             f"{opts.rounds} rounds of {opts.steps or TIMED_STEPS[algo]} timed steps", rows, opts.out,
+                             {"sampler_at_run_size": sampler} if sampler else {})
     lines += ["| seeds | loop env steps/s (per seed) | env steps/s (all seeds) | loop updates/s (per seed) "
              "| pure update/s | loop / update | loop without env, steps/s | env step alone, us | compile s (loop) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -176,101 +176,69 @@ def write_report(algo: str, opts, rows: list[dict]) -> None:
         lines.append(f"| {r['num_seeds']} | {r['loop_steps_per_s']:.1f} | {r['loop_env_steps_per_s']:.1f} | "
                      f"{r['loop_updates_per_s']:.1f} | {r['update_per_s']:.1f} | {r['loop_over_update']:.3f} | "
                      f"{r['loop_without_env_per_s']:.1f} | {r['env_step_us']:.0f} | {r['loop_compile_s']:.2f} |")
+    if sampler:
+        lines += ["", f"Pure update (1 seed) with a full {sampler['capacity']:,}-slot buffer, the run's default: "
+                  f"{sampler['two-level ms']:.2f} ms with the two-level prioritised sampler, "
+                  f"{sampler['one cumsum ms']:.2f} ms with one cumulative sum over the buffer per update "
+                  "(the sampler before issue 17); median of 5 interleaved rounds of 40 updates. The rows above "
+                  "use a 100k-slot buffer (total_timesteps 100k)."]
     _write_md(name, lines)
 
 
 # ---------------------------------------------------------------------------------------------
-# MR.Q
+# TD7's sampler at the run's replay size
 # ---------------------------------------------------------------------------------------------
-def mrq_rates(env_id: str, num_seeds: int, plain: int, burst_updates: int, bursts: int, buffer_size: int) -> dict:
-    """Seconds per plain training step and per encoder update of the training loop's calls, paper
-    networks and batch, after 300 random steps and compilation."""
-    warm = 300
-    args = mrq.resolve_presets(mrq.Args(env_id=env_id, num_seeds=num_seeds, learning_starts=warm,
-                                        target_update_freq=burst_updates, buffer_size=buffer_size))
-    train_envs = envs.SeedEnvs(env_id, list(range(num_seeds)), discrete_ok=True, pixels_ok=True)
-    agent = mrq._agent_for(args, train_envs)
-    learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]))
-    obs, pos = train_envs.reset(), np.zeros(num_seeds, np.int32)
-    learner, action = agent.act(learner, obs, True)
-    frame = (lambda o: o[:, -agent.frame_channels:]) if agent.frame_channels else (lambda o: o)
-
-    def drive(n, flags):
-        nonlocal learner, replay, action, obs, pos
-        t0 = time.perf_counter()
-        for _ in range(n):
-            a = np.asarray(action)
-            step = train_envs.step(a)
-            tr = mrq.Transition(frame(obs), a, step.reward, step.terminated, step.truncated, frame(step.next_obs), pos)
-            pos = np.where(step.terminated | step.truncated, 0, pos + 1).astype(np.int32)
-            obs = step.obs
-            learner, replay, action, _ = agent.step(learner, replay, tr, obs, *flags)
-        jax.block_until_ready(action)
-        return (time.perf_counter() - t0) / n
-
-    drive(warm, (False, False, True))
-    t0 = time.perf_counter()
-    drive(1, (True, True, False))
-    drive(1, (True, False, False))
-    compile_s = time.perf_counter() - t0
-    t_plain = drive(plain, (True, False, False))
-    t_burst = float(np.median([drive(1, (True, True, False)) for _ in range(bursts)]))
-    t_enc = max(t_burst - t_plain, 0.0) / burst_updates
-    params = mrq.count_params(jax.tree.map(lambda x: x[0], (learner.encoder, learner.policy, learner.value)))
-    per_slot = sum(x.nbytes for x in replay) // (num_seeds * agent.slots)
-    default_slots = mrq.replay_slots(mrq.resolve_presets(mrq.Args(env_id=env_id)))
-    train_envs.close()
-    return {"num_seeds": num_seeds, "env_steps_per_s": num_seeds / (t_plain + t_enc),
-            "steps_per_s_per_seed": 1.0 / (t_plain + t_enc), "plain_step_s": t_plain, "encoder_update_s": t_enc,
-            "compile_s": compile_s, "parameters": params, "bytes_per_slot": per_slot,
-            "replay_gb_per_seed_at_defaults": per_slot * default_slots / 1e9, "default_slots": default_slots,
-            "bench_buffer_slots": agent.slots}
+def flat_lap_sample(key, priority, batch_size):
+    """TD7's sampler before issue 17: one cumulative sum over the whole buffer per update."""
+    csum = jnp.cumsum(priority)
+    u = jax.random.uniform(key, (batch_size,)) * csum[-1]
+    return jnp.minimum(jnp.searchsorted(csum, u, side="left"), priority.shape[0] - 1)
 
 
-def bench_mrq(opts) -> None:
-    rows = []
-    for env_id in opts.mrq_envs:
-        pixels = env_id.startswith(("dmc-pixels:", "atari:"))
-        for n in opts.seeds:
-            plain, burst = (3, 2) if pixels and jax.devices()[0].platform == "cpu" else (opts.mrq_steps, opts.mrq_burst)
-            row = {"env_id": env_id, **mrq_rates(env_id, n, plain, burst, 2, opts.mrq_buffer_size)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    _, name, lines = _report("mrq", "MR.Q, paper networks and batch (512 wide, batch 256), the paper's update schedule",
-                             rows, opts.out)
-    lines += ["| env | seeds | env steps/s (all seeds) | per seed | plain step, s | encoder update, s | compile s "
-              "| parameters | replay per seed at defaults |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['env_id']} | {r['num_seeds']} | {r['env_steps_per_s']:.2f} | {r['steps_per_s_per_seed']:.2f} "
-                     f"| {r['plain_step_s']:.4f} | {r['encoder_update_s']:.4f} | {r['compile_s']:.1f} "
-                     f"| {r['parameters']:,} | {r['replay_gb_per_seed_at_defaults']:.2f} GB ({r['default_slots']:,} "
-                     f"slots x {r['bytes_per_slot']} B) |")
-    lines += ["", f"Timed with a replay of at most {opts.mrq_buffer_size:,} slots per seed (sampling cost grows with it "
-              "only through one cumulative sum per update)."]
-    _write_md(name, lines)
+def td7_sampler_ab(obs_dim: int, action_dim: int, capacity: int, rounds: int = 5, iters: int = 40) -> dict:
+    """Milliseconds per pure TD7 update (critic + actor alternating, 1 seed, full buffer) with each sampler."""
+    two_level, built = td7.lap_sample, {}
+    for name, sampler in [("one cumsum", flat_lap_sample), ("two-level", two_level)]:
+        td7.lap_sample = sampler  # read when the update is traced, on its first call below
+        try:
+            agent = td7.make_agent(td7.Args(total_timesteps=capacity), obs_dim, action_dim)
+            learner, buffer, prio = agent.init(jnp.stack([jax.random.PRNGKey(0)]))[:3]
+            prio = prio._replace(value=jnp.ones_like(prio.value), count=jnp.full((1,), agent.capacity, jnp.int32))
+            for i in range(2):
+                learner, prio, _ = agent.update(learner, buffer, prio, np.ones(1, bool), i % 2 == 1, False)
+            jax.block_until_ready(learner)
+        finally:
+            td7.lap_sample = two_level
+        built[name] = [agent, learner, buffer, prio]
+    times = {name: [] for name in built}
+    for _ in range(rounds):  # interleaved, so machine noise hits both alike
+        for name, b in built.items():
+            agent, learner, buffer, prio = b
+            t0 = time.perf_counter()
+            for i in range(iters):
+                learner, prio, _ = agent.update(learner, buffer, prio, np.ones(1, bool), i % 2 == 1, False)
+            jax.block_until_ready(learner)
+            times[name].append((time.perf_counter() - t0) / iters * 1e3)
+            b[1], b[3] = learner, prio
+    return {"capacity": capacity, **{f"{name} ms": float(np.median(t)) for name, t in times.items()}}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=[*ALGOS, "mrq"], choices=[*ALGOS, "mrq"])
+    parser.add_argument("--algos", nargs="+", default=[*ALGOS], choices=[*ALGOS])
     parser.add_argument("--env-id", default="Hopper-v4")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=None,
                         help=f"timed training steps per round (default {TIMED_STEPS})")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved loop/update rounds; medians are reported")
-    parser.add_argument("--mrq-envs", nargs="+", default=["HalfCheetah-v4", "dmc-pixels:walker-walk"])
-    parser.add_argument("--mrq-steps", type=int, default=30, help="timed plain MR.Q steps (pixels on a CPU: 3)")
-    parser.add_argument("--mrq-burst", type=int, default=10, help="encoder updates per timed burst (pixels on a CPU: 2)")
-    parser.add_argument("--mrq-buffer-size", type=int, default=20_000, help="replay slots per seed while timing")
+    parser.add_argument("--td7-capacity", type=int, default=1_000_000, help="replay slots of the TD7 sampler A/B")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     opts = parser.parse_args()
     probe = envs.SeedEnvs(opts.env_id, [0])
     with tempfile.TemporaryDirectory() as tmp:
         for algo in opts.algos:
-            if algo == "mrq":
-                bench_mrq(opts)
-            else:
-                write_report(algo, opts, bench(algo, opts, probe.obs_dim, probe.action_dim, tmp))
+            write_report(algo, opts, bench(algo, opts, probe.obs_dim, probe.action_dim, tmp),
+                         td7_sampler_ab(probe.obs_dim, probe.action_dim, opts.td7_capacity) if algo == "td7" else None)
 
 
 if __name__ == "__main__":

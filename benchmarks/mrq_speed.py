@@ -190,7 +190,7 @@ def write_md(out: str) -> None:
              "(issue 17). Made by `python benchmarks/mrq_speed.py` (see its docstring); each table states its "
              "command.", ""]
     for label, rep in reports.items():
-        lines += [f"## {label}: commit {rep['git']['commit'][:10]}{' (+ local changes)' if rep['git'].get('dirty') else ''}"
+        lines += [f"## {label}: algos/mrq.py at {rep['git']['commit'][:10]}{' (+ local changes)' if rep['git'].get('dirty') else ''}"
                   f", {rep['date']}", "", f"`{rep['command']}`; jax {rep['versions']['jax']}, "
                   f"{rep['machine']['cpu_count']} CPUs ({rep['machine']['platform']}).", "",
                   "| env | seeds | slots | env steps/s (all seeds) | per seed | x authors' | plain step, ms "
@@ -227,6 +227,7 @@ def main():
     parser.add_argument("--burst", type=int, default=10, help="encoder updates per timed burst (pixels on a CPU: 2)")
     parser.add_argument("--pixel-slots", type=int, default=20_000, help="replay slots per seed for pixel envs")
     parser.add_argument("--mrq-file", default=os.path.join(ROOT, "algos", "mrq.py"))
+    parser.add_argument("--source-commit", help="with --mrq-file: the commit the file comes from (recorded)")
     parser.add_argument("--label", default="after", help="the report's name: results/bench/mrq_cpu_<label>.json")
     parser.add_argument("--no-compile", action="store_true", help="skip the two-process compile-time measurement")
     parser.add_argument("--compile-probe", metavar="ENV", help=argparse.SUPPRESS)
@@ -241,10 +242,13 @@ def main():
             rows.append(bench_env(mrq, opts, env_id, n))
             print(json.dumps(rows[-1]), flush=True)
     device = jax.devices()[0]
+    git = runs.git_info()
+    if opts.source_commit:  # a file taken out of another commit: that commit is the version measured
+        git = {"commit": opts.source_commit, "dirty": False, "bench_commit": git["commit"]}
     report = {"label": opts.label, "command": " ".join(["python"] + sys.argv), "mrq_file": os.path.relpath(opts.mrq_file, ROOT),
               "machine": {"platform": os.uname().sysname + " " + os.uname().release, "cpu_count": os.cpu_count(),
                           "jax_device": f"{device.platform}:{device.device_kind}"},
-              "versions": runs.versions(), "git": runs.git_info(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "versions": runs.versions(), "git": git, "date": time.strftime("%Y-%m-%d %H:%M"),
               "rows": rows, "matmul_gflop_per_s": matmul_rates()}
     if not opts.no_compile:
         report["compile"] = {env_id: compile_times(opts.mrq_file, env_id) for env_id in opts.envs}
