@@ -52,7 +52,7 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
-	$(BIN)/python benchmarks/mrq_speed.py
+	$(BIN)/python benchmarks/mrq_speed.py --before 58b475f
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
 	$(BIN)/python benchmarks/offline.py
 

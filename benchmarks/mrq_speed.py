@@ -2,7 +2,8 @@
 
 Per env step MR.Q makes one value/policy update (`train_and_act`) and, every 250 steps, a burst of
 250 encoder updates (`encoder_step`). The bench times plain steps of the training loop's own calls
-(env step, buffer write, update, action) and short bursts, and reports
+(env step, buffer write, update, action) and short bursts (encoder update = (burst - plain step) /
+burst length), and reports
 
     steps/s = 1 / (plain step + one encoder update),
 
@@ -10,19 +11,22 @@ the rate of the paper's schedule, without running 250-update bursts (minutes wit
 Replay: state envs use the run's default size (1M slots, so the per-update cost of the prioritised
 sampler is the real one); pixel envs are capped at --pixel-slots (10.6 GB per seed at the default).
 
-Each jitted piece is then timed alone on the same state; its FLOPs are XLA's cost analysis of the
-compiled piece, against the rate of a plain float32 matmul of the networks' shapes on this machine.
-Compile time: the seconds from the agent's creation to the end of its first burst and first plain
-step, in a new process with an empty persistent compilation cache, then again with the cache filled.
+Versions: `--before COMMIT` also loads algos/mrq.py of that commit (git show) and times both in the
+same process, round by round, so that the machine's drifts hit both alike (on this shared 2-core
+machine a plain matmul's rate moved by 40% between two runs 10 minutes apart).
 
-    python benchmarks/mrq_speed.py                                  # the current algos/mrq.py
-    python benchmarks/mrq_speed.py --mrq-file OLD.py --label before  # another version, same protocol
+For the current file each jitted piece is then timed alone; its FLOPs are XLA's cost analysis,
+against the rate of a plain float32 matmul of the networks' shapes measured in the same run.
+Compile time: seconds from the agent's creation to the end of its first burst and first plain
+step, in a new process with an empty persistent compilation cache, then again with it filled.
 
-Each label writes results/bench/mrq_cpu_<label>.json; results/bench/mrq_cpu.md shows every label found.
+    python benchmarks/mrq_speed.py                      # the current algos/mrq.py
+    python benchmarks/mrq_speed.py --before 58b475f     # and the version before issue 17, interleaved
+
+Writes results/bench/mrq_cpu.json and .md.
 """
 
 import argparse
-import glob
 import importlib.util
 import json
 import os
@@ -44,8 +48,8 @@ from envs import runs  # noqa: E402
 AUTHORS = 5.19  # the authors' PyTorch MR.Q, HalfCheetah-v4, 2 threads, this machine class (issue 17)
 
 
-def load_mrq(path: str):
-    spec = importlib.util.spec_from_file_location("mrq_under_bench", path)
+def load_mrq(path: str, name: str = "mrq_under_bench"):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -152,70 +156,84 @@ def compile_times(mrq_file: str, env_id: str) -> dict:
     return out
 
 
-def bench_env(mrq, opts, env_id: str, num_seeds: int) -> dict:
+def bench_env(versions: dict, opts, env_id: str, num_seeds: int) -> list[dict]:
+    """Rows of every version for one (env, seeds), timed in interleaved rounds."""
     pixels = env_id.startswith(("dmc-pixels:", "atari:"))
-    slots = opts.pixel_slots if pixels else mrq.replay_slots(mrq.resolve_presets(mrq.Args(env_id=env_id)))
     cpu = jax.devices()[0].platform == "cpu"
-    plain, burst = (3, 2) if pixels and cpu else (opts.plain, opts.burst)  # pixels on a CPU: seconds per update
-    agent, state, drive, train_envs = filled(mrq, env_id, num_seeds, slots, burst)
-    t0 = time.perf_counter()
-    drive(1, (True, True, False))
-    drive(1, (True, False, False))
-    compile_s = time.perf_counter() - t0  # includes the first burst's `burst` updates
-    t_plain = drive(plain, (True, False, False))
-    row = {"env_id": env_id, "num_seeds": num_seeds, "slots": agent.slots, "plain_step_s": t_plain,
-           "compile_in_process_s": compile_s}
-    row["pieces"] = piece_rates(agent, state, reps=1 if pixels and cpu else 5)
-    if row["pieces"]:  # the encoder update timed alone
-        row["encoder_update_s"] = row["pieces"]["encoder_step"]["s"]
-    else:  # a version without agent.parts: bursts of `burst` updates less a plain step
-        t_burst = float(np.median([drive(1, (True, True, False)) for _ in range(2)]))
-        row["encoder_update_s"] = max(t_burst - t_plain, 0.0) / burst
-    row["env_steps_per_s"] = num_seeds / (t_plain + row["encoder_update_s"])
-    row["steps_per_s_per_seed"] = 1.0 / (t_plain + row["encoder_update_s"])
-    train_envs.close()
-    return row
+    plain, burst, rounds = (3, 2, 1) if pixels and cpu else (opts.plain, opts.burst, opts.rounds)
+    built = {}
+    for label, mrq in versions.items():
+        slots = opts.pixel_slots if pixels else mrq.replay_slots(mrq.resolve_presets(mrq.Args(env_id=env_id)))
+        agent, state, drive, train_envs = filled(mrq, env_id, num_seeds, slots, burst)
+        t0 = time.perf_counter()
+        drive(1, (True, True, False))
+        drive(1, (True, False, False))
+        built[label] = {"agent": agent, "state": state, "drive": drive, "envs": train_envs,
+                        "compile": time.perf_counter() - t0, "plain": [], "enc": []}  # compile + one burst
+    for _ in range(rounds):
+        for b in built.values():
+            t_plain = b["drive"](plain, (True, False, False))
+            t_burst = b["drive"](1, (True, True, False))  # the burst's updates, then one plain step
+            b["plain"].append(t_plain)
+            b["enc"].append(max(t_burst - t_plain, 0.0) / burst)
+    rows = []
+    for label, b in built.items():
+        t_plain, t_enc = float(np.median(b["plain"])), float(np.median(b["enc"]))
+        rows.append({"version": label, "env_id": env_id, "num_seeds": num_seeds, "slots": b["agent"].slots,
+                     "plain_step_s": t_plain, "encoder_update_s": t_enc, "env_steps_per_s": num_seeds / (t_plain + t_enc),
+                     "steps_per_s_per_seed": 1.0 / (t_plain + t_enc), "compile_and_first_burst_s": b["compile"],
+                     "rounds": rounds, "plain_steps": plain, "burst": burst,
+                     "pieces": piece_rates(b["agent"], b["state"], reps=1 if pixels and cpu else 5)})
+        b["envs"].close()
+    return rows
 
 
-def write_md(out: str) -> None:
-    reports = {}
-    for path in sorted(glob.glob(os.path.join(out, "mrq_cpu_*.json"))):
-        with open(path) as f:
-            rep = json.load(f)
-        reports[rep["label"]] = rep
+def version_at(commit: str, tmp: str) -> str:
+    """algos/mrq.py of `commit` (git show), written to a file in tmp."""
+    try:
+        text = subprocess.run(["git", "show", f"{commit}:algos/mrq.py"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"error: --before {commit}: cannot read algos/mrq.py of that commit ({e})")
+    path = os.path.join(tmp, f"mrq_{commit}.py")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def write_md(rep: dict, path: str) -> None:
     lines = ["# MR.Q speed, paper networks and batch (512 wide, batch 256), the paper's update schedule", "",
+             f"`{rep['command']}` on {rep['machine']['platform']}, {rep['machine']['cpu_count']} CPUs, JAX device "
+             f"{rep['machine']['jax_device']}, jax {rep['versions']['jax']}, {rep['date']}, commit "
+             f"{rep['git']['commit'][:10]}{' (+ local changes)' if rep['git'].get('dirty') else ''}.", "",
              "steps/s = 1 / (plain step + one encoder update): one value/policy update per env step and a burst of "
-             "250 encoder updates every 250 steps. Gym replay at the run's default (1M slots); pixels capped (see "
-             f"slots). The authors' PyTorch MR.Q on HalfCheetah-v4 (2 threads, this machine class): {AUTHORS} steps/s "
-             "(issue 17). Made by `python benchmarks/mrq_speed.py` (see its docstring); each table states its "
-             "command.", ""]
-    for label, rep in reports.items():
-        lines += [f"## {label}: algos/mrq.py at {rep['git']['commit'][:10]}{' (+ local changes)' if rep['git'].get('dirty') else ''}"
-                  f", {rep['date']}", "", f"`{rep['command']}`; jax {rep['versions']['jax']}, "
-                  f"{rep['machine']['cpu_count']} CPUs ({rep['machine']['platform']}).", "",
-                  "| env | seeds | slots | env steps/s (all seeds) | per seed | x authors' | plain step, ms "
-                  "| encoder update, ms | compile s (in process) |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in rep["rows"]:
-            ratio = f"{r['steps_per_s_per_seed'] / AUTHORS:.2f}" if r["env_id"] == "HalfCheetah-v4" and r["num_seeds"] == 1 else ""
-            lines.append(f"| {r['env_id']} | {r['num_seeds']} | {r['slots']:,} | {r['env_steps_per_s']:.2f} | "
-                         f"{r['steps_per_s_per_seed']:.2f} | {ratio} | {r['plain_step_s'] * 1e3:.1f} | "
-                         f"{r['encoder_update_s'] * 1e3:.1f} | {r['compile_in_process_s']:.1f} |")
-        pieces = [(r, k, v) for r in rep["rows"] for k, v in r.get("pieces", {}).items()]
-        if pieces:
-            lines += ["", "| env | seeds | jitted piece | ms | GFLOP (XLA) | GFLOP/s |", "|---|---|---|---|---|---|"]
-            lines += [f"| {r['env_id']} | {r['num_seeds']} | {k} | {v['s'] * 1e3:.1f} | {v['gflop']:.2f} | "
-                      f"{v['gflop_per_s']:.0f} |" for r, k, v in pieces]
-        if rep.get("matmul_gflop_per_s"):
-            lines += ["", "Plain float32 matmul on this machine, GFLOP/s: " + ", ".join(
-                f"{k} {v:.0f}" for k, v in rep["matmul_gflop_per_s"].items()) + "."]
-        if rep.get("compile"):
-            lines += ["", "Compile time in a new process (agent creation to the end of the first burst and plain "
-                      "step), empty vs filled persistent cache: " + "; ".join(
-                          f"{env} {c['first_start_s']:.1f} s -> {c['second_start_s']:.1f} s"
-                          for env, c in rep["compile"].items()) + "."]
-        lines.append("")
-    with open(os.path.join(out, "mrq_cpu.md"), "w") as f:
-        f.write("\n".join(lines))
+             "250 encoder updates every 250 steps. Gym replay at the run's default size; pixels capped (slots). "
+             f"x authors': against the authors' PyTorch MR.Q on HalfCheetah-v4, {AUTHORS} steps/s (2 threads, this "
+             "machine class, measured for issue 17, not in this run). Versions: "
+             + "; ".join(f"{k} = {v}" for k, v in rep["version_files"].items()) + ", timed in the same process, "
+             "round by round (medians).", "",
+             "| version | env | seeds | slots | env steps/s (all seeds) | per seed | x authors' | plain step, ms "
+             "| encoder update, ms | compile + first burst, s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        ratio = f"{r['steps_per_s_per_seed'] / AUTHORS:.2f}" if r["env_id"] == "HalfCheetah-v4" and r["num_seeds"] == 1 else ""
+        lines.append(f"| {r['version']} | {r['env_id']} | {r['num_seeds']} | {r['slots']:,} | {r['env_steps_per_s']:.2f} "
+                     f"| {r['steps_per_s_per_seed']:.2f} | {ratio} | {r['plain_step_s'] * 1e3:.1f} | "
+                     f"{r['encoder_update_s'] * 1e3:.1f} | {r['compile_and_first_burst_s']:.1f} |")
+    pieces = [(r, k, v) for r in rep["rows"] for k, v in r.get("pieces", {}).items()]
+    if pieces:
+        lines += ["", "Each jitted piece alone (current version; FLOPs from XLA's cost analysis):", "",
+                  "| env | seeds | jitted piece | ms | GFLOP | GFLOP/s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['env_id']} | {r['num_seeds']} | {k} | {v['s'] * 1e3:.1f} | {v['gflop']:.2f} | "
+                  f"{v['gflop_per_s']:.0f} |" for r, k, v in pieces]
+    lines += ["", "Plain float32 matmul in the same run, GFLOP/s: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in rep["matmul_gflop_per_s"].items()) + "."]
+    if rep.get("compile"):
+        lines += ["", "Compile time in a new process (agent creation to the end of its first burst of 2 updates and "
+                  "first plain step), empty then filled persistent compilation cache:", ""]
+        lines += [f"- {label}, {env}: {c['first_start_s']:.1f} s -> {c['second_start_s']:.1f} s"
+                  for label, per_env in rep["compile"].items() for env, c in per_env.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -223,39 +241,44 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["HalfCheetah-v4", "dmc-pixels:walker-walk"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--plain", type=int, default=30, help="timed plain steps (pixels on a CPU: 3)")
+    parser.add_argument("--plain", type=int, default=30, help="timed plain steps per round (pixels on a CPU: 3)")
     parser.add_argument("--burst", type=int, default=10, help="encoder updates per timed burst (pixels on a CPU: 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (pixels on a CPU: 1)")
     parser.add_argument("--pixel-slots", type=int, default=20_000, help="replay slots per seed for pixel envs")
-    parser.add_argument("--mrq-file", default=os.path.join(ROOT, "algos", "mrq.py"))
-    parser.add_argument("--source-commit", help="with --mrq-file: the commit the file comes from (recorded)")
-    parser.add_argument("--label", default="after", help="the report's name: results/bench/mrq_cpu_<label>.json")
+    parser.add_argument("--before", metavar="COMMIT", help="also time algos/mrq.py of this commit, interleaved")
+    parser.add_argument("--mrq-file", default=os.path.join(ROOT, "algos", "mrq.py"), help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help="skip the two-process compile-time measurement")
     parser.add_argument("--compile-probe", metavar="ENV", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench", "mrq_cpu"), help="path without suffix")
     opts = parser.parse_args()
     if opts.compile_probe:
         return compile_probe(opts.mrq_file, opts.compile_probe)
-    mrq = load_mrq(opts.mrq_file)
-    rows = []
-    for env_id in opts.envs:
-        for n in opts.seeds:
-            rows.append(bench_env(mrq, opts, env_id, n))
-            print(json.dumps(rows[-1]), flush=True)
-    device = jax.devices()[0]
-    git = runs.git_info()
-    if opts.source_commit:  # a file taken out of another commit: that commit is the version measured
-        git = {"commit": opts.source_commit, "dirty": False, "bench_commit": git["commit"]}
-    report = {"label": opts.label, "command": " ".join(["python"] + sys.argv), "mrq_file": os.path.relpath(opts.mrq_file, ROOT),
-              "machine": {"platform": os.uname().sysname + " " + os.uname().release, "cpu_count": os.cpu_count(),
-                          "jax_device": f"{device.platform}:{device.device_kind}"},
-              "versions": runs.versions(), "git": git, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "rows": rows, "matmul_gflop_per_s": matmul_rates()}
-    if not opts.no_compile:
-        report["compile"] = {env_id: compile_times(opts.mrq_file, env_id) for env_id in opts.envs}
-    os.makedirs(opts.out, exist_ok=True)
-    with open(os.path.join(opts.out, f"mrq_cpu_{opts.label}.json"), "w") as f:
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"current": opts.mrq_file}
+        if opts.before:
+            files = {f"before ({opts.before})": version_at(opts.before, tmp), "current": opts.mrq_file}
+        versions = {label: load_mrq(path, f"mrq_{i}") for i, (label, path) in enumerate(files.items())}
+        rows = []
+        for env_id in opts.envs:
+            for n in opts.seeds:
+                rows += bench_env(versions, opts, env_id, n)
+                for r in rows[-len(versions):]:
+                    print(json.dumps(r), flush=True)
+        device = jax.devices()[0]
+        report = {"command": " ".join(["python"] + sys.argv),
+                  "version_files": {k: (f"algos/mrq.py at {opts.before}" if k.startswith("before") else
+                                        os.path.relpath(v, ROOT)) for k, v in files.items()},
+                  "machine": {"platform": f"{os.uname().sysname} {os.uname().release}", "cpu_count": os.cpu_count(),
+                              "jax_device": f"{device.platform}:{device.device_kind}"},
+                  "versions": runs.versions(), "git": runs.git_info(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                  "rows": rows, "matmul_gflop_per_s": matmul_rates()}
+        if not opts.no_compile:
+            report["compile"] = {label: {env_id: compile_times(path, env_id) for env_id in opts.envs}
+                                 for label, path in files.items()}
+    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
+    with open(f"{opts.out}.json", "w") as f:
         json.dump(report, f, indent=2)
-    write_md(opts.out)
+    write_md(report, f"{opts.out}.md")
 
 
 if __name__ == "__main__":
