@@ -62,6 +62,14 @@ Deviations and notes:
   says 4.1M; the authors' code does not explain the difference.
 - On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
   float32 (no effect on CPU).
+
+Speed (issue 17; `python benchmarks/mrq_speed.py`, results/bench/mrq_cpu.md), none of it a change
+to the algorithm: prioritised sampling in two levels (a block of 256 slots, then a slot inside it),
+the distribution of one cumulative sum over the buffer, which cost 2-9 ms per update at 1M slots;
+the buffer write as dropped scatters, not a select between two whole buffers; no target embedding
+for s_0 of the encoder's windows (unused); closed-form gradients of LayerNorm and ELU (equal to
+autodiff up to float rounding, tests/test_mrq.py). The first two and the last change float rounding,
+not the computation.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ Deviations and notes (none changes the algorithm):
   (identically distributed) states.
 - On GPUs JAX may run float32 matmuls in TF32, while the authors' PyTorch 2.0 uses full float32;
   set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
+- LAP sampling runs in two levels (a block of 256 slots by the cumulative sum of the blocks'
+  totals, then a slot by the cumulative sum inside it): the distribution of the authors' one
+  cumulative sum over the buffer, which cost 2-9 ms per update at 1M slots on XLA:CPU; float
+  rounding differs (tests/test_td7.py checks the frequencies).
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
   `--resume RUN --total-timesteps N` extends a finished run; with several seeds the continuation
   need not be bit-identical to one run of N steps: at the old end every seed waited for the

@@ -128,12 +128,45 @@ def compile_cache() -> Optional[str]:
     return where
 
 
+_INTERRUPTED: list = []  # Ctrl-C seen by cli's handler
+
+
+def _on_sigint(signum, frame):
+    _INTERRUPTED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _raise_if_interrupted() -> None:
+    """Python drops a KeyboardInterrupt raised inside a __del__ or weakref callback ("Exception
+    ignored in ..."), so a Ctrl-C could be lost; the Run's per-step calls raise it again."""
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
+
+
 def cli(Args, train: Callable, evaluate: Callable, argv: Optional[list[str]] = None) -> None:
     """Parse ``Args`` with tyro and run ``train`` (or ``evaluate`` with --eval-only) as a program."""
+    import signal
+
     import tyro
 
     args = tyro.cli(Args, args=argv)
     compile_cache()
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None  # signals need the main thread
+    try:
+        _cli_run(args, Args, train, evaluate, argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _cli_run(args, Args, train: Callable, evaluate: Callable, argv) -> None:
     # the flags on the command line (a --resume refuses any but --total-timesteps, even at its default)
     names = {f.name for f in dataclasses.fields(Args)}
     tokens = sys.argv[1:] if argv is None else argv
@@ -584,6 +617,7 @@ class Run:
         self.progress.update(self._task, completed=self.args.total_timesteps)
 
     def advance(self, completed: int, sps: Optional[float] = None) -> None:
+        _raise_if_interrupted()
         if self.progress is not None:
             self.progress.update(self._task, completed=completed, **({"sps": f"{sps:.0f}"} if sps else {}))
 
@@ -596,6 +630,7 @@ class Run:
 
     # Results ------------------------------------------------------------------------------------
     def episode(self, seed: int, step: int, ret: float, length: int) -> None:
+        _raise_if_interrupted()
         self.writers["train_episodes"].writerow([self.algo, self.args.env_id, seed, step, f"{ret:.6g}", length])
         if self.tb:
             self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
@@ -615,6 +650,7 @@ class Run:
                            + f"; the results up to step {saved} are kept in {self.dir}")
 
     def evaluation(self, rows: list[dict], metrics: dict) -> None:
+        _raise_if_interrupted()
         """Log one evaluation: ``rows`` holds, per seed evaluated now, its seed, step and return (and any
         extra eval column); ``metrics`` the latest losses per seed. Rewrites eval.csv atomically."""
         self.check_finite(metrics, max(r["step"] for r in rows))

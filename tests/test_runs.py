@@ -187,3 +187,23 @@ def test_compile_cache_folder_env_override_and_off(tmp_path):
     assert out.stdout.split() == ["None", str(tmp_path / "c"), str(tmp_path / "c"), "None", "/elsewhere"]
     assert (tmp_path / "c").is_dir()
     assert out.stderr.count("warning: no compilation cache (/proc/nope") == 1
+
+
+def test_a_ctrl_c_swallowed_inside_a_del_is_raised_again():
+    """Python ignores an exception raised in __del__, a Ctrl-C included; cli's handler records it and the
+    Run's per-step calls (advance, episode, evaluation) raise it again."""
+    from envs import runs
+
+    class Finalised:
+        def __del__(self):
+            runs._on_sigint(signal.SIGINT, None)
+
+    runs._INTERRUPTED.clear()
+    try:
+        Finalised()  # its KeyboardInterrupt is printed as "Exception ignored in ..." and dropped
+        assert runs._INTERRUPTED
+        with pytest.raises(KeyboardInterrupt):
+            runs._raise_if_interrupted()
+    finally:
+        runs._INTERRUPTED.clear()
+    runs._raise_if_interrupted()  # nothing pending: no-op
