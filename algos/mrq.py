@@ -63,10 +63,10 @@ Deviations and notes:
 - On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
   float32 (no effect on CPU).
 
-Speed (issue 17; `python benchmarks/mrq_speed.py`, results/bench/mrq_cpu.md), none of it a change
-to the algorithm: prioritised sampling in two levels (a block of 256 slots, then a slot inside it),
-the distribution of one cumulative sum over the buffer, which cost 2-9 ms per update at 1M slots;
-the buffer write as dropped scatters, not a select between two whole buffers; no target embedding
+Speed (issue 17; `python benchmarks/mrq_speed.py --before 58b475f`, results/bench/mrq_cpu.md: at
+1M slots the plain step went from 84 to 71 ms, the encoder update from 128 to 113 ms), none of it a
+change to the algorithm: prioritised sampling in two levels (a block of 256 slots, then a slot
+inside it), the distribution of one cumulative sum over the whole buffer per update; the buffer write as dropped scatters, not a select between two whole buffers; no target embedding
 for s_0 of the encoder's windows (unused); closed-form gradients of LayerNorm and ELU (equal to
 autodiff up to float rounding, tests/test_mrq.py). The sampler and the gradients change float
 rounding only; the other two are bit-exact.
@@ -270,8 +270,8 @@ def multi_step_return(rewards, not_done, discount: float, terminal_reward: bool 
 # ---------------------------------------------------------------------------------------------
 # Network blocks: LayerNorm without parameters, Xavier-uniform(gain sqrt 2) weights, zero biases
 # ---------------------------------------------------------------------------------------------
-# Why custom gradients: XLA:CPU spent about a tenth of an encoder update in the autodiff of LayerNorm
-# and ELU; the closed forms below are the same derivatives in fewer passes (equal up to float rounding).
+# Why custom gradients: XLA:CPU's autodiff of LayerNorm and ELU takes more passes than these closed
+# forms of the same derivatives (equal up to float rounding; update times in results/bench/mrq_cpu.md).
 def _layer_norm(x, eps: float = 1e-5):
     mean = x.mean(-1, keepdims=True)
     std = jnp.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
@@ -498,9 +498,9 @@ def replay_cdf(buf: Replay):
 
 def replay_sample_starts(buf: Replay, key, batch: int, cdf):
     """Starts drawn with probability priority x valid / total, in two levels: a block by `cdf`, then a
-    slot by the cumulative sum inside the block. Why: one cumsum over a 1M-slot buffer cost 2-9 ms
-    per update on XLA:CPU; this reads the buffer once, in a blocked sum (the same distribution, up
-    to float rounding)."""
+    slot by the cumulative sum inside the block. Why: one cumsum over the whole buffer per update
+    was slow on XLA:CPU at 1M slots; this reads the buffer once, in a blocked sum (the same
+    distribution, up to float rounding)."""
     slots = buf.priority.shape[0]
     block = min(SAMPLE_BLOCK, slots)
     u = jax.random.uniform(key, (batch,)) * cdf[-1]

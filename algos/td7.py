@@ -48,8 +48,8 @@ Deviations and notes (none changes the algorithm):
   set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
 - LAP sampling runs in two levels (a block of 256 slots by the cumulative sum of the blocks'
   totals, then a slot by the cumulative sum inside it): the distribution of the authors' one
-  cumulative sum over the buffer, which cost 2-9 ms per update at 1M slots on XLA:CPU; float
-  rounding differs (tests/test_td7.py checks the frequencies).
+  cumulative sum over the buffer, with which a pure update at 1M slots took 26.5 ms against 24.1 ms
+  (results/bench/td7_cpu.md); float rounding differs (tests/test_td7.py checks the frequencies).
 - `--total-timesteps` defaults to 1M (the paper reports 300k, 1M and 5M; the repo's default is 5M).
   `--resume RUN --total-timesteps N` extends a finished run; with several seeds the continuation
   need not be bit-identical to one run of N steps: at the old end every seed waited for the
@@ -334,8 +334,9 @@ SAMPLE_BLOCK = 256  # slots per block of the two-level prioritised sampler
 def lap_sample(key, priority, batch_size):
     """Indices drawn with probability priority_i / sum(priority), in two levels: a block of
     SAMPLE_BLOCK slots by the cumulative sum of block totals, then a slot by the cumulative sum
-    inside it. Why: one cumsum over a 1M-slot buffer cost 2-9 ms per update on XLA:CPU; this reads
-    the buffer once, in a blocked sum (the same distribution, up to float rounding)."""
+    inside it. Why: one cumsum over the whole buffer per update was slow on XLA:CPU at 1M slots
+    (results/bench/td7_cpu.md); this reads the buffer once, in a blocked sum (the same distribution,
+    up to float rounding)."""
     n = priority.shape[0]
     block = min(SAMPLE_BLOCK, n)
     csum = jnp.cumsum(jnp.pad(priority, (0, -n % block)).reshape(-1, block).sum(-1))  # [blocks]

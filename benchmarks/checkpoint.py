@@ -10,12 +10,10 @@ previous checkpoint (5,000 steps per seed at the default --eval-freq).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,16 +32,7 @@ BEFORE = "27816fa0ea097c7cedc4d23836b08155b6ae270d"
 
 
 def _old_td7():
-    src = subprocess.run(["git", "show", f"{BEFORE}:algos/td7.py"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), "td7_before.py")
-    with open(path, "w") as f:
-        f.write(src)
-    spec = importlib.util.spec_from_file_location("td7_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["td7_before"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return runs.load_file(runs.algo_file_at(BEFORE, "td7", tempfile.mkdtemp()), "td7_before")
 
 
 def _du(*paths) -> int:

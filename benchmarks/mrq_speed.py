@@ -27,7 +27,6 @@ Writes results/bench/mrq_cpu.json and .md.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -49,11 +48,7 @@ AUTHORS = 5.19  # the authors' PyTorch MR.Q, HalfCheetah-v4, 2 threads, this mac
 
 
 def load_mrq(path: str, name: str = "mrq_under_bench"):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return runs.load_file(path, name)
 
 
 def filled(mrq, env_id: str, num_seeds: int, slots: int, burst: int, warm: int = 300):
@@ -188,19 +183,6 @@ def bench_env(versions: dict, opts, env_id: str, num_seeds: int) -> list[dict]:
     return rows
 
 
-def version_at(commit: str, tmp: str) -> str:
-    """algos/mrq.py of `commit` (git show), written to a file in tmp."""
-    try:
-        text = subprocess.run(["git", "show", f"{commit}:algos/mrq.py"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"error: --before {commit}: cannot read algos/mrq.py of that commit ({e})")
-    path = os.path.join(tmp, f"mrq_{commit}.py")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
 def write_md(rep: dict, path: str) -> None:
     lines = ["# MR.Q speed, paper networks and batch (512 wide, batch 256), the paper's update schedule", "",
              f"`{rep['command']}` on {rep['machine']['platform']}, {rep['machine']['cpu_count']} CPUs, JAX device "
@@ -256,7 +238,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         files = {"current": opts.mrq_file}
         if opts.before:
-            files = {f"before ({opts.before})": version_at(opts.before, tmp), "current": opts.mrq_file}
+            try:
+                before = runs.algo_file_at(opts.before, "mrq", tmp)
+            except runs.UserError as e:
+                raise SystemExit(f"error: --before: {e}")
+            files = {f"before ({opts.before})": before, "current": opts.mrq_file}
         versions = {label: load_mrq(path, f"mrq_{i}") for i, (label, path) in enumerate(files.items())}
         rows = []
         for env_id in opts.envs:

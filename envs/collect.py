@@ -25,7 +25,6 @@ expert returns when the recipe has an expert, else ``--ref-min-score/--ref-max-s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -86,12 +85,7 @@ class Args:
 # Saved policies (the algorithm file's saved_policy, loaded by path: algos/ is not a package API)
 # ---------------------------------------------------------------------------------------------
 def _algo_module(algo: str):
-    path = os.path.join(ROOT, "algos", f"{algo}.py")
-    spec = importlib.util.spec_from_file_location(f"_fujimoto_{algo}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return runs.load_file(os.path.join(ROOT, "algos", f"{algo}.py"), f"_fujimoto_{algo}")
 
 
 class SavedRun:

@@ -24,6 +24,7 @@ import contextlib
 import csv
 import dataclasses
 import importlib
+import importlib.util
 import importlib.metadata
 import io
 import json
@@ -104,6 +105,30 @@ def require(module: str, flag: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         raise UserError(f"{flag} needs {module.split('.')[0]}: pip install -e '.[{extra}]'") from None
+
+
+def load_file(path: str, name: str):
+    """Import the Python file at `path` as module `name` (an algorithm file loaded by path, or an older
+    version of one); it is registered in sys.modules, where dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def algo_file_at(commit: str, algo: str, folder: str) -> str:
+    """algos/<algo>.py as of `commit` (git show), written into `folder`; returns the file's path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        text = subprocess.run(["git", "show", f"{commit}:algos/{algo}.py"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise UserError(f"cannot read algos/{algo}.py of commit {commit}: {getattr(e, 'stderr', '') or e}") from None
+    path = os.path.join(folder, f"{algo}_{commit[:10]}.py")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 COMPILE_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax")
@@ -650,9 +675,9 @@ class Run:
                            + f"; the results up to step {saved} are kept in {self.dir}")
 
     def evaluation(self, rows: list[dict], metrics: dict) -> None:
-        _raise_if_interrupted()
         """Log one evaluation: ``rows`` holds, per seed evaluated now, its seed, step and return (and any
         extra eval column); ``metrics`` the latest losses per seed. Rewrites eval.csv atomically."""
+        _raise_if_interrupted()
         self.check_finite(metrics, max(r["step"] for r in rows))
         for r in rows:
             self.eval_rows.append({"algo": self.algo, "env": self.args.env_id, **r, "return": f"{r['return']:.6g}",

@@ -207,3 +207,13 @@ def test_a_ctrl_c_swallowed_inside_a_del_is_raised_again():
     finally:
         runs._INTERRUPTED.clear()
     runs._raise_if_interrupted()  # nothing pending: no-op
+
+
+def test_algo_file_at_a_commit_loads_and_a_bad_commit_is_one_line(tmp_path):
+    """The benchmarks' before/after loader: algos/<algo>.py of a commit, imported by path."""
+    from envs import runs
+
+    module = runs.load_file(runs.algo_file_at("HEAD", "td3", str(tmp_path)), "td3_at_head")
+    assert module.Args().env_id and callable(module.make_agent)
+    with pytest.raises(runs.UserError, match="cannot read algos/td3.py of commit no-such-commit"):
+        runs.algo_file_at("no-such-commit", "td3", str(tmp_path))
