@@ -241,7 +241,8 @@ def main():
             try:
                 before = runs.algo_file_at(opts.before, "mrq", tmp)
             except runs.UserError as e:
-                raise SystemExit(f"error: --before: {e}")
+                print(f"error: --before: {e}", file=sys.stderr)
+                sys.exit(2)
             files = {f"before ({opts.before})": before, "current": opts.mrq_file}
         versions = {label: load_mrq(path, f"mrq_{i}") for i, (label, path) in enumerate(files.items())}
         rows = []

@@ -124,7 +124,7 @@ def algo_file_at(commit: str, algo: str, folder: str) -> str:
         text = subprocess.run(["git", "show", f"{commit}:algos/{algo}.py"], cwd=root, capture_output=True,
                               text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise UserError(f"cannot read algos/{algo}.py of commit {commit}: {getattr(e, 'stderr', '') or e}") from None
+        raise UserError(f"cannot read algos/{algo}.py of commit {commit}: {(getattr(e, 'stderr', '') or str(e)).strip()}") from None
     path = os.path.join(folder, f"{algo}_{commit[:10]}.py")
     with open(path, "w") as f:
         f.write(text)
