@@ -53,6 +53,7 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 	$(BIN)/python benchmarks/mrq_speed.py --before 58b475f
+	$(BIN)/python benchmarks/mrq_speed.py --also algos/drq.py --out results/bench/drq_cpu
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
 	$(BIN)/python benchmarks/offline.py
 

@@ -29,6 +29,9 @@ Multi-seed: the seeds step in lockstep (DR.Q trains on every env step whatever t
 boundaries), so one jitted, vmapped call per step serves all of them; every seed owns its keys,
 replay, priorities, forget weights and reward scale.
 
+Memory per seed: MR.Q's (see algos/mrq.py's header; `--buffer-size` caps the slots) plus 4 bytes per
+slot for the forget weight's write count.
+
 Deviations and notes:
 - InfoNCE masking: per sample, each step's loss weighted by the not-done flags before it, as the
   paper describes. The authors' code multiplies a [B] loss by a [B, 1] mask, which broadcasts to
@@ -585,7 +588,7 @@ class Learner(NamedTuple):
     encoder_opt: optax.OptState
     policy_opt: optax.OptState
     value_opt: optax.OptState
-    reward_scale: jnp.ndarray  # mean |r| of the buffer at the last target copy (refreshed, unused, as the authors')
+    reward_scale: jnp.ndarray  # mean |r| of the buffer at the last target copy
     target_reward_scale: jnp.ndarray  # the one before (0 at the start)
     key: jnp.ndarray
 

@@ -1,4 +1,4 @@
-"""MR.Q speed on this machine: the training loop's steps/s, each jitted piece's FLOP/s, compile time.
+"""MR.Q (and DR.Q) speed on this machine: the training loop's steps/s, each jitted piece's FLOP/s, compile time.
 
 Per env step MR.Q makes one value/policy update (`train_and_act`) and, every 250 steps, a burst of
 250 encoder updates (`encoder_step`). The bench times plain steps of the training loop's own calls
@@ -22,8 +22,10 @@ step, in a new process with an empty persistent compilation cache, then again wi
 
     python benchmarks/mrq_speed.py                      # the current algos/mrq.py
     python benchmarks/mrq_speed.py --before 58b475f     # and the version before issue 17, interleaved
+    python benchmarks/mrq_speed.py --also algos/drq.py --out results/bench/drq_cpu   # DR.Q beside MR.Q
 
-Writes results/bench/mrq_cpu.json and .md.
+`--also FILE` times another file with MR.Q's interface (algos/drq.py, DR.Q's sibling) in the same
+rounds. Writes results/bench/mrq_cpu.json and .md (or --out).
 """
 
 import argparse
@@ -174,7 +176,7 @@ def bench_env(versions: dict, opts, env_id: str, num_seeds: int) -> list[dict]:
     rows = []
     for label, b in built.items():
         t_plain, t_enc = float(np.median(b["plain"])), float(np.median(b["enc"]))
-        rows.append({"version": label, "env_id": env_id, "num_seeds": num_seeds, "slots": b["agent"].slots,
+        rows.append({"version": label, "algo": versions[label].ALGO, "env_id": env_id, "num_seeds": num_seeds, "slots": b["agent"].slots,
                      "plain_step_s": t_plain, "encoder_update_s": t_enc, "env_steps_per_s": num_seeds / (t_plain + t_enc),
                      "steps_per_s_per_seed": 1.0 / (t_plain + t_enc), "compile_and_first_burst_s": b["compile"],
                      "rounds": rounds, "plain_steps": plain, "burst": burst,
@@ -184,7 +186,9 @@ def bench_env(versions: dict, opts, env_id: str, num_seeds: int) -> list[dict]:
 
 
 def write_md(rep: dict, path: str) -> None:
-    lines = ["# MR.Q speed, paper networks and batch (512 wide, batch 256), the paper's update schedule", "",
+    algos = sorted({r.get("algo", "mrq") for r in rep["rows"]}, key=lambda a: a != "mrq")
+    names = " and ".join({"mrq": "MR.Q", "drq": "DR.Q"}.get(a, a) for a in algos)
+    lines = [f"# {names} speed, paper networks and batch (batch 256), the paper's update schedule", "",
              f"`{rep['command']}` on {rep['machine']['platform']}, {rep['machine']['cpu_count']} CPUs, JAX device "
              f"{rep['machine']['jax_device']}, jax {rep['versions']['jax']}, {rep['date']}, commit "
              f"{rep['git']['commit'][:10]}{' (+ local changes)' if rep['git'].get('dirty') else ''}.", "",
@@ -197,15 +201,16 @@ def write_md(rep: dict, path: str) -> None:
              "| version | env | seeds | slots | env steps/s (all seeds) | per seed | x authors' | plain step, ms "
              "| encoder update, ms | compile + first burst, s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
-        ratio = f"{r['steps_per_s_per_seed'] / AUTHORS:.2f}" if r["env_id"] == "HalfCheetah-v4" and r["num_seeds"] == 1 else ""
+        ratio = f"{r['steps_per_s_per_seed'] / AUTHORS:.2f}" if (r["env_id"] == "HalfCheetah-v4" and r["num_seeds"] == 1
+                                                                 and r.get("algo", "mrq") == "mrq") else ""
         lines.append(f"| {r['version']} | {r['env_id']} | {r['num_seeds']} | {r['slots']:,} | {r['env_steps_per_s']:.2f} "
                      f"| {r['steps_per_s_per_seed']:.2f} | {ratio} | {r['plain_step_s'] * 1e3:.1f} | "
                      f"{r['encoder_update_s'] * 1e3:.1f} | {r['compile_and_first_burst_s']:.1f} |")
     pieces = [(r, k, v) for r in rep["rows"] for k, v in r.get("pieces", {}).items()]
     if pieces:
-        lines += ["", "Each jitted piece alone (current version; FLOPs from XLA's cost analysis):", "",
-                  "| env | seeds | jitted piece | ms | GFLOP | GFLOP/s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['env_id']} | {r['num_seeds']} | {k} | {v['s'] * 1e3:.1f} | {v['gflop']:.2f} | "
+        lines += ["", "Each jitted piece alone (FLOPs from XLA's cost analysis):", "",
+                  "| version | env | seeds | jitted piece | ms | GFLOP | GFLOP/s |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['version']} | {r['env_id']} | {r['num_seeds']} | {k} | {v['s'] * 1e3:.1f} | {v['gflop']:.2f} | "
                   f"{v['gflop_per_s']:.0f} |" for r, k, v in pieces]
     lines += ["", "Plain float32 matmul in the same run, GFLOP/s: " + ", ".join(
         f"{k} {v:.0f}" for k, v in rep["matmul_gflop_per_s"].items()) + "."]
@@ -228,6 +233,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (pixels on a CPU: 1)")
     parser.add_argument("--pixel-slots", type=int, default=20_000, help="replay slots per seed for pixel envs")
     parser.add_argument("--before", metavar="COMMIT", help="also time algos/mrq.py of this commit, interleaved")
+    parser.add_argument("--also", nargs="+", default=[], metavar="FILE",
+                        help="also time these algorithm files with MR.Q's interface (algos/drq.py), interleaved")
     parser.add_argument("--mrq-file", default=os.path.join(ROOT, "algos", "mrq.py"), help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help="skip the two-process compile-time measurement")
     parser.add_argument("--compile-probe", metavar="ENV", help=argparse.SUPPRESS)
@@ -244,6 +251,11 @@ def main():
                 print(f"error: --before: {e}", file=sys.stderr)
                 sys.exit(2)
             files = {f"before ({opts.before})": before, "current": opts.mrq_file}
+        for path in opts.also:
+            if not os.path.isfile(path):
+                print(f"error: --also: no file {path}", file=sys.stderr)
+                sys.exit(2)
+            files[os.path.splitext(os.path.basename(path))[0]] = os.path.abspath(path)
         versions = {label: load_mrq(path, f"mrq_{i}") for i, (label, path) in enumerate(files.items())}
         rows = []
         for env_id in opts.envs:

@@ -30,6 +30,9 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
     if env_id.startswith("atari:"):
         from envs.atari import AtariEnv
         return AtariEnv(env_id, **kwargs)
+    if env_id.startswith("HBench-"):  # DR.Q's HumanoidBench ids: no silent fallback to something else
+        raise UserError(f"{env_id!r}: HumanoidBench is not available here: its humanoid_bench package does not "
+                        "install from PyPI (checked 2026-12-01), so no HBench-<task> id can be made.")
     if ":" in env_id.split("/")[0] and env_id not in gym.registry:
         raise UserError(f"Unknown env id prefix in {env_id!r}; env ids are: {SUITE_PREFIXES}.")
     if env_id not in gym.registry:

@@ -3,8 +3,9 @@
 `python -m reproduce.summarize` (also run at the end of `make reproduce[-quick]`). For every paper
 grid and scale: our statistic (the one the reference reports, computed the same way over our
 seeds) with a 95% percentile bootstrap CI over seeds, beside each reference row of
-results/reference/, with a verdict; the paper's aggregates; learning curves against the
-reference points. Nothing here is typed by hand: every number comes from a CSV.
+results/reference/, with a verdict; the paper's aggregates, each with a head-to-head table (per env
+and budget, both algorithms' means and their difference, e.g. DR.Q against our MR.Q); learning curves
+against the reference points. Nothing here is typed by hand: every number comes from a CSV.
 
 Offline runs (grids whose scale names datasets) are reported with their return and, when eval.csv
 has it, the D4RL normalised score. A run on a dataset collected by the launcher is never compared
@@ -432,6 +433,48 @@ def gain_ci(algo: list[np.ndarray], base: list[np.ndarray], reps: int = BOOTSTRA
     return point, float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+def difference_ci(a: np.ndarray, b: np.ndarray, reps: int = BOOTSTRAP, seed: int = 0):
+    """mean(a) - mean(b) of two independent sets of seeds, each resampled on its own; 95% percentile CI."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    values = (a[rng.integers(0, len(a), (reps, len(a)))].mean(1) - b[rng.integers(0, len(b), (reps, len(b)))].mean(1))
+    return float(a.mean() - b.mean()), float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def reference_mean(refs_by_paper: dict, algo: str, env: str, budget: int, first: str) -> tuple[float, str] | None:
+    """(mean, paper id) of a mean_at_budget reference row of `algo` on exactly `env` at `budget`; the
+    paper `first` is searched first, then the others in publication order."""
+    for pid in sorted(refs_by_paper, key=lambda p: p != first):
+        for r in refs_by_paper[pid]:
+            if (r["algo"], r["env"], r["budget"], r["statistic"]) == (algo, env, budget, "mean_at_budget"):
+                return r["mean"], pid
+    return None
+
+
+def head_to_head_rows(scale: str, paper: Paper, agg: Aggregate, refs_by_paper: dict, runs: dict) -> list[dict]:
+    """Per env and budget of the scale that both algorithms' runs reached: the mean at the budget of
+    each with its 95% bootstrap CI over seeds, their difference (algo - baseline) with its CI, and
+    the difference of the references' means (any paper's reference file) where both have one."""
+    stat = STATISTICS["mean_at_budget"]
+    out = []
+    for env in agg.envs:
+        a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, env))
+        for budget in paper.scales[scale].budgets:
+            ma, mb = (a.upto(budget) if a else None), (b.upto(budget) if b else None)
+            if ma is None or mb is None:
+                continue
+            diff = difference_ci(ma[:, -1], mb[:, -1])
+            if min(a.seeds, b.seeds) < 2:
+                reading = "one seed: no interval"
+            else:
+                reading = "higher" if diff[1] > 0 else "lower" if diff[2] < 0 else "CI contains 0"
+            ra, rb = (reference_mean(refs_by_paper, x, env, budget, paper.id) for x in (agg.algo, agg.baseline))
+            out.append({"env": env, "budget": budget, "seeds": (a.seeds, b.seeds), "algo": bootstrap_ci(ma, stat),
+                        "baseline": bootstrap_ci(mb, stat), "difference": diff, "reading": reading,
+                        "reference_difference": (ra[0] - rb[0], ra[1], rb[1]) if ra and rb else None})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
@@ -637,6 +680,24 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                               f"{fmt_ci(*a['iqm'])} | {fmt_ci(*a['mean'])} | {fmt_ci(*a['gain'])} | "
                               f"{fmt(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
                               f"{a.get('verdict', 'no reference at this budget')} |")
+                md.append("")
+                md += [f"Head to head, {agg.name}: per env, mean at the budget of our {agg.algo} and our "
+                       f"{agg.baseline} runs [95% bootstrap CI over seeds] and the difference {agg.algo} − "
+                       f"{agg.baseline} (each run's seeds resampled on their own); *higher* / *lower* when its CI "
+                       "excludes 0. Reference difference: the same difference of the reference files' means "
+                       "(results/reference/<paper>.csv, paper ids in brackets), where both have one.", "",
+                       f"| env | budget | seeds ({agg.algo} / {agg.baseline}) | {agg.algo} [95% CI] | "
+                       f"{agg.baseline} [95% CI] | difference [95% CI] | reading | reference difference |",
+                       "|---|---|---|---|---|---|---|---|"]
+                h2h = head_to_head_rows(scale, paper, agg, refs, runs)
+                for h in h2h:
+                    rd = h["reference_difference"]
+                    md.append(f"| {h['env']} | {fmt_budget(h['budget'])} | {h['seeds'][0]} / {h['seeds'][1]} | "
+                              f"{fmt_ci(*h['algo'])} | {fmt_ci(*h['baseline'])} | {fmt_ci(*h['difference'])} | "
+                              f"{h['reading']} | {fmt(rd[0]) + f' ({rd[1]} − {rd[2]})' if rd else '—'} |")
+                if not h2h:
+                    md.append(f"| none of {', '.join(agg.envs)} has both runs at this scale's budgets "
+                              "| — | — | — | — | — | — | — |")
                 md.append("")
                 fixed = fixed_normalised_rows(scale, paper, agg, refs[paper.id], runs)
                 if fixed:

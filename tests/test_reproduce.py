@@ -109,6 +109,73 @@ def test_repo_offline_grids():
     assert (imperfect.recipe, imperfect.source, imperfect.steps) == ("imperfect", "ddpg/Hopper-v4", 100_000)
 
 
+GYM5 = ["Ant-v4", "HalfCheetah-v4", "Hopper-v4", "Humanoid-v4", "Walker2d-v4"]
+
+
+def test_drq_grid_expands_and_shares_its_mrq_runs_with_the_mrq_paper():
+    """DR.Q's grid: DR.Q and our MR.Q on the paper's Gym tasks; the MR.Q runs are mrq.toml's (one
+    process each, the most seeds and steps either asks for), so DR.Q adds only its own runs."""
+    papers = {p.id: p for p in grid.load_papers()}
+    drq = papers["drq"]
+    assert drq.reference == "results/reference/drq.csv" and drq.cost["drq"] > drq.cost["mrq"]
+    (agg,) = drq.aggregates
+    assert (agg.algo, agg.baseline, agg.envs) == ("drq", "mrq", tuple(GYM5))
+    for scale in ("quick", "full"):
+        alone = {r.name: r for r in grid.expand([drq], scale)}
+        merged = {r.name: r for r in grid.expand(list(papers.values()), scale)}
+        s = drq.scales[scale]
+        assert set(alone) == {f"{a}/{e}" for a in ("drq", "mrq") for e in s.envs}
+        for name, run in alone.items():
+            assert (run.steps, run.seeds, run.eval_freq, run.eval_episodes) == (max(s.budgets), s.seeds, 5_000, 10)
+            assert merged[name].steps >= run.steps and merged[name].seeds >= run.seeds
+            assert merged[name].papers == (("drq",) if run.algo == "drq" else ("mrq", "drq")), name
+    quick = {r.name: r for r in grid.expand(list(papers.values()), "quick")}
+    # the quick comparison is MR.Q's own quick run: same env, budget and seeds
+    assert (quick["drq/Hopper-v4"].steps, quick["drq/Hopper-v4"].seeds) == (15_000, 1)
+    assert (quick["mrq/Hopper-v4"].steps, quick["mrq/Hopper-v4"].seeds) == (15_000, 1)
+    assert [r.name for r in grid.expand(list(papers.values()), "quick") if r.algo == "drq"] == ["drq/Hopper-v4"]
+    assert drq.scales["full"].envs == tuple(GYM5) and drq.scales["full"].budgets == (100_000, 300_000, 500_000,
+                                                                                     1_000_000)
+
+
+def test_drq_reference_rows():
+    """results/reference/drq.csv: the authors' results/drq.csv per task, Gym at the grid's budgets, DMC
+    in agent steps (the csv's env_step / 2), HumanoidBench for reading only; spot values as in the
+    project's reference notes (ALGORITHMS.md section 9.5, last logged point)."""
+    from envs import dmc
+    rows = summarize.load_reference(os.path.join(grid.ROOT, "results", "reference", "drq.csv"))
+    by = {(r["env"], r["budget"]): r for r in rows}
+    assert len(by) == len(rows)  # one row per env and budget
+    assert all(r["paper"] == "drq" and r["algo"] == "drq" and r["statistic"] == "mean_at_budget"
+               and r["spread_kind"] == "std" for r in rows)
+    # every run of the full grid has a reference at every budget
+    full = grid.load_paper(os.path.join(grid.GRID_DIR, "drq.toml")).scales["full"]
+    assert {(e, b) for e in full.envs for b in full.budgets} == {k for k in by if k[0] in full.envs}
+    suites = {"dmc:": set(), "dmc-pixels:": set(), "HBench-": set()}
+    for env, budget in by:
+        for prefix in suites:
+            if env.startswith(prefix):
+                suites[prefix].add(budget)
+                if prefix != "HBench-":
+                    dmc.parse_id(env)  # a real DeepMind Control task, spelled as envs.dmc spells it
+    assert suites == {"dmc:": {100_000, 500_000}, "dmc-pixels:": {500_000}, "HBench-": {500_000}}
+    envs = {e for e, _ in by}
+    assert (len({e for e in envs if e.startswith("dmc:")}), len({e for e in envs if e.startswith("dmc-pixels:")}),
+            len({e for e in envs if e.startswith("HBench-")})) == (28, 12, 30)
+    for (env, budget), r in by.items():  # the frames inference is stated where it applies
+        assert ("counts frames" in r["source"]) == (not env.endswith(("-v4",))), env
+        assert ("not runnable here" in r["source"]) == env.startswith("HBench-"), env
+    spot = {("HalfCheetah-v4", 1_000_000): (14775.2, 210.2, 10), ("dmc:cheetah-run", 500_000): (911.1, 9.9, 10),
+            ("Hopper-v4", 1_000_000): (2503.9, 877.1, 10), ("dmc-pixels:walker-run", 500_000): (745.9, 49.7, 10),
+            ("dmc:ball_in_cup-catch", 500_000): (980.2, 2.6, 10),
+            ("HBench-h1hand-cabinet-v0", 500_000): (219.7, 131.3, 5)}
+    for key, (mean, std, seeds) in spot.items():
+        assert (by[key]["mean"], by[key]["spread"], by[key]["seeds"]) == (mean, std, seeds), key
+    # DMC states at 100k agent steps lie below their 500k values on the hard tasks (a budget mix-up would not)
+    for task in ("dog-run", "humanoid-run", "hopper-hop"):
+        assert by[(f"dmc:{task}", 100_000)]["mean"] < by[(f"dmc:{task}", 500_000)]["mean"] / 2, task
+
+
 def offline_grid(tmp_path, envs='["pend", "pend-d4rl"]', datasets=None, online_algos='["td3", "td7"]'):
     """Online TD3 and TD7 on Pendulum (file 'on'); TD3+BC and offline TD7 on a dataset collected from
     the TD3 run and on a D4RL file (files 'off' and 'off7', each defining the datasets)."""
@@ -318,10 +385,10 @@ def test_summary_on_synthetic_runs(tmp_path):
         "t,td7,A-v4,400,mean_at_budget,30,1,std,4,src-a",  # ours 30 exactly: inside
         "t,td7,A-v1,400,max_of_mean_curve,10,,,,src-b",  # v1: not comparable, would be above
         "t,td7,B-v4,800,mean_at_budget,1,1,std,4,src-c",  # budget 800 never evaluated
-        "t,drq,A-v4,400,mean_at_budget,1,1,std,4,src-d",  # no algos/drq.py (DR.Q is not implemented)
+        "t,nosuch,A-v4,400,mean_at_budget,1,1,std,4,src-d",  # there is no algos/nosuch.py
         "t,td7,gym-2,400,mean_pct_gain_over_td3,200,,,,src-e",
     ]) + "\n")
-    body = ('algos = ["td7", "td3", "drq"]\nenvs = ["A-v4", "B-v4"]\nseeds = 3\nbudgets = [400]\neval_freq = 200\n'
+    body = ('algos = ["td7", "td3", "nosuch"]\nenvs = ["A-v4", "B-v4"]\nseeds = 3\nbudgets = [400]\neval_freq = 200\n'
             'eval_episodes = 10')
     agg = '[[aggregate]]\nname = "gain"\nalgo = "td7"\nbaseline = "td3"\nenvs = ["A-v4", "B-v4"]\nreference_env = "gym-2"\n'
     d = write_grid(tmp_path / "g", "t", body, agg, reference=str(ref))
@@ -340,7 +407,7 @@ def test_summary_on_synthetic_runs(tmp_path):
     assert by_source["src-b"]["ours_mean"] == 40  # max of the mean curve [0, 40, 30]
     assert by_source["src-b"]["verdict"] == "not comparable (v1 reference, v4 run); would be: above"
     assert by_source["src-c"]["ours_mean"] is None and "800 not reached" in by_source["src-c"]["verdict"]
-    assert by_source["src-d"]["verdict"] == "no run: there is no algos/drq.py in this repo"
+    assert by_source["src-d"]["verdict"] == "no run: there is no algos/nosuch.py in this repo"
     assert "src-e" not in by_source  # aggregates are reported in their own table
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
@@ -405,6 +472,86 @@ def test_gain_ci_resamples_within_envs():
     point, lo, hi = summarize.gain_ci(algo, base)
     assert point == pytest.approx(100 * ((algo[0].mean() / 100 + algo[1].mean() / 50) / 2 - 1))
     assert lo < point < hi and hi - lo < 30
+
+
+def test_difference_ci_resamples_each_run_on_its_own():
+    assert summarize.difference_ci(np.full(5, 3.0), np.full(7, 1.0)) == (2.0, 2.0, 2.0)
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(50.0, 10.0, 400), rng.normal(20.0, 5.0, 100)
+    point, lo, hi = summarize.difference_ci(a, b)
+    assert point == pytest.approx(a.mean() - b.mean())
+    half = 1.96 * np.sqrt(a.var() / len(a) + b.var() / len(b))  # normal theory for independent samples
+    assert lo == pytest.approx(point - half, abs=0.15 * half) and hi == pytest.approx(point + half, abs=0.15 * half)
+
+
+def test_head_to_head_of_two_algorithms_on_synthetic_runs(tmp_path):
+    """An aggregate drq-vs-mrq gives, per env and budget both runs reached, each mean with its CI, the
+    difference and its reading, and the difference of the two papers' reference means."""
+    d = tmp_path / "g"
+    ref_m, ref_d = tmp_path / "m.csv", tmp_path / "d.csv"
+    ref_m.write_text(REF_HEADER + "\np1,mrq,A-v4,400,mean_at_budget,10,1,std,4,src-m\n")
+    ref_d.write_text(REF_HEADER + "\np2,drq,A-v4,400,mean_at_budget,25,1,std,4,src-d\n")
+    body = 'envs = ["A-v4", "B-v4", "C-v4"]\nseeds = 3\nbudgets = [200, 400]\neval_freq = 200\neval_episodes = 10'
+    write_grid(d, "p1", 'algos = ["mrq"]\n' + body, reference=str(ref_m))
+    write_grid(d, "p2", 'algos = ["drq", "mrq"]\n' + body, '[[aggregate]]\nname = "h2h"\nalgo = "drq"\n'
+               'baseline = "mrq"\nenvs = ["A-v4", "B-v4", "C-v4"]\n', reference=str(ref_d))
+    root = tmp_path / "runs"
+    steps = [0, 200, 400]
+    fake_run(root, "drq", "A-v4", [[0, 10, 30]] * 3, steps)  # identical seeds: every CI collapses
+    fake_run(root, "mrq", "A-v4", [[0, 5, 10]] * 3, steps)
+    fake_run(root, "drq", "B-v4", [[0, 1, 2], [0, 3, 4], [0, 5, 6]], steps)
+    fake_run(root, "mrq", "B-v4", [[0, 10, 4]] * 3, steps)
+    fake_run(root, "mrq", "C-v4", [[0, 1, 2]] * 3, steps)  # no DR.Q run: no row
+    papers = {p.id: p for p in grid.load_papers(str(d))}
+    refs = {pid: summarize.load_reference(str(path)) for pid, path in (("p1", ref_m), ("p2", ref_d))}
+    paper = papers["p2"]
+    rows = summarize.head_to_head_rows("quick", paper, paper.aggregates[0], refs, summarize.load_runs(str(root)))
+    assert [(r["env"], r["budget"]) for r in rows] == [("A-v4", 200), ("A-v4", 400), ("B-v4", 200), ("B-v4", 400)]
+    a200, a400, b200, b400 = rows
+    assert (a400["algo"], a400["baseline"], a400["difference"]) == ((30, 30, 30), (10, 10, 10), (20, 20, 20))
+    assert a400["reading"] == "higher" and a400["seeds"] == (3, 3)
+    assert a400["reference_difference"] == (15.0, "p2", "p1")  # drq from p2's file, mrq from p1's
+    assert a200["difference"] == (5, 5, 5) and a200["reference_difference"] is None  # no reference at 200
+    assert b200["difference"][0] == pytest.approx(3 - 10) and b200["reading"] == "lower"
+    assert b400["difference"][0] == pytest.approx(0) and b400["reading"] == "CI contains 0"
+    assert b400["difference"][1] < 0 < b400["difference"][2]
+    out = tmp_path / "out"
+    summarize.summarize(str(d), {"quick": str(root)}, str(out / "SUMMARY.md"), str(out / "summary.csv"),
+                        str(out / "plots"))
+    text = (out / "SUMMARY.md").read_text()
+    assert "Head to head, h2h: per env, mean at the budget of our drq and our mrq runs" in text
+    assert "| A-v4 | 400 | 3 / 3 | 30.0 [30.0, 30.0] | 10.0 [10.0, 10.0] | 20.0 [20.0, 20.0] | higher | " \
+           "15.0 (p2 − p1) |" in text
+    assert "| A-v4 | 200 | 3 / 3 | 10.0 [10.0, 10.0] | 5.0 [5.0, 5.0] | 5.0 [5.0, 5.0] | higher | — |" in text
+    assert "| C-v4 |" not in text.split("Head to head, h2h")[1].split("\n\n")[1]
+
+
+def test_summary_compares_drq_with_our_mrq_at_both_scales(tmp_path):
+    """With the repo's grids and references: DR.Q and MR.Q runs of the same env give the DR.Q-vs-MR.Q
+    rows at the quick scale (one seed: no interval) and at the full scale (with the difference of the
+    two papers' reference means at that budget)."""
+    quick, full = tmp_path / "quick", tmp_path / "full"
+    fake_run(quick, "drq", "Hopper-v4", [[10, 100, 200, 300]], [0, 5_000, 10_000, 15_000])
+    fake_run(quick, "mrq", "Hopper-v4", [[10, 100, 150, 200]], [0, 5_000, 10_000, 15_000])
+    fake_run(full, "drq", "HalfCheetah-v4", [[0, 5_000, 9_000], [0, 6_000, 10_000]], [0, 50_000, 100_000])
+    fake_run(full, "mrq", "HalfCheetah-v4", [[0, 4_000, 7_000], [0, 5_000, 8_000]], [0, 50_000, 100_000])
+    out = tmp_path / "out"
+    summarize.summarize(roots={"quick": str(quick), "full": str(full)}, out_md=str(out / "SUMMARY.md"),
+                        out_csv=str(out / "summary.csv"), plots_dir=str(out / "plots"))
+    text = (out / "SUMMARY.md").read_text()
+    quick_text, full_text = text.split("## Scale: quick")[1], text.split("## Scale: full")[1].split("## Scale:")[0]
+    assert quick_text.count("Head to head, DR.Q vs MR.Q on Gym") == 1
+    assert "| Hopper-v4 | 15k | 1 / 1 | 300.0 [300.0, 300.0] | 200.0 [200.0, 200.0] | 100.0 [100.0, 100.0] | " \
+           "one seed: no interval | — |" in quick_text
+    assert "| 15k | Hopper-v4 | 1 | 1.5 [1.5, 1.5] | 1.5 [1.5, 1.5] | 50.0 [50.0, 50.0] | — |" in quick_text
+    ref = {(r["algo"], r["env"], r["budget"]): r["mean"] for p in ("drq", "mrq")
+           for r in summarize.load_reference(os.path.join(grid.ROOT, "results", "reference", f"{p}.csv"))}
+    expected = summarize.fmt(ref[("drq", "HalfCheetah-v4", 100_000)] - ref[("mrq", "HalfCheetah-v4", 100_000)])
+    table = full_text.split("Head to head, DR.Q vs MR.Q on Gym")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(table) == 1  # one env, and budgets the runs did not reach have no row
+    assert table[0].startswith("| HalfCheetah-v4 | 100k | 2 / 2 | 9500.0 [9000.0, 10000.0] | "
+                               "7500.0 [7000.0, 8000.0] | 2000.0 [")
+    assert table[0].endswith(f"| {expected} (drq − mrq) |")
 
 
 # ---------------------------------------------------------------------------------------------
