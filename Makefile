@@ -54,13 +54,14 @@ bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 	$(BIN)/python benchmarks/mrq_speed.py --before 58b475f
 	$(BIN)/python benchmarks/mrq_speed.py --also algos/drq.py --out results/bench/drq_cpu
+	$(BIN)/python benchmarks/drq_fade.py
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
 	$(BIN)/python benchmarks/offline.py
 
 # The papers' grids (reproduce/grids/*.toml): every (algo, env) is one process with all its seeds; re-running
 # skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.
 # reproduce = the papers' budgets and seeds (days on this CPU; meant for a GPU).
-# reproduce-quick = the reduced grid, about an hour on 2 CPU cores.
+# reproduce-quick = the reduced grid, about 1.5 hours on 2 CPU cores (DR.Q's quick run is estimated at 25 min).
 JOBS ?= 1
 reproduce: setup
 	$(BIN)/python -m reproduce.launch --scale full --jobs $(JOBS) $(ARGS)

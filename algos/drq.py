@@ -1,7 +1,7 @@
 """DR.Q: MR.Q with an InfoNCE term and faded prioritised replay, in JAX, many seeds per process.
 
-Paper: J. Lyu, ..., S. Fujimoto et al. "Debiased Model-based Representations for Sample-efficient
-Continuous Control". ICML 2026. arXiv:2605.11711.
+Paper: J. Lyu, Z. Lin, S. Fujimoto, K. Yang, Y. Chen, S. Yang, Z. Lu, D. Ye. "Debiased Model-based
+Representations for Sample-efficient Continuous Control". ICML 2026. arXiv:2605.11711.
 Follows: github.com/dmksjfl/DR.Q @ cc307a5a656d69382d7a069e6d4d53753bfe1017 (MIT, but built on MR.Q's
 CC BY-NC code), read but not copied: written from its facts (docs/facts.md#drq) as a sibling of
 algos/mrq.py, so `diff algos/mrq.py algos/drq.py` shows DR.Q's changes and nothing else.
@@ -33,8 +33,8 @@ Memory per seed: MR.Q's (see algos/mrq.py's header; `--buffer-size` caps the slo
 slot for the forget weight's write count.
 
 Deviations and notes:
-- InfoNCE masking: per sample, each step's loss weighted by the not-done flags before it, as the
-  paper describes. The authors' code multiplies a [B] loss by a [B, 1] mask, which broadcasts to
+- InfoNCE masking: per sample, each step's loss weighted by the not-done flags before it, the form
+  docs/facts.md#drq-training-step gives (the paper's text was not available). The authors' code multiplies a [B] loss by a [B, 1] mask, which broadcasts to
   B x B: after the first step the term is mean(loss) x mean(mask). `--original-infonce-mask`
   reproduces that (only envs that terminate are affected).
 - Forget weights: the authors multiply every slot's weight by 0.9999 at each stored step (a pass
@@ -43,13 +43,16 @@ Deviations and notes:
   the same weights up to float rounding (tests/test_drq.py).
 - HumanoidBench (`HBench-<task>`) is not available: the humanoid_bench package does not install from
   PyPI (checked 2026-12-01), and `envs` rejects the ids with a message saying so.
-- From algos/mrq.py, unchanged: the true final observation as the next-state target after a
+- From algos/mrq.py, unchanged (its header has the full list): the true final observation as the next-state target after a
   termination (the authors' buffer reads slot 0 there); priorities set when a start becomes
   sampleable; the reward scale over stored transitions only; random shift as the authors'; warm-up
   actions from each seed's JAX key; the evaluation env re-seeded seed + 100 at every evaluation;
   discrete evaluation through a Gumbel-softmax sample, as the authors'.
 - Parameters on HalfCheetah-v4: 4,889,432 (encoder 2,784,080, policy 528,390, value 1,576,962), the
   count of the authors' networks at enc_hdim 750 (tests/test_drq.py).
+- Speed: MR.Q's (issue 17, in algos/mrq.py's header): the two-level prioritised sampler, buffer writes as
+  dropped scatters, closed-form gradients of LayerNorm and ELU. `make bench` times DR.Q beside MR.Q
+  (results/bench/drq_cpu.md).
 - On GPUs JAX may run float32 matmuls in TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full
   float32 (no effect on CPU).
 """
@@ -104,7 +107,7 @@ class Args(runs.RunArgs):
     """evaluation episodes per seed (no exploration noise; Atari keeps epsilon = 0.001)"""
     max_episode_steps: Optional[int] = None
     """cap on agent steps per episode, ending as a truncation; unset: the suite's, gymnasium's limit, DMC 500, Atari 27k"""
-    # DR.Q (the paper's single set for every suite; docs/facts.md#drq-hyperparameters)
+    # DR.Q (the authors' code defaults, one set for every suite; docs/facts.md#drq-hyperparameters)
     buffer_size: int = 1_000_000
     """replay slots per seed (an episode takes its length + 1); shrink it to fit memory (see the header)"""
     batch_size: int = 256
@@ -134,7 +137,7 @@ class Args(runs.RunArgs):
     forget_decay: float = 0.9999
     """faded replay: a slot's sampling weight is forget_decay^(env steps stored since it was written)"""
     forget_floor: float = 0.1
-    """faded replay: the weight never falls below this (reached after ln 0.1 / ln 0.9999 = 23,025 steps)"""
+    """faded replay: the weight never falls below this (ln 0.1 / ln 0.9999 = 23,024.7: from 23,025 steps on)"""
     enc_horizon: int = 5
     """steps of the unrolled model loss"""
     q_horizon: int = 3

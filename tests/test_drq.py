@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 
+import test_mrq
 from algos import drq, mrq
 
 TINY = dict(batch_size=8, zs_dim=32, zsa_dim=32, za_dim=16, enc_hdim=32, value_hdim=32, policy_hdim=32)
@@ -111,47 +112,61 @@ def test_value_target_and_policy_loss_have_no_scaling_and_no_penalty():
     y = drq.value_target(jnp.array([2.0, 2.0]), jnp.array([1.0, 0.0]), jnp.array([8.0, 8.0]), 0.5, 3)
     np.testing.assert_allclose(y, [3.0, 2.0])
     np.testing.assert_allclose(drq.policy_loss(jnp.array([[1.0, 4.0], [1.0, 1.5]])), -1.875)
-    # the value optimiser is plain AdamW (lr 3e-4, decay 0.01): a huge gradient is not clipped
-    nets = drq.make_nets(False, 3, False)
-    params = {"w": jnp.ones(3)}
-    grads = {"w": jnp.array([1e4, -1e4, 0.0])}
-    ours, _ = nets.value_tx.update(grads, nets.value_tx.init(params), params)
-    ref_tx = optax.adamw(3e-4, weight_decay=0.01)
-    ref, _ = ref_tx.update(grads, ref_tx.init(params), params)
-    np.testing.assert_allclose(ours["w"], ref["w"], rtol=1e-6)
+    # the value optimiser is plain AdamW (lr 3e-4, decay 0.01): a huge gradient is not clipped. Two steps
+    # of different sizes (Adam's first step alone is scale-free, so it could not tell a clip apart)
+    params, grads = {"w": jnp.ones(3)}, [{"w": jnp.array([1e4, -1e4, 0.0])}, {"w": jnp.array([1.0, 2.0, -1.0])}]
+
+    def two_steps(tx):
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(u["w"])
+        return np.concatenate(out)
+
+    ours = two_steps(drq.make_nets(False, 3, False).value_tx)
+    np.testing.assert_allclose(ours, two_steps(optax.adamw(3e-4, weight_decay=0.01)), rtol=1e-6)
+    clipped = two_steps(optax.chain(optax.clip_by_global_norm(20.0), optax.adamw(3e-4, weight_decay=0.01)))
+    assert not np.allclose(ours, clipped, rtol=1e-3)  # MR.Q's clip would show
 
 
 def test_multi_step_return_is_exclusive_against_mrqs_inclusive_form():
-    """Windows of 3 rewards [1, 2, 4], gamma 0.5. A termination counts its own reward and nothing after
+    """Windows of 3 rewards [1, 2, 8], gamma 0.5. A termination counts its own reward and nothing after
     it (the slots after it may hold the next episode). MR.Q's authors' form weights each reward by its
     own not-done flag: it drops the terminal reward and keeps the next episode's."""
-    r = jnp.array([[1.0, 2.0, 4.0]] * 4)
+    r = jnp.array([[1.0, 2.0, 8.0]] * 4)
     nd = jnp.array([[1.0, 1.0, 1.0],  # no end (a truncation is stored as not done: it bootstraps)
                     [1.0, 0.0, 1.0],  # terminates at step 1; step 2 is the next episode
                     [0.0, 0.0, 1.0],  # terminates at step 0; the final-observation slot, then the next episode
                     [1.0, 1.0, 0.0]])  # terminates at step 2
     ret, mask = drq.multi_step_return(r, nd, 0.5)
-    np.testing.assert_allclose(ret, [3.0, 2.0, 1.0, 3.0])
+    np.testing.assert_allclose(ret, [4.0, 2.0, 1.0, 4.0])
     np.testing.assert_array_equal(mask, [1.0, 0.0, 0.0, 0.0])
     inclusive, mask_m = mrq.multi_step_return(r, nd, 0.5, terminal_reward=False)
-    np.testing.assert_allclose(inclusive, [3.0, 2.0, 1.0, 2.0])  # drops the terminal reward, keeps the next episode's
+    np.testing.assert_allclose(inclusive, [4.0, 3.0, 2.0, 2.0])  # drops the terminal reward, keeps the next episode's
     np.testing.assert_array_equal(mask_m, mask)
     np.testing.assert_allclose(mrq.multi_step_return(r, nd, 0.5)[0], ret)  # MR.Q's default here is DR.Q's form
 
 
-def _encoder_setup(h=3, b=4, obs_dim=5, adim=2):
-    enc = drq.Encoder(pixels=False, zs_dim=8, za_dim=4, zsa_dim=8, hidden=16, num_bins=65)
-    k = jax.random.split(jax.random.PRNGKey(0), 6)
-    params = enc.init(k[0], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
-    target = enc.init(k[1], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
-    obs = jax.random.normal(k[2], (b, h + 1, obs_dim))
-    act = jax.random.uniform(k[3], (b, h, adim), minval=-1, maxval=1)
-    rew = jax.random.normal(k[4], (b, h))
-    return enc, params, target, obs, act, rew
+def test_rl_update_ignores_the_reward_scale():
+    """DR.Q's targets and priorities are in reward units: learners that differ only in their reward
+    scales (MR.Q divides by one and multiplies by the other) update identically."""
+    nets = drq.make_nets(False, 3, False, zs_dim=16, za_dim=8, zsa_dim=16, enc_hidden=16, value_hidden=16,
+                         policy_hidden=16)
+    learner = drq.learner_init(nets, jax.random.PRNGKey(0), jnp.zeros(6), 3)
+    k = jax.random.split(jax.random.PRNGKey(1), 3)
+    obs, act = jax.random.normal(k[0], (32, 4, 6)), jnp.tanh(jax.random.normal(k[1], (32, 3, 3)))
+    rew, nd = 50.0 * jax.random.normal(k[2], (32, 3)), jnp.ones((32, 3))
+    step = jax.jit(lambda l: drq.rl_update(nets, l, obs, act, rew, nd))
+    a, prio_a, m_a = step(learner._replace(reward_scale=jnp.array(1.0), target_reward_scale=jnp.array(1.0)))
+    b, prio_b, m_b = step(learner._replace(reward_scale=jnp.array(37.0), target_reward_scale=jnp.array(0.0)))
+    np.testing.assert_array_equal(prio_a, prio_b)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, (a.value, a.policy), (b.value, b.policy)))
+    # rewards of +-50 and untrained values near 0: |TD errors| are reward-sized, not scaled down
+    assert float(jnp.median(prio_a)) > 2.0 ** 0.4 and float(m_a["value_loss"]) == float(m_b["value_loss"])
 
 
 def test_encoder_loss_adds_masked_info_nce_and_drops_the_done_term():
-    enc, params, target, obs, act, rew = _encoder_setup()
+    enc, params, target, obs, act, rew = test_mrq._encoder_setup(module=drq)
     bins = drq.reward_bins()
     nd = jnp.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])  # two windows terminate
     total, parts = drq.encoder_loss(enc, params, target, obs, act, rew, nd, bins)
@@ -189,18 +204,8 @@ def test_encoder_loss_adds_masked_info_nce_and_drops_the_done_term():
 # ---------------------------------------------------------------------------------------------
 # Faded prioritised replay
 # ---------------------------------------------------------------------------------------------
-def _fill(buf, episodes, horizon=1, history=1):
-    """episodes: list of (length, 'terminated' | 'truncated'); frames hold a running id."""
-    add = jax.jit(drq.replay_add, static_argnames=("horizon", "history"))
-    uid = 0
-    for length, end in episodes:
-        for t in range(length):
-            last = t == length - 1
-            buf = add(buf, jnp.full((3,), uid, jnp.float32), jnp.array([float(uid)]), float(uid),
-                      jnp.array(last and end == "terminated"), jnp.array(last and end == "truncated"),
-                      jnp.full((3,), 1000 + uid, jnp.float32), t, horizon=horizon, history=history)
-            uid += 1
-    return buf
+def _fill(buf, episodes, horizon=1):
+    return test_mrq._fill(buf, episodes, horizon, 1, module=drq)
 
 
 def test_forget_weights_after_k_adds_match_the_authors_decay_loop():
@@ -220,6 +225,52 @@ def test_forget_weights_after_k_adds_match_the_authors_decay_loop():
     w = np.asarray(drq.replay_weight(one, jnp.arange(200)))
     np.testing.assert_allclose(w, literal, rtol=1e-5)
     assert w[0] == pytest.approx(0.9999 ** 94) and w[slot - 2] == 1.0
+
+
+def test_forget_weights_after_the_buffer_wraps():
+    """A 16-slot ring filled by 40 steps of terminated and truncated episodes: an overwritten slot's
+    weight starts again at 1, and every stored transition's weight is the authors' loop's (each add
+    decays all weights, then sets the written slot's to 1; an episode end skips its final slot)."""
+    episodes = [(5, "terminated"), (7, "truncated"), (3, "terminated"), (9, "truncated"), (6, "terminated"),
+                (10, "truncated")]
+    buf = _fill(drq.replay_init(16, (3,), jnp.float32, 1), episodes)
+    literal, slot = np.zeros(16), 0
+    for length, _ in episodes:
+        for _ in range(length):
+            literal *= 0.9999
+            literal[slot % 16] = 1.0
+            slot += 1
+        slot += 1
+    assert int(buf.adds) == 40 and slot > 2 * 16  # the ring wrapped twice
+    steps = np.asarray(buf.is_step)
+    w = np.asarray(drq.replay_weight(buf._replace(priority=jnp.ones(16), valid=jnp.ones(16, bool)), jnp.arange(16)))
+    np.testing.assert_allclose(w[steps], literal[steps], rtol=1e-5)
+    assert w[steps].max() == 1.0  # the newest transition
+
+
+def test_forget_flags_reach_the_sampler_of_a_run():
+    """--forget-decay and --forget-floor are what the training step samples with: the burst's
+    distribution totals priority x valid x clip(decay^age, floor, 1) of the run's own buffer."""
+    args = drq.Args(env_id="Pendulum-v1", total_timesteps=400, learning_starts=1000, forget_decay=0.99,
+                    forget_floor=0.5, **TINY)
+    train_envs, _ = drq._make_envs(args, [0])
+    agent = drq._agent_for(args, train_envs)
+    learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
+    obs, pos = train_envs.reset(), np.zeros(1, np.int32)
+    learner, action = agent.act(learner, obs, True)
+    for t in range(300):  # Pendulum: one 200-step truncated episode, then 100 steps
+        step = train_envs.step(np.asarray(action))
+        tr = drq.Transition(obs, np.asarray(action), step.reward, step.terminated, step.truncated, step.next_obs, pos)
+        pos = np.where(step.truncated, 0, pos + 1).astype(np.int32)
+        obs = step.obs
+        learner, replay, action, _ = agent.step(learner, replay, tr, obs, False, False, True)
+    _, cdf = agent.parts["start_burst"](learner, replay)
+    one = jax.tree.map(lambda x: np.asarray(x[0]), replay)
+    age = int(one.adds) - one.added
+    expected = np.where(one.valid, one.priority * np.clip(0.99 ** age, 0.5, 1.0), 0.0).sum()
+    assert 0.5 * one.valid.sum() < expected < one.valid.sum()  # the floor binds for the oldest, not all
+    np.testing.assert_allclose(np.asarray(cdf)[0, -1], expected, rtol=1e-5)
+    train_envs.close()
 
 
 def test_forget_weight_reaches_the_floor_after_23025_steps():

@@ -118,9 +118,10 @@ def test_pixel_encoder_shapes_and_gumbel_policy():
     assert a.shape == pre.shape == (2, 4)
 
 
-def _fill(buf, episodes, horizon, history, frame_shape=(3,)):
-    """episodes: list of (length, 'terminated' | 'truncated'); frames hold a running id."""
-    add = jax.jit(mrq.replay_add, static_argnames=("horizon", "history"))
+def _fill(buf, episodes, horizon, history, frame_shape=(3,), module=mrq):
+    """episodes: list of (length, 'terminated' | 'truncated'); frames hold a running id. `module`: mrq or
+    its sibling drq (tests/test_drq.py)."""
+    add = jax.jit(module.replay_add, static_argnames=("horizon", "history"))
     uid = 0
     for length, end in episodes:
         for t in range(length):
@@ -188,8 +189,8 @@ def test_value_target_priority_policy_and_huber_on_hand_values():
     np.testing.assert_allclose(mrq.policy_loss(q, jnp.array([[10.0, 0.0]])), -1.875 + 1e-5 * 50)
 
 
-def _encoder_setup(h=3, b=4, obs_dim=5, adim=2):
-    enc = mrq.Encoder(pixels=False, zs_dim=8, za_dim=4, zsa_dim=8, hidden=16, num_bins=65)
+def _encoder_setup(h=3, b=4, obs_dim=5, adim=2, module=mrq):
+    enc = module.Encoder(pixels=False, zs_dim=8, za_dim=4, zsa_dim=8, hidden=16, num_bins=65)
     k = jax.random.split(jax.random.PRNGKey(0), 6)
     params = enc.init(k[0], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
     target = enc.init(k[1], jnp.zeros((1, obs_dim)), jnp.zeros((1, adim)))
