@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/mrq_speed.py --before 58b475f
 	$(BIN)/python benchmarks/mrq_speed.py --also algos/drq.py --out results/bench/drq_cpu
 	$(BIN)/python benchmarks/drq_fade.py
+	$(BIN)/python benchmarks/envs_step.py
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
 	$(BIN)/python benchmarks/offline.py
 
