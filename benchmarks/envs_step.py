@@ -32,9 +32,8 @@ def time_seed_envs(env_id: str, n: int, steps: int, rounds: int) -> dict:
     train.reset()
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (steps, n, *train.action_shape)).astype(np.float32)
-    bare = [e for e in train.envs]
-    low, high = bare[0].action_space.low, bare[0].action_space.high
-    env_actions = low + (actions + 1.0) * 0.5 * (high - low)
+    bare = train.envs
+    env_actions = np.array([[train.to_env_action(a) for a in step] for step in actions])  # what SeedEnvs sends
 
     def ours():
         for a in actions:

@@ -107,6 +107,9 @@ def require(module: str, flag: str, extra: str):
         raise UserError(f"{flag} needs {module.split('.')[0]}: pip install -e '.[{extra}]'") from None
 
 
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository's root
+
+
 def load_file(path: str, name: str):
     """Import the Python file at `path` as module `name` (an algorithm file loaded by path, or an older
     version of one); it is registered in sys.modules, where dataclasses look their module up."""
@@ -119,9 +122,8 @@ def load_file(path: str, name: str):
 
 def algo_file_at(commit: str, algo: str, folder: str) -> str:
     """algos/<algo>.py as of `commit` (git show), written into `folder`; returns the file's path."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        text = subprocess.run(["git", "show", f"{commit}:algos/{algo}.py"], cwd=root, capture_output=True,
+        text = subprocess.run(["git", "show", f"{commit}:algos/{algo}.py"], cwd=PROJECT, capture_output=True,
                               text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         raise UserError(f"cannot read algos/{algo}.py of commit {commit}: {(getattr(e, 'stderr', '') or str(e)).strip()}") from None
@@ -131,7 +133,7 @@ def algo_file_at(commit: str, algo: str, folder: str) -> str:
     return path
 
 
-COMPILE_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax")
+COMPILE_CACHE = os.path.join(PROJECT, ".cache", "jax")
 
 
 def compile_cache() -> Optional[str]:

@@ -10,6 +10,8 @@ Budget: 8,000 env steps per seed, the first 1,000 uniform-random (the paper's 25
 paper's defaults (256-256, Adam 3e-4, batch 256). About 70 s per test on 2 CPU cores.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -54,38 +56,23 @@ def test_td7_solves_pendulum(tmp_path):
     assert np.mean(returns) >= THRESHOLD_TD7, f"mean eval return {np.mean(returns):.1f} per seed {returns}"
 
 
-def test_mrq_solves_pendulum(tmp_path):
-    """MR.Q on Pendulum-v1: 2 seeds, 2,500 env steps of which the first 1,000 random (the paper's
-    10,000 is more than this whole run), then one value/policy update per step and a 250-update
-    encoder burst every 250 steps, all as in the paper, except widths of 128 instead of 512 and
-    batches of 128 instead of 256 (the full network is ~4M parameters: about 8 env steps/s on 2 CPU
-    cores). Mean final return >= -400 is a swing-up from most start states (random play scores about
-    -1200; these untrained policies score -1611 and -1303). Measured on the 2-core CPU machine:
-    -191 and -186 (mean -189) at 2,500 steps, -334 at 2,000, in about 100 s.
+@pytest.mark.parametrize("algo,steps", [("mrq", 2_500), ("drq", 3_500)])
+def test_mrq_and_drq_solve_pendulum(algo, steps, tmp_path):
+    """MR.Q and DR.Q on Pendulum-v1: 2 seeds, the first 1,000 env steps random (the paper's 10,000 is
+    more than this whole run), then one value/policy update per step and a 250-update encoder burst
+    every 250 steps, all as in the papers, except widths of 128 instead of 512 (DR.Q: 750) and batches
+    of 128 instead of 256 (the full networks are ~4-5M parameters: 3-5 env steps/s on 2 CPU cores).
+    Mean final return >= -400 is a swing-up from most start states (random play scores about -1200;
+    these untrained policies score -1611 and -1303). DR.Q gets 3,500 steps instead of 2,500: without
+    MR.Q's reward scaling its value targets are in raw units (Pendulum's episodes sum to about -1000)
+    and the Huber loss fits them more slowly. Measured on the 2-core CPU machine: MR.Q -191 and -186
+    (mean -189) at 2,500 steps, -334 at 2,000, in about 70 s; DR.Q -185 and -383 (mean -284) at 3,500
+    steps, -183 and -723 at 3,000, in about 125 s.
     """
-    from algos import mrq
-
+    module = importlib.import_module(f"algos.{algo}")
     small = dict(batch_size=128, zs_dim=128, zsa_dim=128, za_dim=64, enc_hdim=128, value_hdim=128, policy_hdim=128)
-    out = mrq.train(mrq.Args(env_id="Pendulum-v1", num_seeds=2, total_timesteps=2_500, learning_starts=1_000,
-                             eval_freq=2_500, eval_episodes=10, results_dir=str(tmp_path), **small))
+    out = module.train(module.Args(env_id="Pendulum-v1", num_seeds=2, total_timesteps=steps, learning_starts=1_000,
+                                   eval_freq=steps, eval_episodes=10, results_dir=str(tmp_path), **small))
     returns = out["final_eval"]
     assert returns.shape == (2,)
-    assert np.mean(returns) >= -400.0, f"mean eval return {np.mean(returns):.1f} per seed {returns}"
-
-
-def test_drq_solves_pendulum(tmp_path):
-    """DR.Q on Pendulum-v1 with MR.Q's test setup above (2 seeds, the first 1,000 steps random, widths
-    and batch 128, the paper's schedule) for 3,500 steps instead of 2,500: without MR.Q's reward
-    scaling the value's targets are in raw units (Pendulum's episodes sum to about -1000), and the
-    Huber loss fits them more slowly. Mean final return >= -400 is a swing-up from most start states
-    (random play about -1200; these untrained policies score -1611 and -1303). Measured on the 2-core
-    CPU machine: -185 and -383 (mean -284) at 3,500 steps, -183 and -723 at 3,000, in about 125 s.
-    """
-    from algos import drq
-
-    small = dict(batch_size=128, zs_dim=128, zsa_dim=128, za_dim=64, enc_hdim=128, value_hdim=128, policy_hdim=128)
-    out = drq.train(drq.Args(env_id="Pendulum-v1", num_seeds=2, total_timesteps=3_500, learning_starts=1_000,
-                             eval_freq=3_500, eval_episodes=10, results_dir=str(tmp_path), **small))
-    returns = out["final_eval"]
-    assert returns.shape == (2,)
-    assert np.mean(returns) >= -400.0, f"mean eval return {np.mean(returns):.1f} per seed {returns}"
+    assert np.mean(returns) >= -400.0, f"{algo}: mean eval return {np.mean(returns):.1f} per seed {returns}"
