@@ -13,7 +13,7 @@ JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 # `make test` runs on the CPU even in a GPU install (CI is CPU-only); TEST_JAX_PLATFORMS= lifts that.
 TEST_JAX_PLATFORMS ?= cpu
 
-.PHONY: setup setup-gpu train test test-slow bench reproduce reproduce-quick summary lock clean
+.PHONY: setup setup-gpu train test test-slow bench bench-gpu reproduce reproduce-quick summary lock clean
 
 setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 
@@ -58,6 +58,13 @@ bench: setup
 	$(BIN)/python benchmarks/envs_step.py
 	$(BIN)/python benchmarks/checkpoint.py --out results/bench/checkpoint_cpu
 	$(BIN)/python benchmarks/offline.py
+	$(BIN)/python benchmarks/compile_cache.py
+
+# Issue 16's suite on the accelerator of a GPU install: env steps/s, compile time and peak device memory of TD3, TD7
+# and MR.Q (Gym, DMC pixels) with 1, 10 and 32 seeds in under 8 minutes -> results/bench/gpu_suite_<platform>.md.
+# ARGS=--tiny: tiny sizes, a smoke of the command (about 2.5 min on 2 busy CPU cores).
+bench-gpu: setup-gpu
+	$(BIN)/python benchmarks/gpu_suite.py $(ARGS)
 
 # The papers' grids (reproduce/grids/*.toml): every (algo, env) is one process with all its seeds; re-running
 # skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.
@@ -78,7 +85,7 @@ summary: setup
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,offline]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,offline,cluster]"
 	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
 
 clean:

@@ -405,10 +405,10 @@ def train(args: Args) -> dict:
     args, seeds = run.args, run.seeds
     check_args(args)
     data = offline.load(args.dataset, args.env_id, timeouts="bootstrap")
-    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
-    agent = make_agent(args, evaluator.obs_dim, evaluator.action_dim)
-    device_data = Buffer(*(jnp.asarray(x) for x in data.arrays()))
+    agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices
+    device_data = run.devices.replicate(Buffer(*(jnp.asarray(x) for x in data.arrays())))  # one copy per device
     learner = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     t0 = 0
     if run.checkpoint:

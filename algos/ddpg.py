@@ -269,9 +269,9 @@ def train(args: Args) -> dict:
     run = runs.Run(ALGO, args, Args)  # with --resume, the checkpoint's args
     args, seeds = run.args, run.seeds
     check_args(args)
-    train_envs = envs.SeedEnvs(args.env_id, seeds)
-    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
-    agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
+    train_envs = envs.SeedEnvs(args.env_id, seeds, workers=args.env_workers)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
+    agent = run.devices.agent(make_agent(args, train_envs.obs_dim, train_envs.action_dim))  # seeds over devices
     learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     if run.checkpoint:
         saved, buffer = run.checkpoint.load({"learner": learner, "action": jnp.zeros((len(seeds), train_envs.action_dim))},

@@ -288,11 +288,12 @@ def train(args: Args) -> dict:
     check_args(args)
     data = offline.load(args.dataset, args.env_id, timeouts="drop")
     mean, std = offline.normalization(data.obs) if args.normalize else (0.0, 1.0)
-    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
-    agent = make_agent(args, evaluator.obs_dim, evaluator.action_dim)
-    device_data = Buffer(jnp.asarray((data.obs - mean) / std), jnp.asarray(data.action), jnp.asarray(data.reward),
-                         jnp.asarray((data.next_obs - mean) / std), jnp.asarray(data.terminated))
+    agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices
+    device_data = run.devices.replicate(Buffer(  # one copy per device
+        jnp.asarray((data.obs - mean) / std), jnp.asarray(data.action), jnp.asarray(data.reward),
+        jnp.asarray((data.next_obs - mean) / std), jnp.asarray(data.terminated)))
     learner = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     t0 = 0
     if run.checkpoint:

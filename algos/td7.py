@@ -617,10 +617,10 @@ def train_offline(run: runs.Run) -> dict:
     args, seeds = run.args, run.seeds
     run.csv_headers.pop("checkpoints")  # no policy checkpoints offline
     data = offline.load(args.dataset, args.env_id, timeouts="drop")
-    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
-    agent = make_agent(args, evaluator.obs_dim, evaluator.action_dim)
-    device_data = Buffer(*(jnp.asarray(x) for x in data.arrays()))
+    agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices
+    device_data = run.devices.replicate(Buffer(*(jnp.asarray(x) for x in data.arrays())))  # one copy per device
     learner, _, _ = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     n = len(data)  # LAP on the dataset: every priority starts at 1, each seed keeps its own
     prio = Priorities(jnp.ones((len(seeds), n)), jnp.ones(len(seeds)), jnp.full(len(seeds), n, jnp.int32))
@@ -684,9 +684,10 @@ def train(args: Args) -> dict:
     if args.offline:
         return train_offline(run)
     n, total = args.num_seeds, args.total_timesteps
-    train_envs = envs.SeedEnvs(args.env_id, seeds)
-    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes)
-    agent = make_agent(args, train_envs.obs_dim, train_envs.action_dim)
+    train_envs = envs.SeedEnvs(args.env_id, seeds, workers=args.env_workers)
+    evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
+    # seeds over devices (envs/devices.py); the policy acts on a host copy of the actor
+    agent = run.devices.agent(make_agent(args, train_envs.obs_dim, train_envs.action_dim), keep=("policy",))
     learner, buffer, prio = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     per_transition = (sum(x.nbytes for x in buffer) + prio.value.nbytes) // (n * agent.capacity)
     replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
@@ -835,7 +836,7 @@ def train(args: Args) -> dict:
                     break
                 random = np.array([not s.allow_train for s in schedules])
                 for i in np.nonzero(free & ~random & stale)[0]:  # trained since its last copy: waits for its updates
-                    row = jax.device_put(take((learner.actor, learner.fixed_encoder), i), cpu)
+                    row = jax.device_put(take(run.devices.view((learner.actor, learner.fixed_encoder)), i), cpu)
                     acting = put(acting, i, row)
                     stale[i] = False
                 action = act(acting, obs, random, free)

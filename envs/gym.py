@@ -4,6 +4,19 @@ Gymnasium 1.x vector envs reset a finished sub-env on the *next* call to ``step`
 final observation; we do not use them. Each seed owns a plain ``gym.make`` env and this module
 resets it explicitly right after an episode ends, so the caller gets the true final observation
 (``EnvStep.next_obs``) and the next episode's first observation (``EnvStep.obs``) in one step.
+
+Many seeds (issue 16): ``SeedEnvs(..., workers=W)`` and ``Evaluator(..., workers=W)`` split the
+seeds into W contiguous blocks stepped at the same time in W worker *processes* (envs/workers.py),
+each holding a plain serial ``SeedEnvs`` / ``Evaluator`` of this module over its block, so any W
+gives the same results bit for bit, resume replay included (tests/test_parallel_envs.py). W = 1, the
+default, is the in-process code, unchanged. Processes rather than threads: about two thirds of a
+Hopper-v4 step is MuJoCo's C ``mj_step``, which releases the GIL, the rest is gymnasium's Python,
+which holds it; threads overlap only the C part and pay a pool hand-off per env, and a thread pool
+was slower than serial on the 2-core test machine. A worker process overlaps both parts for one pipe
+round trip per worker and step (~70-120 us there) and ~30-50% more CPU per seed-step in all, so it
+pays with several seeds per worker and a free host core per worker; on the shared 2-core machine it
+did not (the critical path shrinks, the wall time did not). Figures and their reading:
+results/bench/envs_step_cpu.md (``benchmarks/envs_step.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.runs import Diverged, SpaceError, UserError
+from envs.workers import check_workers, pool_for
 
 
 SUITE_PREFIXES = "gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, atari:<Game>"
@@ -30,6 +44,16 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
     if env_id.startswith("atari:"):
         from envs.atari import AtariEnv
         return AtariEnv(env_id, **kwargs)
+    _check_gym_id(env_id)
+    with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def _check_gym_id(env_id: str):
+    """A UserError for an id that is neither prefixed (dmc:, atari:) nor registered with gymnasium."""
+    if env_id.startswith(("dmc:", "dmc-pixels:", "atari:")):
+        return
     if env_id.startswith("HBench-"):  # DR.Q's HumanoidBench ids: no silent fallback to something else
         raise UserError(f"{env_id!r}: HumanoidBench is not available here: its humanoid_bench package does not "
                         "install from PyPI (checked 2026-12-01), so no HBench-<task> id can be made.")
@@ -39,9 +63,6 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
         raise UserError(f"Unknown env id {env_id!r}.{hint} Other suites: {SUITE_PREFIXES}.")
-    with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
-        warnings.filterwarnings("ignore", message=".*is out of date.*")
-        return gym.make(env_id, disable_env_checker=True, **kwargs)
 
 
 def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **kwargs) -> gym.Env:
@@ -94,13 +115,13 @@ class _Spaces:
     [C, H, W] when ``pixels_ok``) and actions: ``[N, action_dim]`` in [-1, 1] for a Box, or ``[N]``
     integer indices for a Discrete space (``discrete``; ``action_dim`` is then the number of actions)."""
 
-    def __init__(self, env: gym.Env):
-        space, obs = env.action_space, env.observation_space
+    def __init__(self, space: gym.Space, obs: gym.Space, frame_history: int = 1):
+        self.space_args = (space, obs, frame_history)  # what a worker process sends its parent
         self.discrete = isinstance(space, gym.spaces.Discrete)
         self.obs_shape = tuple(int(d) for d in obs.shape)
         self.obs_dtype = np.dtype(np.uint8) if obs.dtype == np.uint8 and len(obs.shape) == 3 else np.dtype(np.float32)
         self.obs_dim = self.obs_shape[0]
-        self.frame_history = int(getattr(env.unwrapped, "frame_history", 1))  # frames stacked in one observation
+        self.frame_history = frame_history  # frames stacked in one observation
         if self.discrete:
             self.action_dim, self.action_shape = int(space.n), ()
         else:
@@ -112,6 +133,13 @@ class _Spaces:
         return int(action) if self.discrete else _scale_action(action, self.low, self.high)
 
 
+def _space_args(env: gym.Env) -> tuple:
+    return env.action_space, env.observation_space, int(getattr(env.unwrapped, "frame_history", 1))
+
+
+_COUNTERS = ("ep_return", "ep_length")  # SeedEnvs state the parent mirrors from its workers
+
+
 class SeedEnvs(_Spaces):
     """``len(seeds)`` independent copies of ``env_id``, env ``i`` seeded ``seeds[i]``.
     ``env_kwargs``, ``discrete_ok`` and ``pixels_ok`` go to ``make_env``.
@@ -120,14 +148,37 @@ class SeedEnvs(_Spaces):
     episode and the actions taken since; ``set_state`` rebuilds the exact env state by replaying
     them (gymnasium envs are deterministic given their RNG and actions), so no simulator state
     has to be pickled.
+
+    ``workers`` (an integer >= 1, else a UserError; more than the number of seeds is clamped to it):
+    with 1, the envs live in this process (``.envs``) and step one after another. With W > 1 the
+    seeds are split into W contiguous blocks, each a serial ``SeedEnvs`` in its own process
+    (envs/workers.py), stepped at the same time; every method and attribute (``obs``, ``ep_return``,
+    ``ep_length``, the spaces) is the same bit for bit, there is just no ``.envs``. Actions are
+    checked here first, so a bad action raises the same error and steps nothing. Call ``close()``.
     """
 
     def __init__(self, env_id: str, seeds: Sequence[int], discrete_ok: bool = False, pixels_ok: bool = False,
-                 env_kwargs: dict | None = None):
+                 env_kwargs: dict | None = None, workers: int = 1):
         self.env_id, self.seeds = env_id, [int(s) for s in seeds]
-        self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {})) for _ in self.seeds]
-        super().__init__(self.envs[0])
         self.num = len(self.seeds)
+        self.workers = check_workers(workers, self.num)
+        self._pool = None
+        if self.workers == 1:
+            self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {})) for _ in self.seeds]
+            super().__init__(*_space_args(self.envs[0]))
+        else:
+            _check_gym_id(env_id)  # here, before any worker starts
+            self._pool, self._blocks = pool_for(SeedEnvs, env_id, self.seeds, self.workers, lambda b: dict(
+                env_id=env_id, seeds=self.seeds[b], discrete_ok=discrete_ok, pixels_ok=pixels_ok,
+                env_kwargs=env_kwargs))
+            super().__init__(*self._pool.spaces)
+
+    def _on_workers(self, name: str, args: list[tuple]) -> list:
+        """``name(*args[k])`` on every worker; its results, with the episode counters copied here."""
+        replies = self._pool.call(name, args, _COUNTERS)
+        for attr in _COUNTERS:
+            setattr(self, attr, np.concatenate([counters[attr] for _, counters in replies]))
+        return [result for result, _ in replies]
 
     def _reset_one(self, i: int, seed: int | None = None) -> np.ndarray:
         env = self.envs[i]
@@ -139,6 +190,9 @@ class SeedEnvs(_Spaces):
 
     def reset(self) -> np.ndarray:
         """First reset of every env, seeded. Returns ``[N, *obs_shape]``."""
+        if self._pool is not None:
+            self.obs = np.concatenate(self._on_workers("reset", [()] * self.workers))
+            return self.obs
         self._reset_rng: list[dict | None] = [None] * self.num
         self._actions: list[list[np.ndarray]] = [[] for _ in range(self.num)]
         self.ep_return = np.zeros(self.num, np.float64)
@@ -152,17 +206,9 @@ class SeedEnvs(_Spaces):
         ``active`` ([N] bool, default all) steps only those envs: the others keep their
         observation, report reward 0 and no episode end, and their actions are ignored.
         """
-        action = np.asarray(action)
-        if action.shape != (self.num, *self.action_shape):
-            raise ValueError(f"expected actions of shape {(self.num, *self.action_shape)}, got {action.shape}")
-        active = np.ones(self.num, bool) if active is None else np.asarray(active, bool)
-        if self.discrete:
-            if np.any((action[active] < 0) | (action[active] >= self.action_dim)):
-                raise ValueError(f"discrete actions must be in [0, {self.action_dim}), got {action}")
-        elif not np.all(np.isfinite(action[active])):
-            bad = sorted({self.seeds[i] for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
-            raise Diverged("non-finite action for " + ", ".join(f"--seed {s}" for s in bad)
-                           + ": the policy has diverged (NaN/inf)")
+        action, active = self._check_action(action, active)
+        if self._pool is not None:
+            return self._step_workers(action, active)
         next_obs = np.empty((self.num, *self.obs_shape), self.obs_dtype)
         obs = np.empty_like(next_obs)
         reward = np.empty(self.num, np.float32)
@@ -188,8 +234,34 @@ class SeedEnvs(_Spaces):
         self.obs = obs
         return EnvStep(obs, next_obs, reward, terminated, truncated, episodes)
 
+    def _check_action(self, action, active) -> tuple[np.ndarray, np.ndarray]:
+        action = np.asarray(action)
+        if action.shape != (self.num, *self.action_shape):
+            raise ValueError(f"expected actions of shape {(self.num, *self.action_shape)}, got {action.shape}")
+        active = np.ones(self.num, bool) if active is None else np.asarray(active, bool)
+        if self.discrete:
+            if np.any((action[active] < 0) | (action[active] >= self.action_dim)):
+                raise ValueError(f"discrete actions must be in [0, {self.action_dim}), got {action}")
+        elif not np.all(np.isfinite(action[active])):
+            bad = sorted({self.seeds[i] for i in np.nonzero(~np.isfinite(action) & active[:, None])[0]})
+            raise Diverged("non-finite action for " + ", ".join(f"--seed {s}" for s in bad)
+                           + ": the policy has diverged (NaN/inf)")
+        return action, active
+
+    def _step_workers(self, action: np.ndarray, active: np.ndarray) -> EnvStep:
+        steps = self._on_workers("step", [(action[b], active[b]) for b in self._blocks])
+        fields = ("obs", "next_obs", "reward", "terminated", "truncated")
+        obs, next_obs, reward, terminated, truncated = (np.concatenate([getattr(s, f) for s in steps]) for f in fields)
+        episodes = [(b.start + i, ret, length) for s, b in zip(steps, self._blocks) for i, ret, length in s.episodes]
+        self.obs = obs
+        return EnvStep(obs, next_obs, reward, terminated, truncated, episodes)
+
     # Checkpointing ----------------------------------------------------------------------------
     def get_state(self) -> dict:
+        if self._pool is not None:
+            parts = [part for part, _ in self._pool.call("get_state", [()] * self.workers)]
+            return {"env_id": self.env_id, "seeds": list(self.seeds),
+                    **{key: [x for part in parts for x in part[key]] for key in ("reset_rng", "actions")}}
         return {
             "env_id": self.env_id,
             "seeds": list(self.seeds),
@@ -204,6 +276,11 @@ class SeedEnvs(_Spaces):
             raise ValueError(
                 f"env state is for {state['env_id']} seeds {state['seeds']}, not {self.env_id} seeds {self.seeds}"
             )
+        if self._pool is not None:
+            self.obs = np.concatenate(self._on_workers("set_state", [(
+                {"env_id": self.env_id, "seeds": self.seeds[b], "reset_rng": list(state["reset_rng"][b]),
+                 "actions": list(state["actions"][b])},) for b in self._blocks]))
+            return self.obs
         self.reset()
         obs = []
         for i, env in enumerate(self.envs):
@@ -223,6 +300,9 @@ class SeedEnvs(_Spaces):
         return self.obs
 
     def close(self):
+        if self._pool is not None:
+            self._pool.close()
+            return
         for env in self.envs:
             env.close()
 
@@ -232,20 +312,34 @@ class Evaluator(_Spaces):
     after another on a separate env whose first reset of *every* evaluation is seeded
     ``eval_seed`` (so every evaluation sees the same initial states). Seeds step together so the
     policy is called once per step for all of them.
+
+    ``workers`` as for ``SeedEnvs``: with W > 1 contiguous blocks of seeds step in W processes
+    (the video, if any, is recorded by the first), with the same returns bit for bit.
     """
 
     def __init__(self, env_id: str, eval_seeds: Sequence[int], episodes: int, video_dir: str | None = None,
-                 discrete_ok: bool = False, pixels_ok: bool = False, env_kwargs: dict | None = None):
+                 discrete_ok: bool = False, pixels_ok: bool = False, env_kwargs: dict | None = None,
+                 workers: int = 1):
         if episodes < 1:
             raise UserError(f"--eval-episodes must be >= 1, got {episodes}")
         self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
+        self.workers = check_workers(workers, len(self.eval_seeds))
+        self._pool = None
+        if self.workers > 1:
+            _check_gym_id(env_id)
+            self._pool, self._blocks = pool_for(Evaluator, env_id, self.eval_seeds, self.workers, lambda b: dict(
+                env_id=env_id, eval_seeds=self.eval_seeds[b], episodes=episodes,
+                video_dir=video_dir if b.start == 0 else None, discrete_ok=discrete_ok, pixels_ok=pixels_ok,
+                env_kwargs=env_kwargs))
+            super().__init__(*self._pool.spaces)
+            return
         self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {}),
                               **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))
                      for i in range(len(self.eval_seeds))]
         if video_dir:
             self.envs[0] = gym.wrappers.RecordVideo(self.envs[0], video_dir, episode_trigger=lambda _: True,
                                                     disable_logger=True)
-        super().__init__(self.envs[0])
+        super().__init__(*_space_args(self.envs[0]))
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], active: np.ndarray | None = None) -> np.ndarray:
         """``policy``: ``[N, *obs_shape]`` -> ``[N, action_dim]`` in [-1, 1] (``[N]`` indices if discrete).
@@ -253,27 +347,54 @@ class Evaluator(_Spaces):
 
         ``active`` ([N] bool, default all) evaluates only those seeds; the others get NaN.
         """
-        n = len(self.envs)
+        n = len(self.eval_seeds)
         active = np.ones(n, bool) if active is None else np.asarray(active, bool)
-        obs = np.stack([np.asarray(env.reset(seed=s)[0], self.obs_dtype) if a else
-                        np.zeros(self.obs_shape, self.obs_dtype)
-                        for env, s, a in zip(self.envs, self.eval_seeds, active)])
-        done_eps = np.where(active, 0, self.episodes).astype(np.int64)
-        totals = np.zeros(n, np.float64)
-        while np.any(done_eps < self.episodes):
+        if self._pool is None:
+            obs, finished = self._begin(active)
+            while not finished:
+                obs, finished = self._advance(np.asarray(policy(obs)))
+            return self._result()
+        begun = [r for r, _ in self._pool.call("_begin", [(active[b],) for b in self._blocks])]
+        obs = np.concatenate([o for o, _ in begun])
+        todo = [k for k, (_, finished) in enumerate(begun) if not finished]
+        while todo:
             action = np.asarray(policy(obs))
-            for i, env in enumerate(self.envs):
-                if done_eps[i] >= self.episodes:
-                    continue
-                o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
-                totals[i] += r
-                if term or trunc:
-                    done_eps[i] += 1
-                    if done_eps[i] < self.episodes:
-                        o, _ = env.reset()
-                obs[i] = o
-        return np.where(active, totals / self.episodes, np.nan)
+            advanced = self._pool.call("_advance", [(action[self._blocks[k]],) for k in todo], which=todo)
+            for k, ((o, _), _) in zip(todo, advanced):
+                obs[self._blocks[k]] = o
+            todo = [k for k, ((_, finished), _) in zip(todo, advanced) if not finished]
+        return np.concatenate([r for r, _ in self._pool.call("_result", [()] * self.workers)])
+
+    # One evaluation as three steps, so that a worker process can run it for its block of seeds.
+    def _begin(self, active: np.ndarray) -> tuple[np.ndarray, bool]:
+        self._active = active
+        self._obs = np.stack([np.asarray(env.reset(seed=s)[0], self.obs_dtype) if a else
+                              np.zeros(self.obs_shape, self.obs_dtype)
+                              for env, s, a in zip(self.envs, self.eval_seeds, active)])
+        self._done_eps = np.where(active, 0, self.episodes).astype(np.int64)
+        self._totals = np.zeros(len(self.envs), np.float64)
+        return self._obs, not np.any(self._done_eps < self.episodes)
+
+    def _advance(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
+        obs, done_eps, totals = self._obs, self._done_eps, self._totals
+        for i, env in enumerate(self.envs):
+            if done_eps[i] >= self.episodes:
+                continue
+            o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
+            totals[i] += r
+            if term or trunc:
+                done_eps[i] += 1
+                if done_eps[i] < self.episodes:
+                    o, _ = env.reset()
+            obs[i] = o
+        return obs, not np.any(done_eps < self.episodes)
+
+    def _result(self) -> np.ndarray:
+        return np.where(self._active, self._totals / self.episodes, np.nan)
 
     def close(self):
+        if self._pool is not None:
+            self._pool.close()
+            return
         for env in self.envs:
             env.close()

@@ -74,6 +74,15 @@ class RunArgs:
     """log to Weights & Biases (needs the `track` extra)"""
     wandb_project: str = "fujimoto-jax"
     """W&B project for --track"""
+    # Scale (envs/devices.py): where the seeds run; none of these changes a seed's numbers
+    devices: Optional[int] = None
+    """local devices the seed axis is split over (each trains an equal block of seeds); unset: the most
+    local devices that divide --num-seeds"""
+    distributed: bool = False
+    """one process of a multi-process run (jax.distributed; needs --run-name): process i trains block i of
+    --num-seeds into <results-dir>/<run-name>/process-<i>"""
+    env_workers: int = 1
+    """subprocesses stepping the training and evaluation envs in parallel (1: in this process)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,13 +538,29 @@ class Run:
         self.algo, self.eval_header, self.csv_headers = algo, eval_header, {"train_episodes": EPISODE_HEADER,
                                                                             **(csvs or {})}
         self.checkpoint: Optional[Checkpoint] = None
+        process = ""
+        if getattr(args, "distributed", False):  # this process's block of seeds, in its own folder
+            from envs.devices import init_distributed
+
+            index, count = init_distributed()
+            process = f"process-{index}"
+            if args.resume:
+                args = dataclasses.replace(args, resume=os.path.join(args.resume, process))
+            elif args.run_name is None:
+                raise UserError("--distributed needs --run-name: every process writes <run-name>/process-<i>")
+            elif args.num_seeds % count:
+                raise UserError(f"--num-seeds {args.num_seeds} must be a multiple of the {count} processes")
+            else:
+                block = args.num_seeds // count
+                args = dataclasses.replace(args, seed=args.seed + index * block, num_seeds=block)
         if args.resume:
             self.dir = args.resume
             self.checkpoint = Checkpoint(args.resume, algo)
             args = self._resume_args(args, Args)
         else:
             default = f"{algo}__{args.env_id}__{args.seed}x{args.num_seeds}__{time.strftime('%Y%m%d-%H%M%S')}"
-            self.dir = os.path.join(args.results_dir, args.run_name or default.replace(":", "-").replace("/", "-"))
+            self.dir = os.path.join(args.results_dir, args.run_name or default.replace(":", "-").replace("/", "-"),
+                                    *([process] if process else []))
             if os.path.exists(os.path.join(self.dir, "config.json")):
                 raise UserError(f"{self.dir} already holds a run; use --resume {self.dir} or another --run-name")
             parent = _nearest_existing(args.results_dir)
@@ -543,6 +568,9 @@ class Run:
                 raise UserError(f"--results-dir {args.results_dir} is not writable ({parent})")
         self.args = args
         self.seeds = [args.seed + i for i in range(args.num_seeds)]
+        from envs.devices import SeedDevices
+
+        self.devices = SeedDevices(len(self.seeds), getattr(args, "devices", None))
         self._chunks = list(self.checkpoint.meta["ring"]["chunks"]) if self.checkpoint and \
             self.checkpoint.meta.get("ring") else []
         self._ring_saved = np.asarray(self.checkpoint.meta["ring"]["written"], np.int64) if self._chunks else None
@@ -557,7 +585,7 @@ class Run:
         defaults = dataclasses.asdict(Args())
         given = {k: v for k, v in values.items() if (k in flags if flags is not None else v != defaults[k])}
         for k, v in given.items():
-            if k not in ("resume", "total_timesteps", "save_model") and getattr(saved, k) != v:
+            if k not in ("resume", "total_timesteps", "save_model", "devices", "env_workers") and getattr(saved, k) != v:
                 raise UserError(f"--resume continues a run with its own flags: {flag(k)} {v} differs from the run's "
                                 f"{getattr(saved, k)} (only --total-timesteps may change, to extend it)")
         total = given.get("total_timesteps", saved.total_timesteps)
@@ -567,7 +595,8 @@ class Run:
                             f"{saved.total_timesteps} ({done} done)")
         if total == done and self.checkpoint.meta.get("complete", True):
             raise RunComplete(f"{self.dir} is complete ({done} steps); pass --total-timesteps N > {done} to extend it")
-        return dataclasses.replace(saved, resume=args.resume, save_model=True, total_timesteps=total)
+        where = {k: given[k] for k in ("devices", "env_workers") if k in given}  # this machine's, not the run's
+        return dataclasses.replace(saved, resume=args.resume, save_model=True, total_timesteps=total, **where)
 
     # Start ------------------------------------------------------------------------------------
     def start(self, info: dict, keep_eval=None, keep_rows=None) -> None:
@@ -607,6 +636,9 @@ class Run:
         self.t_start = time.time()
         _ACTIVE.append(self)
         print(f"[{self.algo} {args.env_id}] run folder: {self.dir}" + (f" (resumed at step {step})" if resume else ""))
+        if self.devices.count > 1 or jax.process_count() > 1:
+            print(f"[{self.algo} {args.env_id}] {self.devices.describe()}"
+                  + (f", process {jax.process_index()} of {jax.process_count()}" if jax.process_count() > 1 else ""))
 
     def _write_config(self, info: dict) -> None:
         path = os.path.join(self.dir, "config.json")
@@ -621,7 +653,9 @@ class Run:
             config = {"algo": self.algo, "args": dataclasses.asdict(self.args), "versions": versions(),
                       "git": git_info(), "command": command, "cwd": os.getcwd(),
                       "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                                  "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]},
+                                  "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()],
+                                  "seed_devices": self.devices.describe(), "process": [jax.process_index(),
+                                                                                       jax.process_count()]},
                       "replay_buffer": info, "started": _now(), "resumed": []}
         write_atomic(path, json.dumps(config, indent=2) + "\n")
 
@@ -733,6 +767,9 @@ class Run:
         [N] its counters: only the slots written since the last save go to a new chunk. The [N, capacity, ...]
         arrays of the trees named in ``per_slot`` (priorities, masks) are saved up to the filled slots (zero
         beyond). Returns sizes."""
+        from envs.devices import global_arrays
+
+        trees, ring = global_arrays(trees), global_arrays(ring)  # seeds split over devices: one array each
         final, tmp, old = (os.path.join(self.dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)

@@ -12,6 +12,21 @@ Offline runs train on a dataset (grid.Dataset). A collected one is written once 
 `python -m envs.collect`, as soon as its source run is done; the source keeps its checkpoint until
 every dataset that needs it is written. External D4RL files are looked up under --d4rl-dir. A
 dataset that cannot be had makes its runs "unavailable", with what to do.
+
+`--backend slurm` (the `cluster` extra: submitit) submits each pending task as a submitit job
+instead, with --partition, --time-min, --gpus-per-job and --cpus-per-job; the runs that can start
+form one job array (--array-parallelism at once). The skip/resume/conflict rules are the local
+ones (`plan`); a task whose job from an earlier launch is still queued or running (launches.json
+records the job ids; squeue) is not submitted twice. A job builds its command when it starts, from
+the disk, so a job requeued after a preemption or its time limit resumes from the run's checkpoint
+(GridJob.checkpoint stops the training process with SIGINT; submitit requeues the job, at most
+--max-requeues times for time limits). A dataset collection is a job that waits for its source runs'
+jobs (SLURM afterok dependencies), and the runs on the dataset wait for it. Process logs go to
+<root>/logs/ as with the local backend, submitit's job logs to --slurm-folder (default
+<root>/logs/slurm). The launcher submits and returns; `--wait` waits for the jobs and then
+regenerates the summary. `--dry-run` prints the jobs and needs no submitit. `--backend
+submitit-local` runs the jobs with submitit's LocalExecutor (for the tests; its jobs cannot wait
+for each other, so runs on a dataset not collected yet are unavailable there).
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from reproduce.grid import GRID_DIR, ROOT, SCALES, Dataset, Run, expand, load_pa
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
              "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
 CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old", "checkpoint.tmp")
+ACTIVE = ("todo", "resume", "restart")  # the states of a run that the launcher runs
 D4RL_DIR = os.path.join(os.path.expanduser("~"), ".d4rl", "datasets")  # where D4RL itself downloads
 
 
@@ -245,6 +261,80 @@ def drop_checkpoints(run_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# One task (a run or a dataset collection), shared by the local and the cluster backends
+# ---------------------------------------------------------------------------------------------
+def task_name(task: Run | Dataset) -> str:
+    return f"collect:{task.name}" if isinstance(task, Dataset) else task.name
+
+
+def log_path(task: Run | Dataset, root: str) -> str:
+    name = f"collect__{task.name}" if isinstance(task, Dataset) else f"{task.algo}__{task.env}"
+    return os.path.join(root, "logs", f"{name}.log")
+
+
+def prepare(task: Run | Dataset, root: str, d4rl_dir: str, say) -> tuple[list[str], dict, str, str]:
+    """(command, environment, log file, label) of a task as the disk is now: a resume command when the
+    run has a checkpoint. An incomplete dataset is removed and an unresumable run set aside first."""
+    name = task_name(task)
+    if isinstance(task, Dataset):
+        partial = minari_dir(task, root)
+        if os.path.exists(partial):  # left by a killed collection: envs.collect never overwrites
+            shutil.rmtree(partial)
+            say(f"[grid] {name}: removed the incomplete dataset {os.path.relpath(partial, ROOT)}")
+        return collect_command(task, root), process_env(root, task), log_path(task, root), f"{task.recipe} dataset"
+    state = run_state(task, root)
+    if state.kind == "restart" and os.path.exists(task.run_dir(root)):
+        say(f"[grid] {name}: {state.detail}; moved to {set_aside(task, root)} and restarted")
+        state = State("todo")
+    label = state.kind + (" " + state.detail if state.detail else "")
+    return command(task, root, state, d4rl_dir), process_env(root, task.dataset), log_path(task, root), label
+
+
+def start_process(cmd: list[str], env: dict, log_file: str, preexec_fn=None) -> subprocess.Popen:
+    """Start a task's process, its output appended to its log (the launcher never imports an algorithm)."""
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    with open(log_file, "a") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=preexec_fn or _die_with_parent)
+
+
+def task_done(task: Run | Dataset, root: str) -> bool:
+    return is_collected(task, root) if isinstance(task, Dataset) else run_state(task, root).kind == "done"
+
+
+def drop_done(names, root: str, every: list[Run], keep_checkpoints: bool = False) -> None:
+    """Delete completed runs' checkpoints, except those a dataset still needs."""
+    if keep_checkpoints:
+        return
+    keep = needed_sources(every, root)
+    for name in names:
+        if name not in keep:
+            drop_checkpoints(os.path.join(root, *name.split("/")))
+
+
+def log_tail(path: str, n: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            tail = f.readlines()[-n:]
+    except OSError:
+        return f"no log at {os.path.relpath(path, ROOT)}"
+    return f"last lines of {os.path.relpath(path, ROOT)}:\n    " + "    ".join(tail)
+
+
+def record_launch(root: str, argv: list[str] | None, **facts) -> None:
+    """Append this launch (command, versions, commit, machine and `facts`) to <root>/launches.json."""
+    prov_path = os.path.join(root, "launches.json")
+    history = []
+    if os.path.exists(prov_path):
+        with open(prov_path) as f:
+            history = json.load(f)
+    history.append({**_provenance(argv or [sys.executable, "-m", "reproduce.launch"] + sys.argv[1:]), **facts})
+    write_atomic(prov_path, json.dumps(history, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
 # Progress over the grid
 # ---------------------------------------------------------------------------------------------
 def fmt_duration(s: float | None) -> str:
@@ -330,9 +420,11 @@ def plan(runs: list[Run], every: list[Run], root: str, d4rl_dir: str) -> tuple[d
 def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: int = 1,
            papers: list[str] | None = None, algos: list[str] | None = None, envs: list[str] | None = None,
            keep_checkpoints: bool = False, dry_run: bool = False, poll_s: float = 2.0, report_s: float = 60.0,
-           argv: list[str] | None = None, out=sys.stdout, d4rl_dir: str | None = None) -> dict:
+           argv: list[str] | None = None, out=None, d4rl_dir: str | None = None,
+           cluster: Cluster | None = None) -> dict:
     """Run every pending run of the grid (and the dataset collections they need); returns
-    {run name or 'collect:<dataset>': final state kind or 'failed'}."""
+    {run name or 'collect:<dataset>': final state kind or 'failed'}. With `cluster`, submit them as
+    jobs instead (see Cluster): 'submitted' or 'queued', or their final state with cluster.wait."""
     root = root or RUN_ROOTS[scale]
     d4rl_dir = d4rl_dir or os.environ.get("D4RL_DIR") or D4RL_DIR
     every = expand(load_papers(grid_dir), scale)
@@ -340,9 +432,15 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
     if not runs:
         raise ValueError(f"the selection expands to no run at scale '{scale}'")
     states, collects = plan(runs, every, root, d4rl_dir)
+    queued = queued_jobs(root, cluster.backend) if cluster else {}
+    for name, job_id in queued.items():  # submitted by an earlier launch, still in the queue: not again
+        if name in states and states[name].kind in ACTIVE:
+            states[name] = State("queued", f"job {job_id}")
+        elif name.startswith("collect:") and name[8:] in collects and collects[name[8:]][1].kind in ("todo", "wait"):
+            collects[name[8:]] = (collects[name[8:]][0], State("queued", f"job {job_id}"))
 
     def say(msg):
-        print(msg, file=out, flush=True)
+        print(msg, file=out or sys.stdout, flush=True)
 
     say(f"[grid] scale '{scale}': {len(runs)} runs under {os.path.relpath(root, ROOT)}")
     for r in runs:
@@ -355,12 +453,22 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
             + (f" of {' + '.join(ds.sources)}" if ds.sources else "")
         detail = f": {st.detail}" if st.detail else ""
         say(f"  {'collect ' + ds.name:40s} {what} -> {dataset_spec(ds)}  [{st.kind}{detail}]")
+    if cluster:
+        groups = job_groups(runs, states, collects, cluster, queued, say)
+        for tasks, after in groups:
+            for t in tasks:
+                cmd = prepare_dry(t, root, d4rl_dir)
+                say(f"  job {task_name(t):36s} [{cluster.resources()}"
+                    + (f"; after {', '.join(after)}" if after else "") + f"]\n      {' '.join(cmd)}")
     if dry_run:
         return {**{n: s.kind for n, s in states.items()}, **{f"collect:{n}": c[1].kind for n, c in collects.items()}}
 
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     lock = _acquire_lock(root)
     try:
+        if cluster:
+            return _submit(groups, runs, every, states, collects, scale, root, d4rl_dir, cluster, keep_checkpoints,
+                           queued, poll_s, argv, say)
         return _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_checkpoints, poll_s,
                        report_s, argv, say)
     finally:
@@ -369,14 +477,7 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
 
 def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_checkpoints, poll_s, report_s, argv,
             say) -> dict:
-    prov_path = os.path.join(root, "launches.json")
-    history = []
-    if os.path.exists(prov_path):
-        with open(prov_path) as f:
-            history = json.load(f)
-    history.append({**_provenance(argv or [sys.executable, "-m", "reproduce.launch"] + sys.argv[1:]),
-                    "scale": scale, "jobs": jobs, "runs": [asdict(r) for r in runs]})
-    write_atomic(prov_path, json.dumps(history, indent=2))
+    record_launch(root, argv, scale=scale, jobs=jobs, runs=[asdict(r) for r in runs])
 
     result = {n: s.kind for n, s in states.items() if s.kind in ("done", "unavailable", "conflict")}
     for ds, st in collects.values():
@@ -392,17 +493,10 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
     running: dict[str, tuple[Run | Dataset, subprocess.Popen, str]] = {}
     last_report = 0.0
 
-    def name_of(task) -> str:
-        return f"collect:{task.name}" if isinstance(task, Dataset) else task.name
+    name_of = task_name
 
     def drop(names) -> None:
-        """Delete completed runs' checkpoints, except those a dataset still needs."""
-        if keep_checkpoints:
-            return
-        keep = needed_sources(every, root)
-        for name in names:
-            if name not in keep:
-                drop_checkpoints(os.path.join(root, *name.split("/")))
+        drop_done(names, root, every, keep_checkpoints)
 
     drop([r.name for r in runs if states[r.name].kind == "done"])
 
@@ -424,29 +518,9 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
 
     def start(task) -> None:
         name = name_of(task)
-        if isinstance(task, Dataset):
-            partial = minari_dir(task, root)
-            if os.path.exists(partial):  # left by a killed collection: envs.collect never overwrites
-                shutil.rmtree(partial)
-                say(f"[grid] {name}: removed the incomplete dataset {os.path.relpath(partial, ROOT)}")
-            cmd, env, label = collect_command(task, root), process_env(root, task), f"{task.recipe} dataset"
-            log_path = os.path.join(root, "logs", f"collect__{task.name}.log")
-        else:
-            state = run_state(task, root)
-            if state.kind == "restart" and os.path.exists(task.run_dir(root)):
-                say(f"[grid] {name}: {state.detail}; moved to {set_aside(task, root)} and restarted")
-                state = State("todo")
-            cmd, env = command(task, root, state, d4rl_dir), process_env(root, task.dataset)
-            label = state.kind + (" " + state.detail if state.detail else "")
-            log_path = os.path.join(root, "logs", f"{task.algo}__{task.env}.log")
-        log = open(log_path, "a")
-        log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent)
-        log.close()
-        running[name] = (task, proc, log_path)
-        say(f"[grid] start {name} ({label}); log {os.path.relpath(log_path, ROOT)}")
+        cmd, env, log_file, label = prepare(task, root, d4rl_dir, say)
+        running[name] = (task, start_process(cmd, env, log_file), log_file)
+        say(f"[grid] start {name} ({label}); log {os.path.relpath(log_file, ROOT)}")
 
     def report():
         done = sum(result.get(n) == "done" for n in progress.runs)
@@ -492,10 +566,7 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
                     say(f"[grid] done  {name}")
                 else:
                     result[name], states[name] = "failed", State("failed", f"see {os.path.relpath(log_path, ROOT)}")
-                    with open(log_path, errors="replace") as f:
-                        tail = f.readlines()[-15:]
-                    say(f"[grid] FAILED {name} (exit code {rc}); last lines of "
-                        f"{os.path.relpath(log_path, ROOT)}:\n    " + "    ".join(tail))
+                    say(f"[grid] FAILED {name} (exit code {rc}); {log_tail(log_path)}")
                 report()
                 last_report = time.time()
             if time.time() - last_report > report_s:
@@ -509,12 +580,228 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
         say(f"[grid] interrupted; stopped {', '.join(running) or 'nothing'}; launch again to resume")
         raise
 
-    say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}"
-                                        for k in ("done", "failed", "conflict", "unavailable")))
+    report_end(result, states, say)
+    return result
+
+
+def report_end(result: dict, states: dict, say, kinds=("done", "failed", "conflict", "unavailable")) -> None:
+    say("[grid] finished: " + ", ".join(f"{k} {sum(v == k for v in result.values())}" for k in kinds))
     for name, kind in result.items():
         if kind in ("failed", "conflict", "unavailable"):
-            detail = states[name].detail
-            say(f"  {kind.upper()}: {name}: {detail}")
+            say(f"  {kind.upper()}: {name}: {states[name].detail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster backend: one submitit job per task
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """Job resources. backend 'slurm' submits to SLURM; 'submitit-local' is submitit's LocalExecutor
+    (jobs are local processes, for the tests: no partition, and no job waits for another)."""
+    backend: str = "slurm"
+    partition: str | None = None
+    time_min: int = 1440
+    gpus: int = 1
+    cpus: int = 4
+    array_parallelism: int | None = None
+    folder: str | None = None  # submitit's folder (job scripts, pickles, job logs); default <root>/logs/slurm
+    max_requeues: int = 20  # times a job is requeued after reaching time_min (preemptions do not count)
+    wait: bool = False
+
+    def resources(self) -> str:
+        return f"{self.gpus} GPU, {self.cpus} CPU, {self.time_min} min" + \
+            (f", partition {self.partition}" if self.partition else "")
+
+
+STOP_GRACE_S = 60.0  # a stopped training process gets this long to exit (SLURM signals 90 s before the end)
+
+
+class GridJob:
+    """One task of the grid as a submitit job. It builds its command when it starts, from the disk
+    (`prepare`), so a requeued job resumes from the run's checkpoint with --resume. submitit requeues a
+    callable that has a `checkpoint` method (helpers.Checkpointable's protocol) when its job is preempted
+    or reaches its time limit: that method stops the training process (SIGINT, as Ctrl-C: the run keeps
+    its last checkpoint) and hands submitit a fresh copy of the job to run again."""
+
+    def __init__(self, task: Run | Dataset, root: str, d4rl_dir: str, every: list[Run], keep_checkpoints: bool):
+        self.task, self.root, self.d4rl_dir, self.every, self.keep_checkpoints = task, root, d4rl_dir, every, \
+            keep_checkpoints
+        self._proc: subprocess.Popen | None = None
+
+    def __call__(self) -> str:
+        name = task_name(self.task)
+        if not task_done(self.task, self.root):
+            if isinstance(self.task, Run) and (st := run_state(self.task, self.root)).kind not in ACTIVE:
+                raise RuntimeError(f"{name} is {st.kind}: {st.detail}")
+            cmd, env, log_file, label = prepare(self.task, self.root, self.d4rl_dir, print)
+            print(f"[grid] start {name} ({label}); log {log_file}", flush=True)
+            sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+            self._proc = start_process(cmd, env, log_file, lambda: _job_child(sig))
+            while (rc := self._proc.poll()) is None:
+                time.sleep(1.0)
+            if not task_done(self.task, self.root):
+                raise RuntimeError(f"{name} failed (exit code {rc}); {log_tail(log_file)}")
+        drop_done(self.task.sources if isinstance(self.task, Dataset) else [name], self.root, self.every,
+                  self.keep_checkpoints)
+        return "done"
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            deadline = time.time() + STOP_GRACE_S
+            while proc.poll() is None and time.time() < deadline:  # poll, not wait: this runs in a signal handler
+                time.sleep(0.1)
+            if proc.poll() is None:
+                proc.kill()
+        print(f"[grid] {task_name(self.task)} interrupted; requeued, to resume from its last checkpoint", flush=True)
+        return DelayedSubmission(GridJob(self.task, self.root, self.d4rl_dir, self.every, self.keep_checkpoints))
+
+
+def _job_child(preempt_signal) -> None:
+    """In a job's training process: the preemption signal is the job's to handle (SLURM sends it to every
+    process of the job); the job stops this process with SIGINT."""
+    _die_with_parent()
+    signal.signal(preempt_signal, signal.SIG_IGN)
+
+
+def prepare_dry(task: Run | Dataset, root: str, d4rl_dir: str) -> list[str]:
+    """The command a job would run now (a job computes its own when it starts)."""
+    if isinstance(task, Dataset):
+        return collect_command(task, root)
+    st = run_state(task, root)
+    return command(task, root, st if st.kind == "resume" else State("todo"), d4rl_dir)
+
+
+def job_groups(runs, states, collects, cluster: Cluster, queued: dict, say) -> list[tuple[list, list[str]]]:
+    """[(tasks, names of the tasks they wait for)], in submission order: the runs that can start (one job
+    array), then each dataset collection after its source runs, then the runs on it after it. On the
+    submitit-local backend, runs that need a collection are unavailable (its jobs cannot wait)."""
+    pending = {ds.name for ds, st in collects.values() if st.kind in ("todo", "wait", "queued")}
+    ready = [r for r in runs if states[r.name].kind in ACTIVE]
+    first = [r for r in ready if not (r.dataset and r.dataset.name in pending)]
+    groups = [(first, [])] if first else []
+    for ds, st in list(collects.values()):
+        if ds.name not in pending:
+            continue
+        on_it = [r for r in ready if r.dataset and r.dataset.name == ds.name]
+        if cluster.backend != "slurm":
+            why = f"the {cluster.backend} backend cannot make jobs wait for a collection"
+            collects[ds.name] = (ds, State("unavailable", why))
+            for r in on_it:
+                states[r.name] = State("unavailable", f"dataset {ds.name} is not collected yet, and {why}")
+                say(f"[grid] {r.name} unavailable: {states[r.name].detail}")
+            continue
+        if st.kind != "queued":
+            names = {r.name for r in first} | set(queued)
+            groups.append(([ds], [s for s in ds.sources if s in names]))
+        if on_it:
+            groups.append((on_it, [f"collect:{ds.name}"]))
+    return groups
+
+
+def queued_jobs(root: str, backend: str) -> dict[str, str]:
+    """{task name: job id} of the tasks earlier launches submitted whose job is still queued or running."""
+    last: dict[str, str] = {}
+    try:
+        with open(os.path.join(root, "launches.json")) as f:
+            for entry in json.load(f):
+                if entry.get("backend") == backend:
+                    last.update(entry.get("submitted", {}))
+    except (OSError, ValueError):
+        return {}
+    if not last:
+        return {}
+    if backend == "slurm":
+        import getpass
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}  # no SLURM here (a dry run on another machine)
+        alive = set(out.stdout.split())
+    else:  # submitit-local: a job id is its controller's pid
+        alive = {i for i in last.values() if _pid_alive(int(i))}
+    return {name: i for name, i in last.items() if i in alive}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
+    except (OSError, IndexError):
+        return False
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("--backend slurm needs submitit: pip install -e '.[cluster]'") from None
+    return submitit
+
+
+def _executor(submitit, cluster: Cluster, folder: str, name: str, after: list[str]):
+    if cluster.backend == "submitit-local":
+        ex = submitit.LocalExecutor(folder, max_num_timeout=cluster.max_requeues)
+        ex.update_parameters(timeout_min=cluster.time_min, gpus_per_node=cluster.gpus)
+        return ex
+    ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=cluster.max_requeues)
+    extra = {"slurm_dependency": "afterok:" + ":".join(after),
+             "slurm_additional_parameters": {"kill-on-invalid-dep": "yes"}} if after else {}
+    ex.update_parameters(name=name, timeout_min=cluster.time_min, gpus_per_node=cluster.gpus,
+                         cpus_per_task=cluster.cpus, slurm_partition=cluster.partition,
+                         slurm_array_parallelism=cluster.array_parallelism, **extra)
+    return ex
+
+
+def _submit(groups, runs, every, states, collects, scale, root, d4rl_dir, cluster: Cluster, keep_checkpoints,
+            queued, poll_s, argv, say) -> dict:
+    submitit = _submitit()
+    from reproduce.launch import GridJob  # not __main__'s: a job unpickles it by name, without its globals
+    folder = cluster.folder or os.path.join(root, "logs", "slurm")
+    ids = dict(queued)
+    jobs: dict[str, object] = {}
+    try:
+        # the jobs import reproduce from this checkout; submitit's jobs inherit the submitter's environment
+        with submitit.helpers.environment_variables(PYTHONPATH=process_env(root)["PYTHONPATH"]):
+            for tasks, after in groups:
+                ex = _executor(submitit, cluster, folder, f"fujimoto-jax-{scale}", [ids[a] for a in after])
+                for task, job in zip(tasks, ex.submit_array([GridJob(t, root, d4rl_dir, every, keep_checkpoints)
+                                                             for t in tasks])):
+                    jobs[task_name(task)] = job
+                    ids[task_name(task)] = job.job_id
+                    say(f"[grid] submitted {task_name(task)}: job {job.job_id}")
+    except (RuntimeError, subprocess.CalledProcessError) as e:  # no srun/sbatch, sbatch refused the job
+        raise ValueError(f"submission failed: {e}") from None
+    finally:
+        if jobs:  # so that the next launch knows them
+            record_launch(root, argv, scale=scale, backend=cluster.backend, resources=asdict(cluster),
+                          submitted={n: j.job_id for n, j in jobs.items()}, runs=[asdict(r) for r in runs])
+    for ds, st in collects.values():
+        states[f"collect:{ds.name}"] = st
+    result = {n: st.kind for n, st in states.items() if st.kind not in ACTIVE}
+    result.update({n: "submitted" for n in jobs})
+    if not cluster.wait:
+        watch = "squeue -u $USER" if cluster.backend == "slurm" else "ps"
+        say(f"[grid] {len(jobs)} jobs submitted; watch them with `{watch}`, their logs in "
+            f"{os.path.relpath(folder, ROOT)} and {os.path.relpath(os.path.join(root, 'logs'), ROOT)}; "
+            "launch again to see the runs' states (queued jobs are not submitted twice), `make summary` once done")
+        return result
+    say(f"[grid] waiting for {len(jobs)} jobs")
+    names = {id(j): n for n, j in jobs.items()}
+    for job in submitit.helpers.as_completed(list(jobs.values()), poll_frequency=poll_s):
+        name = names[id(job)]
+        try:
+            job.result()
+            result[name] = "done"
+            say(f"[grid] done  {name}")
+        except Exception as e:  # the job's error, with its traceback
+            result[name], states[name] = "failed", State("failed", f"see {job.paths.stdout} and {job.paths.stderr}")
+            say(f"[grid] FAILED {name} (job {job.job_id}): {str(e).strip().splitlines()[-1]}")
+    report_end(result, states, say, ("done", "failed", "queued", "conflict", "unavailable"))
     return result
 
 
@@ -582,18 +869,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep completed runs' checkpoints (large)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--no-summary", action="store_true", help="do not regenerate results/SUMMARY.md at the end")
+    c = p.add_argument_group("cluster", "--backend slurm: one submitit job per run (pip install -e '.[cluster]')")
+    c.add_argument("--backend", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="local = processes on this machine (default); slurm = submit jobs and return (or --wait); "
+                        "submitit-local = submitit's local executor, for the tests")
+    c.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    c.add_argument("--time-min", type=int, default=Cluster.time_min,
+                   help="time limit of a job in minutes; a job that reaches it is requeued and resumes "
+                        "(default %(default)s)")
+    c.add_argument("--gpus-per-job", type=int, default=Cluster.gpus, help="GPUs per job (default %(default)s)")
+    c.add_argument("--cpus-per-job", type=int, default=Cluster.cpus, help="CPUs per job (default %(default)s)")
+    c.add_argument("--array-parallelism", type=int, help="jobs of an array running at once (default submitit's, 256)")
+    c.add_argument("--max-requeues", type=int, default=Cluster.max_requeues,
+                   help="times a job is requeued after reaching --time-min (default %(default)s)")
+    c.add_argument("--slurm-folder", help="submitit's folder: job scripts and logs (default <root>/logs/slurm)")
+    c.add_argument("--wait", action="store_true", help="wait for the jobs, then regenerate the summary")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the children are stopped too
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
+    cluster = None if a.backend == "local" else Cluster(
+        a.backend, a.partition, a.time_min, a.gpus_per_job, a.cpus_per_job, a.array_parallelism, a.slurm_folder,
+        a.max_requeues, a.wait)
     try:
         result = launch(a.scale, a.root, a.grid_dir, a.jobs, a.papers, a.algos, a.envs, a.keep_checkpoints,
                         a.dry_run, argv=[sys.executable, "-m", "reproduce.launch"] + (argv or sys.argv[1:]),
-                        d4rl_dir=a.d4rl_dir)
+                        d4rl_dir=a.d4rl_dir, cluster=cluster)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not a.dry_run and not a.no_summary:
+    if not a.dry_run and not a.no_summary and (cluster is None or cluster.wait):
         from reproduce import summarize
         if a.root:  # a custom results folder gets its own summary, beside it
             summarize.summarize(a.grid_dir, {a.scale: a.root}, os.path.join(a.root, "SUMMARY.md"),

@@ -100,19 +100,30 @@ class RunData:
         return m[:, self.steps <= budget]
 
 
+def run_files(run_dir: str) -> tuple[list[str], str]:
+    """(eval.csv paths, config.json path) of a run folder; a --distributed run's process-<i> folders (each
+    a run of its block of seeds, envs/devices.py) are read as one run, with process-0's config."""
+    if os.path.exists(os.path.join(run_dir, "eval.csv")) or not os.path.isdir(run_dir):
+        return [os.path.join(run_dir, "eval.csv")], os.path.join(run_dir, "config.json")
+    parts = sorted((p for p in os.listdir(run_dir) if re.fullmatch(r"process-\d+", p)), key=lambda p: int(p[8:]))
+    return [os.path.join(run_dir, p, "eval.csv") for p in parts], os.path.join(run_dir, *parts[:1], "config.json")
+
+
 def load_run(run_dir: str) -> RunData | None:
-    eval_path, config_path = os.path.join(run_dir, "eval.csv"), os.path.join(run_dir, "config.json")
-    if not (os.path.exists(eval_path) and os.path.exists(config_path)):
+    eval_paths, config_path = run_files(run_dir)
+    if not (eval_paths and all(os.path.exists(p) for p in eval_paths) and os.path.exists(config_path)):
         return None
     with open(config_path) as f:
         config = json.load(f)
     by_seed: dict[int, dict[int, tuple[float, float]]] = {}
-    with open(eval_path, newline="") as f:
-        reader = csv.DictReader(f)
-        has_norm = "normalized_score" in (reader.fieldnames or [])
-        for row in reader:
-            norm = float(row["normalized_score"]) if has_norm and row["normalized_score"] else math.nan
-            by_seed.setdefault(int(row["seed"]), {})[int(row["step"])] = (float(row["return"]), norm)
+    has_norm = True
+    for eval_path in eval_paths:
+        with open(eval_path, newline="") as f:
+            reader = csv.DictReader(f)
+            has_norm = has_norm and "normalized_score" in (reader.fieldnames or [])
+            for row in reader:
+                norm = float(row["normalized_score"]) if has_norm and row["normalized_score"] else math.nan
+                by_seed.setdefault(int(row["seed"]), {})[int(row["step"])] = (float(row["return"]), norm)
     if not by_seed:
         return None
     common = sorted(set.intersection(*(set(v) for v in by_seed.values())))
@@ -553,7 +564,7 @@ def runs_table(runs: dict, root: str) -> list[str]:
         resumed = len(c.get("resumed", []))
         wall = ""
         try:
-            with open(os.path.join(run.run_dir, "eval.csv"), newline="") as f:
+            with open(run_files(run.run_dir)[0][0], newline="") as f:
                 rows = sorted((int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)
                               if int(r["seed"]) == int(c["args"].get("seed", 0)))
             # time_s restarts at 0 when a run is resumed: add up the segments
