@@ -62,7 +62,7 @@ bench: setup
 
 # Issue 16's suite on the accelerator of a GPU install: env steps/s, compile time and peak device memory of TD3, TD7
 # and MR.Q (Gym, DMC pixels) with 1, 10 and 32 seeds in under 8 minutes -> results/bench/gpu_suite_<platform>.md.
-# ARGS=--tiny: tiny sizes, a smoke of the command (about 2.5 min on 2 busy CPU cores).
+# ARGS=--tiny: tiny sizes, a smoke of the command (about 1.5 min on 2 busy CPU cores).
 bench-gpu: setup-gpu
 	$(BIN)/python benchmarks/gpu_suite.py $(ARGS)
 

@@ -913,8 +913,7 @@ def train(args: Args) -> dict:
     seeds = run.seeds
     check_args(args)
     train_envs, evaluator = _make_envs(args, seeds)
-    base_agent = _agent_for(args, train_envs)
-    agent = run.devices.agent(base_agent)  # seeds over devices (envs/devices.py)
+    agent = run.devices.agent(_agent_for(args, train_envs))  # seeds over devices
     learner, replay = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     per_slot = sum(x.nbytes for x in replay) // (args.num_seeds * agent.slots)
     params = count_params(jax.tree.map(lambda x: x[0], (learner.encoder, learner.policy, learner.value)))
@@ -923,7 +922,7 @@ def train(args: Args) -> dict:
     if run.checkpoint:
         ring, rest = split_replay(replay)
         obs_template = jnp.zeros((len(seeds), *train_envs.obs_shape), train_envs.obs_dtype)
-        action = jax.eval_shape(base_agent.act, run.devices.view(learner), obs_template, False)[1]
+        action = jax.eval_shape(agent.act, learner, obs_template, False)[1]
         saved, ring = run.checkpoint.load({"learner": learner, "action": action, "replay": rest}, ring, args)
         learner, action, replay = saved["learner"], saved["action"], Replay(**ring, **saved["replay"])
         host = run.checkpoint.host

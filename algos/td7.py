@@ -686,8 +686,7 @@ def train(args: Args) -> dict:
     n, total = args.num_seeds, args.total_timesteps
     train_envs = envs.SeedEnvs(args.env_id, seeds, workers=args.env_workers)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
-    # seeds over devices (envs/devices.py); the policy acts on a host copy of the actor
-    agent = run.devices.agent(make_agent(args, train_envs.obs_dim, train_envs.action_dim), keep=("policy",))
+    agent = run.devices.agent(make_agent(args, train_envs.obs_dim, train_envs.action_dim))  # seeds over devices
     learner, buffer, prio = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     per_transition = (sum(x.nbytes for x in buffer) + prio.value.nbytes) // (n * agent.capacity)
     replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
@@ -836,7 +835,7 @@ def train(args: Args) -> dict:
                     break
                 random = np.array([not s.allow_train for s in schedules])
                 for i in np.nonzero(free & ~random & stale)[0]:  # trained since its last copy: waits for its updates
-                    row = jax.device_put(take(run.devices.view((learner.actor, learner.fixed_encoder)), i), cpu)
+                    row = jax.device_put(take((learner.actor, learner.fixed_encoder), i), cpu)
                     acting = put(acting, i, row)
                     stale[i] = False
                 action = act(acting, obs, random, free)

@@ -92,8 +92,8 @@ def probe(algo: str) -> dict:
 def start(algo: str, cache: str) -> dict:
     env = {**os.environ, "FUJIMOTO_JAX_CACHE": cache}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", algo], env=env, capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", algo], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode or not lines:
         raise RuntimeError(f"{algo} probe failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -104,13 +104,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=[*PROBES], choices=[*PROBES])
     parser.add_argument("--repeats", type=int, default=2, help="first/second start pairs, each with a new empty cache")
-    parser.add_argument("--out", default=None, help="path without suffix (default results/bench/compile_cache_<platform>)")
+    parser.add_argument("--out", default=None,
+                        help="path without suffix (default results/bench/compile_cache_<platform>)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.probe:
         print(RESULT + json.dumps(probe(opts.probe)), flush=True)
         return
     pairs = {algo: [] for algo in opts.algos}
+    load_before = os.getloadavg()[0]
     for rep in range(opts.repeats):  # interleaved: the machine's drifts hit both algorithms alike
         for algo in opts.algos:
             with tempfile.TemporaryDirectory() as cache:
@@ -119,12 +121,14 @@ def main():
                 second = start(algo, cache)
             pairs[algo].append({"first": first, "second": second, "cache_files": files})
             print(json.dumps(pairs[algo][-1]), flush=True)
+    load_after = os.getloadavg()[0]
     plat = next(iter(pairs.values()))[0]["first"]["platform"]
     out = opts.out or os.path.join(ROOT, "results", "bench", f"compile_cache_{plat}")
     report = {"command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax_platform": plat},
               "versions": runs.versions(), "git": runs.git_info(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "pixel_slots": PIXEL_SLOTS, "pairs": pairs}
+              "load_average_1min": {"before": load_before, "after": load_after}, "pixel_slots": PIXEL_SLOTS,
+              "pairs": pairs}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(f"{out}.json", "w") as f:
         json.dump(report, f, indent=2)
@@ -132,7 +136,8 @@ def main():
     lines = ["# Compile once: first and second start with the persistent compilation cache", "",
              f"`{report['command']}` on {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, JAX "
              f"platform {plat}, jax {report['versions']['jax']}, {report['date']}, commit {(git['commit'] or '?')[:10]}"
-             f"{' (+ local changes)' if git.get('dirty') else ''}.", "",
+             f"{' (+ local changes)' if git.get('dirty') else ''}; load average (1 min) {load_before:.1f} before, "
+             f"{load_after:.1f} after.", "",
              "Each pair: a new process with an empty cache folder (first start), then a new process with the folder "
              "the first filled (second start); the cache is on as in every `algos/*.py` run (`runs.compile_cache`, "
              f"compilations of 1 s or more stored). Paper networks and batch; replay at the run's size (TD7 1M; MR.Q "
@@ -145,8 +150,9 @@ def main():
              "compile.",
              "- process: the whole short run's wall time (imports, envs, every jitted function, warm-up and training "
              "steps); the same work in both starts.", "",
-             "| algo | env | pair | cache files | compile s, 1st start | compile s, 2nd start | first training step s, "
-             "1st / 2nd | same step compiled s, 1st / 2nd | process s, 1st start | process s, 2nd start |",
+             "What the second start still spends: reading the cache, and the compilations under 1 s (not stored).", "",
+             "| algo | env | pair | cache files | compile s, 1st start | compile s, 2nd start | first training step "
+             "s, 1st / 2nd | same step compiled s, 1st / 2nd | process s, 1st start | process s, 2nd start |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def compile_of(r):
@@ -158,10 +164,11 @@ def main():
             steps = (f"{a['first_step_s']:.1f} / {b['first_step_s']:.1f}", f"{a['compiled_step_s']:.1f} / "
                      f"{b['compiled_step_s']:.1f}") if "first_step_s" in a else ("", "")
             lines.append(f"| {algo} | {a['env_id']} | {i + 1} | {p['cache_files']} | {compile_of(a):.1f} | "
-                         f"{compile_of(b):.1f} | {steps[0]} | {steps[1]} | {a['process_s']:.1f} | {b['process_s']:.1f} |")
+                         f"{compile_of(b):.1f} | {steps[0]} | {steps[1]} | {a['process_s']:.1f} | "
+                         f"{b['process_s']:.1f} |")
         lines.append(f"| {algo} | | min | | {min(compile_of(p['first']) for p in ps):.1f} | "
-                     f"{min(compile_of(p['second']) for p in ps):.1f} | | | {min(p['first']['process_s'] for p in ps):.1f} "
-                     f"| {min(p['second']['process_s'] for p in ps):.1f} |")
+                     f"{min(compile_of(p['second']) for p in ps):.1f} | | | "
+                     f"{min(p['first']['process_s'] for p in ps):.1f} | {min(p['second']['process_s'] for p in ps):.1f} |")
     with open(f"{out}.md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -58,8 +58,8 @@ training loop only (compilation, the faster random warm-up and evaluation left o
 
 --tiny shrinks everything (widths 32, batch 32 (MR.Q pixels: 4, the CNN stays), seeds 1 and 2,
 4 to 200 timed steps, replay sized to the short run, XLA without LLVM optimisations to halve the
-compile time): 8 processes, about 140 s on this 2-core machine under a load of 8 (results/bench/
-gpu_suite_cpu_tiny.md); its figures say that the command works, not how fast anything is.
+compile time, 2 configs at a time): 8 processes, about 2 CPU minutes (results/bench/gpu_suite_cpu_tiny.md);
+its figures say that the command works, not how fast anything is.
 """
 
 import argparse
@@ -68,10 +68,12 @@ import importlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 T_PROCESS = time.time()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,7 +219,7 @@ def child(cfg: dict) -> dict:
         "loop_steps_per_s": sps, "seed_steps_per_s": sps * seeds if sps else None,
         "loop_updates_per_s": ups, "train_rate_per_s": min(sps, ups) if sps and ups else sps,
         "compile_s": out["compile_s"], "peak_bytes": peak, "peak_mb_per_seed": peak / seeds / 1e6 if peak else None,
-        "replay_mb_per_seed": replay_mb / seeds, "env_workers": workers if "env_workers" in fields else "no flag",
+        "replay_mb_per_seed": replay_mb / seeds, "env_workers": getattr(args, "env_workers", "no flag"),
         "masked_update_fraction": (out.get("masking") or {}).get("masked_update_fraction"),
         "start_s": t_train - T_PROCESS, "train_s": train_s,
         "args": {k: v for k, v in dataclasses.asdict(args).items() if k != "results_dir"},
@@ -232,15 +234,21 @@ def run_config(cfg: dict, timeout: float) -> dict:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
     t0 = time.time()
     base = {"algo": cfg["algo"], "env_id": ALGOS[cfg["algo"]][1], "num_seeds": cfg["seeds"], "timed_steps": cfg["steps"]}
+    # its own process group: a timeout ends the config's env worker processes with it
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)], env=env,
-                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {**base, "error": f"timed out after {timeout:.0f} s", "process_s": time.time() - t0}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return {**base, "error": f"timed out after {timeout:.0f} s", "process_s": time.time() - t0,
+                "stderr_tail": stderr[-3000:]}
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        return {**base, "error": f"exit {proc.returncode}: {tail[:300]}", "process_s": time.time() - t0}
+        tail = (stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return {**base, "error": f"exit {proc.returncode}: {tail[:300]}", "process_s": time.time() - t0,
+                "stderr_tail": stderr[-3000:]}
     return {**json.loads(lines[-1][len(RESULT):]), "process_s": time.time() - t0}
 
 
@@ -298,8 +306,9 @@ def write_report(rows: list[dict], notes: list[str], opts, out_dir: str) -> str:
              f"{(git['commit'] or 'unknown')[:10]}{' (+ local changes)' if git.get('dirty') else ''}; "
              f"{report['total_s']:.0f} s of a {opts.budget:.0f} s budget.", ""]
     if opts.tiny:
-        lines += ["> Tiny networks (width 32, batch 32), seeds 1 and 2, tens to hundreds of steps, replay sized to the "
-                  "short run: these figures only show that `make bench-gpu` runs end to end.", ""]
+        lines += ["> Tiny networks (width 32, batch 32; MR.Q pixels batch 4 with the paper's CNN), seeds 1 and 2, 4 to "
+                  "200 timed steps, replay sized to the short run, XLA without LLVM optimisations, 2 configs at a time: "
+                  "these figures only show that `make bench-gpu` runs end to end.", ""]
     lines += ["One process per row, the algorithm file's `train` (env stepping included) after a warm-up of random steps; "
               "loop steps/s = env steps per second of each seed after compilation, seed-steps/s = x seeds. TD7: "
               "updates/s per seed too (it trains in bursts at episode ends, so its long-run rate lies between "
@@ -333,16 +342,22 @@ def write_report(rows: list[dict], notes: list[str], opts, out_dir: str) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=[*ALGOS], choices=[*ALGOS])
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seed counts (default {SEEDS}; --tiny {TINY_SEEDS})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help=f"seed counts (default {SEEDS}; --tiny {TINY_SEEDS})")
     parser.add_argument("--tiny", action="store_true", help="tiny networks and runs: a CPU smoke of the command")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scales every timed step count")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for the whole suite (default 470; --tiny 240)")
-    parser.add_argument("--config-timeout", type=float, default=None, help="seconds per config (default 180; --tiny 120)")
-    parser.add_argument("--min-left", type=float, default=None, help="skip a config with less time left (default 30; --tiny 5)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole suite (default 470; --tiny 240)")
+    parser.add_argument("--config-timeout", type=float, default=None,
+                        help="seconds per config (default 180; --tiny 120)")
+    parser.add_argument("--min-left", type=float, default=None,
+                        help="skip a config with less time left (default 30; --tiny 5)")
     parser.add_argument("--pixel-slots", type=int, default=100_000, help="replay slots per seed for DMC pixels")
     parser.add_argument("--env-workers", type=int, default=None,
-                        help="the files' --env-workers, where they have it (default: min(seeds, cores/2) on an accelerator "
-                             "for more than one seed; 0: off)")
+                        help="the files' --env-workers, where they have it (default: min(seeds, cores/2) on an "
+                             "accelerator for more than one seed, else the files' default; 0: the files' default)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="configs at a time (default 1; --tiny 2, its figures mean nothing anyway)")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"), help="folder of the report")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
@@ -354,19 +369,28 @@ def main(argv=None):
     min_left = opts.min_left if opts.min_left is not None else (5.0 if opts.tiny else 30.0)
     seeds = opts.seeds or (TINY_SEEDS if opts.tiny else SEEDS)
     deadline = T_PROCESS + opts.budget
-    rows, notes = [], []
-    for algo in opts.algos:
-        for n in seeds:
-            cfg = {"algo": algo, "seeds": n, "tiny": opts.tiny, "steps": timed_steps(algo, n, opts.steps_scale, opts.tiny),
-                   "warmup": (TINY_WARMUP if opts.tiny else WARMUP)[algo], "pixel_slots": opts.pixel_slots,
-                   "env_workers": opts.env_workers}
-            left = deadline - time.time()
-            if left < min_left:
-                notes.append(f"{algo} with {n} seed{'s' * (n > 1)} skipped: {max(left, 0):.0f} s of the {opts.budget:.0f} s budget left")
-                print(notes[-1], flush=True)
-                continue
-            rows.append(run_config(cfg, min(timeout, left)))
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "args"}), flush=True)
+    configs = [{"algo": algo, "seeds": n, "tiny": opts.tiny, "steps": timed_steps(algo, n, opts.steps_scale, opts.tiny),
+                "warmup": (TINY_WARMUP if opts.tiny else WARMUP)[algo], "pixel_slots": opts.pixel_slots,
+                "env_workers": opts.env_workers} for algo in opts.algos for n in seeds]
+    notes = []
+
+    def run(cfg):  # the deadline is checked as the config starts
+        left = deadline - time.time()
+        if left < min_left:
+            n = cfg["seeds"]
+            notes.append(f"{cfg['algo']} with {n} seed{'s' * (n > 1)} skipped: {max(left, 0):.0f} s of the "
+                         f"{opts.budget:.0f} s budget left")
+            print(notes[-1], flush=True)
+            return None
+        row = run_config(cfg, min(timeout, left))
+        print(json.dumps({k: v for k, v in row.items() if k != "args"}), flush=True)
+        return row
+
+    jobs = opts.jobs or (2 if opts.tiny else 1)
+    with ThreadPoolExecutor(jobs) as pool:  # in config order; jobs > 1 only where the figures do not matter
+        rows = [row for row in pool.map(run, configs) if row is not None]
+    if jobs > 1:
+        notes.append(f"{jobs} configs at a time (--jobs): the processes shared the machine")
     if any(r.get("device", {}).get("platform") == "cpu" for r in rows) and not opts.tiny:
         notes.append("measured on the CPU: JAX found no accelerator")
     write_report(rows, notes, opts, opts.out)

@@ -3,83 +3,39 @@ processes through ``jax.distributed``. Part of the run contract (``envs/runs.py`
 
 **Devices.** ``SeedDevices(num_seeds)`` lays the seed axis over the local devices with a
 ``NamedSharding`` (mesh axis ``"seed"``): device d holds seeds [d*b, (d+1)*b), b = num_seeds / devices.
-``seed_devices(fn)`` wraps an algorithm's jitted, seed-batched function so that every device runs
-the *one-device program* on its own block, with its own keys and buffers: no cross-device
-communication exists in what runs. State lives between calls as ``Blocks`` (one array per device,
-a leaf of the learner's pytree); ``np.asarray`` gathers it, ``global_array`` views it as one
-``jax.Array`` with the seed sharding (checkpoints use that).
+``seed_devices.agent(agent)`` makes the agent's ``init`` create the learner and replay sharded, so no
+device ever holds every seed; from there jit's sharding propagation runs each jitted, vmapped update
+as one program partitioned over the mesh: every op is batched over the seed axis, so each device
+computes its own seeds from its own keys and buffers, and the compiled programs hold no collective
+(tests/test_scale.py checks their HLO). Host inputs (a step's transitions) are split by jit;
+``np.asarray`` gathers an output. Offline data goes to every device once (``replicate``).
 
-Why per-device programs and not one SPMD program over the mesh: XLA's partitioned program is a
-different compilation, and on XLA:CPU its float results differ from the one-device program's in the
-last bit (measured on TD3's update: the Adam step of one 64x64 kernel differed in 1,807 of 4,096
-elements by 1 ulp), which a long run turns into different returns. Per-device programs make a
-sharded run give exactly the numbers of the same run on one device (tests/test_scale.py). The
-price: each device compiles the program once (the second start of a process reads them all from
-the persistent compilation cache).
+Numbers: a sharded run equals the same run on one device in its eval.csv at test scale, and its
+parameters to float32 rounding, not bit for bit. XLA compiles the partitioned program (and any
+program over a different number of seeds) with other reduction orders: TD3's first update on 4
+devices gave bias gradients 1 ulp away from the one-device run's. No partitioning of a vmapped
+program avoids that; over a long run those ulps grow into different (equally valid) returns.
 
-With one device (any CPU machine) ``seed_devices(fn)`` is ``fn`` itself: nothing changes.
+With one device (any CPU machine) nothing changes: ``agent`` returns the agent as it is.
 
 **Processes.** ``--distributed`` calls ``jax.distributed.initialize`` (coordinator, process count and
 index from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``, or detected on
 SLURM / Open MPI). Process i trains seeds block i of ``--num-seeds`` on its local devices and
 writes its own run folder ``<results-dir>/<run-name>/process-<i>``, a complete run of those seeds
 (its config.json says ``--seed`` and ``--num-seeds`` of the block); ``reproduce.summarize`` reads
-the process folders of a run as one run.
+the process folders of a run as one run. No array crosses processes.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from envs.runs import UserError
-
-
-class Blocks:
-    """An array with a leading seed axis held as per-device blocks: ``parts[d]`` on device d."""
-
-    __slots__ = ("parts", "sharding")
-
-    def __init__(self, parts: list, sharding: NamedSharding):
-        self.parts, self.sharding = parts, sharding
-
-    @property
-    def shape(self) -> tuple:
-        return (sum(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
-
-    dtype = property(lambda self: self.parts[0].dtype)
-    ndim = property(lambda self: self.parts[0].ndim)
-    size = property(lambda self: sum(p.size for p in self.parts))
-    nbytes = property(lambda self: sum(p.nbytes for p in self.parts))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = np.concatenate([np.asarray(p) for p in self.parts])
-        return out if dtype is None else out.astype(dtype)
-
-    def global_array(self) -> jax.Array:
-        """One jax.Array over the mesh (NamedSharding, axis "seed"); no copy."""
-        return jax.make_array_from_single_device_arrays(self.shape, self.sharding, self.parts)
-
-    def __getitem__(self, index):
-        return self.global_array()[index]
-
-    def block_until_ready(self):
-        for p in self.parts:
-            p.block_until_ready()
-        return self
-
-    def __repr__(self) -> str:
-        return f"Blocks({self.dtype}{list(self.shape)} over {len(self.parts)} devices)"
-
-
-def global_arrays(tree):
-    """The tree with every ``Blocks`` leaf viewed as one sharded jax.Array (for checkpoints)."""
-    return jax.tree.map(lambda x: x.global_array() if isinstance(x, Blocks) else x, tree)
 
 
 class SeedDevices:
@@ -99,7 +55,7 @@ class SeedDevices:
         self.num_seeds, self.count, self.block = num_seeds, devices, num_seeds // devices
         self.devices = local[:devices]
         mesh = Mesh(np.array(self.devices), ("seed",))
-        self.sharding = NamedSharding(mesh, PartitionSpec("seed"))
+        self.sharding = NamedSharding(mesh, PartitionSpec("seed"))  # leading axis split, the rest whole
         self.replicated = NamedSharding(mesh, PartitionSpec())
 
     def describe(self) -> str:
@@ -108,54 +64,23 @@ class SeedDevices:
             return f"{self.num_seeds} seed(s) on 1 {kind} device"
         return f"{self.num_seeds} seeds over {self.count} {kind} devices, {self.block} per device"
 
-    def replicate(self, tree):
-        """Data every seed reads (an offline dataset): one copy per device, stored once per device."""
-        return tree if self.count == 1 else jax.device_put(tree, self.replicated)
-
-    def __call__(self, fn: Callable) -> Callable:
-        """``fn`` (seed-batched: array arguments and results have the leading seed axis, or are
-        replicated data / scalars) run as the same one-device program on every device's block."""
+    def agent(self, agent):
+        """An algorithm's Agent (a NamedTuple whose ``init`` maps keys [N] to the stacked learner state)
+        with ``init`` creating every array sharded on the seed axis."""
         if self.count == 1:
-            return fn
+            return agent
+        init = jax.jit(agent.init, out_shardings=self.sharding)
+        return agent._replace(init=lambda keys, *a: init(jax.device_put(keys, self.sharding), *a))
 
-        @functools.wraps(fn)
-        def per_device(*args, **kwargs):
-            leaves, treedef = jax.tree.flatten((args, kwargs))
-            outs = []
-            for d in range(self.count):  # dispatch is asynchronous: the devices run at once
-                a, k = jax.tree.unflatten(treedef, [self._part(x, d) for x in leaves])
-                outs.append(fn(*a, **k))
-            flat = [jax.tree.flatten(o) for o in outs]
-            merged = [Blocks(list(parts), self.sharding) if hasattr(parts[0], "shape") and np.ndim(parts[0]) else
-                      parts[0] for parts in zip(*(f[0] for f in flat))]
-            return jax.tree.unflatten(flat[0][1], merged)
+    def place(self, array) -> jax.Array:
+        """A loaded checkpoint's array ([N, ...], per seed) on the seed devices."""
+        if self.count == 1 or np.ndim(array) == 0 or np.shape(array)[0] != self.num_seeds:
+            return jax.numpy.asarray(array)
+        return jax.device_put(array, self.sharding)
 
-        return per_device
-
-    def agent(self, agent, keep: tuple = ()):
-        """An algorithm's Agent (a NamedTuple of seed-batched functions) with every function wrapped,
-        but those named in ``keep`` (e.g. TD7's policy, which acts on a host copy of the actor)."""
-        return agent._replace(**{k: self(v) for k, v in agent._asdict().items() if callable(v) and k not in keep})
-
-    @staticmethod
-    def view(tree):
-        """``tree`` with its ``Blocks`` as sharded jax.Arrays, for jitted code outside the Agent (slicing a
-        seed, ``jax.eval_shape``); on one device, ``tree`` itself."""
-        return global_arrays(tree)
-
-    def _part(self, x, d: int):
-        if isinstance(x, Blocks):
-            return x.parts[d]
-        if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:  # replicated data, or a global array
-            shard = next(s for s in x.addressable_shards if s.device == self.devices[d])
-            if x.sharding.is_fully_replicated:
-                return shard.data
-            if x.shape[0] != self.num_seeds or shard.data.shape[0] != self.block:
-                raise ValueError(f"an argument sharded as {x.sharding} is not split on the seed axis")
-            return shard.data
-        if isinstance(x, (np.ndarray, jax.Array)) and x.ndim >= 1 and x.shape[0] == self.num_seeds:
-            return jax.device_put(x[d * self.block:(d + 1) * self.block], self.devices[d])
-        return x  # scalars and static flags
+    def replicate(self, tree):
+        """Data every seed reads (an offline dataset): one copy per device, put there once."""
+        return tree if self.count == 1 else jax.device_put(tree, self.replicated)
 
 
 # ---------------------------------------------------------------------------------------------

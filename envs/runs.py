@@ -405,6 +405,8 @@ class Checkpoint:
     """A run folder's checkpoint, read and checked: ``meta`` (algorithm, args, step, shapes, versions,
     host state) and ``load`` for the arrays."""
 
+    place: Callable = staticmethod(jax.numpy.asarray)  # numpy -> device array; a Run puts seeds on its devices
+
     def __init__(self, run_dir: str, algo: str):
         self.run_dir = run_dir
         if not os.path.isdir(run_dir):
@@ -490,7 +492,7 @@ class Checkpoint:
                     arrays.append(full)
                 else:
                     arrays.append(data[key])
-            out[name] = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays])
+            out[name] = jax.tree_util.tree_unflatten(treedef, [self.place(a) for a in arrays])
         if ring is None:
             return out, None
         return out, self._load_ring(ring, args)
@@ -524,7 +526,7 @@ class Checkpoint:
                     if part is None or len(part) != b - a:
                         raise UserError(f"damaged checkpoint: replay/{chunk['file']} lacks seed {i}'s slots")
                     arr[i, slots] = part[lo - a:]
-        return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in out])
+        return jax.tree_util.tree_unflatten(treedef, [self.place(a) for a in out])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,6 +573,8 @@ class Run:
         from envs.devices import SeedDevices
 
         self.devices = SeedDevices(len(self.seeds), getattr(args, "devices", None))
+        if self.checkpoint is not None:
+            self.checkpoint.place = self.devices.place
         self._chunks = list(self.checkpoint.meta["ring"]["chunks"]) if self.checkpoint and \
             self.checkpoint.meta.get("ring") else []
         self._ring_saved = np.asarray(self.checkpoint.meta["ring"]["written"], np.int64) if self._chunks else None
@@ -767,9 +771,6 @@ class Run:
         [N] its counters: only the slots written since the last save go to a new chunk. The [N, capacity, ...]
         arrays of the trees named in ``per_slot`` (priorities, masks) are saved up to the filled slots (zero
         beyond). Returns sizes."""
-        from envs.devices import global_arrays
-
-        trees, ring = global_arrays(trees), global_arrays(ring)  # seeds split over devices: one array each
         final, tmp, old = (os.path.join(self.dir, n) for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)

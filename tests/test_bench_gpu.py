@@ -22,16 +22,17 @@ def _suite(out, *flags):
 
 
 def test_tiny_suite_reports_every_config(tmp_path):
-    """One subprocess per (algo, seeds), here TD3 on Hopper and MR.Q on DMC pixels with 2 seeds (the test's
-    subset of the 4 algos x 3 seed counts): a row each with its rate, compile time and memory column, and the
-    machine, versions and commit; then a zero budget skips every config with a note instead of overrunning."""
-    report, md = _suite(tmp_path / "run", "--algos", "td3", "mrq-pixels", "--seeds", "2")
+    """One subprocess per (algo, seeds), here TD3 on Hopper and MR.Q on DMC pixels with 2 seeds in 2 env workers
+    (the test's subset of the 4 algos x 3 seed counts): a row each with its rate, compile time and memory column,
+    and the machine, versions and commit; then a zero budget skips every config with a note instead of overrunning."""
+    report, md = _suite(tmp_path / "run", "--algos", "td3", "mrq-pixels", "--seeds", "2", "--env-workers", "2")
     rows = {(r["algo"], r["num_seeds"]): r for r in report["rows"]}
     assert set(rows) == {("td3", 2), ("mrq-pixels", 2)}
     for r in rows.values():
         assert "error" not in r, r["error"]
         assert r["loop_steps_per_s"] > 0 and r["seed_steps_per_s"] == 2 * r["loop_steps_per_s"]
         assert r["compile_s"] > 0 and r["process_s"] > 0 and r["replay_mb_per_seed"] > 0
+        assert r["env_workers"] == 2  # the files' --env-workers: the seeds' envs step in 2 worker processes
         if r["device"]["platform"] == "cpu":
             assert r["peak_mb_per_seed"] is None  # no memory stats on the CPU: "n/a"
     assert rows[("mrq-pixels", 2)]["env_id"] == "dmc-pixels:walker-walk"
