@@ -10,8 +10,9 @@ computes its own seeds from its own keys and buffers, and the compiled programs 
 (tests/test_scale.py checks their HLO). Host inputs (a step's transitions) are split by jit;
 ``np.asarray`` gathers an output. Offline data goes to every device once (``replicate``).
 
-Numbers: a sharded run equals the same run on one device in its eval.csv at test scale, and its
-parameters to float32 rounding, not bit for bit. XLA compiles the partitioned program (and any
+Numbers: a sharded run equals the same run on one device at test scale (TD3: its eval.csv exactly;
+TD7: its checkpoint schedule exactly, its returns to 2%), and its parameters to float32 rounding, not
+bit for bit. XLA compiles the partitioned program (and any
 program over a different number of seeds) with other reduction orders: TD3's first update on 4
 devices gave bias gradients 1 ulp away from the one-device run's. No partitioning of a vmapped
 program avoids that; over a long run those ulps grow into different (equally valid) returns.
