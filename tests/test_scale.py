@@ -22,7 +22,7 @@ from envs.devices import SeedDevices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"td3": dict(env_id="Pendulum-v1", learning_starts=200, hidden_dim=32, batch_size=32),
-        "td7": dict(env_id="Pendulum-v1", learning_starts=100, batch_size=32, zs_dim=16, enc_hdim=32, critic_hdim=32, actor_hdim=32,
+        "td7": dict(env_id="Pendulum-v1", learning_starts=100, batch_size=16, zs_dim=8, enc_hdim=16, critic_hdim=16, actor_hdim=16,
                     steps_before_checkpointing=400, max_eps_when_checkpointing=2)}
 COMMON = dict(num_seeds=4, eval_freq=400, eval_episodes=1, save_model=True)
 
@@ -160,7 +160,7 @@ def test_two_processes_through_jax_distributed_equal_one_process(tmp_path):
     args = ["--env-id", "Pendulum-v1", "--num-seeds", "4", "--total-timesteps", "800", "--learning-starts", "200",
             "--eval-freq", "400", "--eval-episodes", "1", "--hidden-dim", "32", "--batch-size", "32",
             "--results-dir", str(tmp_path)]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "FUJIMOTO_JAX_CACHE": "off",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",  # the two processes share the compilation cache
            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
     procs = [subprocess.Popen([sys.executable, "algos/td3.py", *args, "--distributed", "--run-name", "dist"], cwd=ROOT,
                               env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
