@@ -591,7 +591,8 @@ class Run:
         for k, v in given.items():
             if k not in ("resume", "total_timesteps", "save_model", "devices", "env_workers") and getattr(saved, k) != v:
                 raise UserError(f"--resume continues a run with its own flags: {flag(k)} {v} differs from the run's "
-                                f"{getattr(saved, k)} (only --total-timesteps may change, to extend it)")
+                                f"{getattr(saved, k)} (only --total-timesteps may change, to extend it, and where it runs: "
+                                "--devices, --env-workers)")
         total = given.get("total_timesteps", saved.total_timesteps)
         done = self.checkpoint.step
         if total < saved.total_timesteps:
