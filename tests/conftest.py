@@ -64,3 +64,14 @@ class ScriptEnv(gym.Env):
 
 if "ScriptEnv-v0" not in gym.registry:
     gym.register("ScriptEnv-v0", entry_point=ScriptEnv, max_episode_steps=8)
+
+
+# The files of the longest tests go first (stable sort: the order within a file stays), so the two
+# pytest-xdist workers end together instead of one waiting on a late two-minute test.
+LONG_FIRST = ("test_learning.py", "test_offline_learning.py", "test_scale.py", "test_bench_gpu.py",
+              "test_launch_slurm.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
