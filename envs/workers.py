@@ -22,24 +22,30 @@ repeated here, so any W gives the serial results bit for bit (tests/test_paralle
   stays a one-line error, exit status 2), with the worker's traceback as a note. The parent waits for
   every worker's reply before raising, so the pipes stay in step. A worker that dies (killed,
   crashed in C) is a ``RuntimeError`` naming its seeds and exit code.
-* Arrays travel pickled over pipes. Pixel observations (9x84x84 uint8 per seed) cost ~150 us per
+* No pickle: every message is a JSON header plus the raw bytes of its numpy arrays (``encode`` /
+  ``decode``; arrays, numbers, strings, lists, tuples, dicts, ``EnvStep``, Box/Discrete spaces, and
+  exceptions as type name + message, rebuilt only as a known type), sent with ``send_bytes``. The
+  process start passes a pipe and a name; what to build comes as the first message. Arrays travel
+  copied over pipes. Pixel observations (9x84x84 uint8 per seed) cost ~150 us per
   seed and step there and back (4.7 ms for 32 seeds), against ~33 ms for one rendered dmc-pixels
   step on the same machine, so there is no shared memory (results/bench/envs_step_cpu.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import multiprocessing
 import operator
-import pickle
 import signal
 import traceback
 import weakref
 from typing import Any, Sequence
 
 import gymnasium as gym
+import numpy as np
 
-from envs.runs import UserError
+from envs.runs import Diverged, SpaceError, UserError
 
 
 def check_workers(workers, num: int) -> int:
@@ -74,45 +80,134 @@ def mp_context():
     return ctx
 
 
-def _spec_bytes(env_id: str) -> bytes | None:
-    """The parent's registration of a plain gymnasium id, for a worker that may not have it."""
+# ---------------------------------------------------------------------------------------------
+# Messages without pickle
+# ---------------------------------------------------------------------------------------------
+# exceptions a worker's error comes back as (by name); any other becomes a RuntimeError naming its type
+_ERRORS = {e.__name__: e for e in (UserError, SpaceError, Diverged, ValueError, TypeError, KeyError, IndexError,
+                                    RuntimeError, FloatingPointError, NotImplementedError, AssertionError)}
+
+
+def encode(obj) -> bytes:
+    """``obj`` as bytes: an 8-byte header length, a JSON header, then the arrays' raw bytes."""
+    arrays: list[np.ndarray] = []
+
+    def enc(x):
+        if isinstance(x, (np.ndarray, np.generic)):  # before float: np.float64 is a float too
+            a = np.asarray(x)  # tobytes() writes C order
+            if a.dtype.hasobject:
+                raise TypeError("object arrays cannot be sent to or from an env worker")
+            arrays.append(a)
+            return {"nd": [len(arrays) - 1, a.dtype.str, list(a.shape), isinstance(x, np.generic)]}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        if isinstance(x, (list, tuple)):
+            return {"list" if isinstance(x, list) else "tuple": [enc(v) for v in x]}
+        if isinstance(x, dict):
+            return {"dict": [[enc(k), enc(v)] for k, v in x.items()]}
+        if isinstance(x, gym.spaces.Discrete):
+            return {"Discrete": [int(x.n), int(x.start)]}
+        if isinstance(x, gym.spaces.Box):
+            return {"Box": [enc(x.low), enc(x.high), x.dtype.str]}
+        from envs.gym import EnvStep
+
+        if isinstance(x, EnvStep):
+            return {"EnvStep": enc({f.name: getattr(x, f.name) for f in dataclasses.fields(x)})}
+        if isinstance(x, BaseException):
+            message = x.args[0] if len(x.args) == 1 and isinstance(x.args[0], str) else str(x)
+            return {"error": [type(x).__name__, message, list(getattr(x, "__notes__", []))]}
+        raise TypeError(f"{type(x).__name__} cannot be sent to or from an env worker")
+
+    header = json.dumps({"tree": enc(obj), "nbytes": [a.nbytes for a in arrays]}).encode()
+    return b"".join([len(header).to_bytes(8, "little"), header, *(a.tobytes() for a in arrays)])
+
+
+def decode(data: bytes):
+    """The inverse of ``encode``: builds only the types it lists, so a message can run no code."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    offset_of = (8 + n + np.cumsum([0, *header["nbytes"]])).tolist()  # where array i starts
+
+    def dec(x):
+        if not isinstance(x, dict):
+            return x
+        (kind, v), = x.items()
+        if kind == "nd":
+            index, dtype, shape, scalar = v
+            a = np.frombuffer(data, np.dtype(dtype), int(np.prod(shape)), int(offset_of[index])).reshape(shape).copy()
+            return a[()] if scalar else a
+        if kind == "list":
+            return [dec(i) for i in v]
+        if kind == "tuple":
+            return tuple(dec(i) for i in v)
+        if kind == "dict":
+            return {dec(k): dec(i) for k, i in v}
+        if kind == "Discrete":
+            return gym.spaces.Discrete(v[0], start=v[1])
+        if kind == "Box":
+            return gym.spaces.Box(dec(v[0]), dec(v[1]), dtype=np.dtype(v[2]))
+        if kind == "EnvStep":
+            from envs.gym import EnvStep
+
+            return EnvStep(**dec(v))
+        if kind == "error":
+            name, message, notes = v
+            err = _ERRORS[name](message) if name in _ERRORS else RuntimeError(f"{name}: {message}")
+            for note in notes:
+                err.add_note(note)
+            return err
+        raise ValueError(f"unknown message part {kind!r}")
+
+    return dec(header["tree"])
+
+
+def _send(conn, obj) -> None:
+    conn.send_bytes(encode(obj))
+
+
+def _recv(conn):
+    return decode(conn.recv_bytes())
+
+
+def _spec_json(env_id: str) -> str | None:
+    """The parent's registration of a plain gymnasium id (a test's or a script's own env), as JSON, for
+    a worker that may not have it; a class or function entry point goes as "module:name"."""
     spec = gym.registry.get(env_id)
     if spec is None:
         return None
     try:
-        return pickle.dumps(spec)
-    except Exception:  # an entry point the worker could not import anyway: it fails with "unknown id"
+        if callable(spec.entry_point):
+            spec = dataclasses.replace(spec, entry_point=f"{spec.entry_point.__module__}:"
+                                                         f"{spec.entry_point.__qualname__}")
+        return spec.to_json()
+    except Exception:  # kwargs that are not JSON: the worker fails with "unknown env id" instead
         return None
 
 
-def _portable(exc: BaseException, where: str) -> BaseException:
-    """``exc`` with the worker's traceback as a note, or a RuntimeError if it would not survive pickling."""
-    note = f"in env worker {where}:\n" + "".join(traceback.format_exception(exc)).rstrip()
-    try:
-        exc.add_note(note)
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        out = RuntimeError(f"{type(exc).__name__}: {exc}")
-        out.add_note(note)
-        return out
+def _with_note(exc: BaseException, where: str) -> BaseException:
+    exc.add_note(f"in env worker {where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+    return exc
 
 
-def _serve(conn, factory, kwargs: dict, env_id: str, spec: bytes | None, where: str):
-    """A worker's life: build ``factory(**kwargs)``, report its spaces, then run calls until told to stop."""
+def _serve(conn, where: str):
+    """A worker's life: read what to build (the first message), build it, report its spaces, then run
+    calls until told to stop."""
+    from envs import gym as env_gym
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        factory, kwargs, env_id, spec = _recv(conn)
         if spec is not None and env_id not in gym.registry:
-            gym.registry[env_id] = pickle.loads(spec)
-        obj = factory(**kwargs)
+            gym.registry[env_id] = gym.envs.registration.EnvSpec.from_json(spec)
+        obj = {"SeedEnvs": env_gym.SeedEnvs, "Evaluator": env_gym.Evaluator}[factory](**kwargs)
         reply = ("ok", obj.space_args)
     except BaseException as e:
-        conn.send(("err", _portable(e, where)))
+        _send(conn, ("err", _with_note(e, where)))
         return
-    conn.send(reply)
+    _send(conn, reply)
     while True:
         try:
-            msg = conn.recv()
+            msg = _recv(conn)
         except (EOFError, OSError):  # the parent has gone
             break
         if msg is None:
@@ -120,15 +215,13 @@ def _serve(conn, factory, kwargs: dict, env_id: str, spec: bytes | None, where: 
         name, args, attrs = msg
         try:
             result = getattr(obj, name)(*args)
-            reply = ("ok", (result, {a: getattr(obj, a) for a in attrs}))
-        except BaseException as e:
-            reply = ("err", _portable(e, where))
+            reply = encode(("ok", (result, {a: getattr(obj, a) for a in attrs})))
+        except BaseException as e:  # a failed call, or a result that cannot be sent
+            reply = encode(("err", _with_note(e, where)))
         try:
-            conn.send(reply)
+            conn.send_bytes(reply)
         except (EOFError, OSError):
             break
-        except Exception as e:  # a result that does not pickle
-            conn.send(("err", _portable(e, where)))
     try:
         obj.close()
     finally:
@@ -138,7 +231,7 @@ def _serve(conn, factory, kwargs: dict, env_id: str, spec: bytes | None, where: 
 def _shutdown(conns: list, procs: list, timeout: float = 5.0):
     for conn in conns:
         try:
-            conn.send(None)
+            _send(conn, None)
         except (OSError, ValueError):
             pass
     for proc in procs:
@@ -155,19 +248,19 @@ class WorkerPool:
     says which seeds, for errors). Construction waits until every worker has built its envs and
     raises the first worker's error, if any, after ending them all."""
 
-    def __init__(self, factory, kwargs: Sequence[dict], env_id: str, names: Sequence[str]):
+    def __init__(self, factory: str, kwargs: Sequence[dict], env_id: str, names: Sequence[str]):
         ctx = mp_context()
-        spec = _spec_bytes(env_id)
+        spec = _spec_json(env_id)
         self.names, self.conns, self.procs = list(names), [], []
         self._busy = False  # a call whose replies were not all read (interrupted): the pipes are out of step
         self._finalize = weakref.finalize(self, _shutdown, self.conns, self.procs)
         try:
             for kw, name in zip(kwargs, self.names):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(child, factory, kw, env_id, spec, name), daemon=True,
-                                   name=f"env-worker {name}")
+                proc = ctx.Process(target=_serve, args=(child, name), daemon=True, name=f"env-worker {name}")
                 proc.start()
                 child.close()
+                _send(parent, (factory, kw, env_id, spec))
                 self.conns.append(parent)
                 self.procs.append(proc)
             self.spaces = self._gather(range(len(self.conns)))[0]
@@ -180,7 +273,7 @@ class WorkerPool:
         out, error = [], None
         for k in which:
             try:
-                status, value = self.conns[k].recv()
+                status, value = _recv(self.conns[k])
             except (EOFError, OSError):
                 self.procs[k].join(1.0)
                 status, value = "err", RuntimeError(
@@ -203,7 +296,7 @@ class WorkerPool:
         sent = []
         for k, a in zip(which, args):
             try:
-                self.conns[k].send((name, a, tuple(attrs)))
+                _send(self.conns[k], (name, tuple(a), tuple(attrs)))
             except (OSError, ValueError):  # a dead worker's pipe; _gather reports it
                 pass
             sent.append(k)
@@ -219,11 +312,11 @@ class WorkerPool:
 
 
 def pool_for(cls, env_id: str, seeds: Sequence[Any], workers: int, kwargs_of) -> tuple[WorkerPool, list[slice]]:
-    """A pool of ``workers`` ``cls`` objects over contiguous blocks of ``seeds``; ``kwargs_of(block)``
-    gives the constructor arguments of a block (a slice of the seed indices)."""
+    """A pool of ``workers`` ``cls`` objects (SeedEnvs or Evaluator) over contiguous blocks of ``seeds``;
+    ``kwargs_of(block)`` gives the constructor arguments of a block (a slice of the seed indices)."""
     bl = blocks(len(seeds), workers)
     names = [f"{k} (seeds {seeds[b.start]}..{seeds[b.stop - 1]})" for k, b in enumerate(bl)]
-    return WorkerPool(cls, [kwargs_of(b) for b in bl], env_id, names), bl
+    return WorkerPool(cls.__name__, [kwargs_of(b) for b in bl], env_id, names), bl
 
 
-__all__ = ["WorkerPool", "blocks", "check_workers", "mp_context", "pool_for"]
+__all__ = ["WorkerPool", "blocks", "check_workers", "decode", "encode", "mp_context", "pool_for"]

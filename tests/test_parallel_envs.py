@@ -184,3 +184,51 @@ def test_workers_flag_is_checked_and_clamped():
     assert one.workers == 1 and one._pool is None and len(one.envs) == 1
     with pytest.raises(UserError, match="--env-workers"):
         envs.SeedEnvs("CountEnv-v0", [0, 1], workers=0)
+
+
+def test_worker_messages_carry_data_only_and_never_pickle():
+    """The pipes carry JSON headers and raw array bytes (envs/workers.py encode/decode): the types a
+    SeedEnvs/Evaluator call exchanges round-trip exactly, an exception comes back only as a known type
+    (any other as a RuntimeError naming it), a message naming anything else is refused, and the module
+    imports no pickle."""
+    import ast
+    import json
+
+    from envs import workers
+    from envs.gym import EnvStep
+    from envs.runs import Diverged
+
+    state = {"env_id": "Hopper-v4", "reset_rng": [None, np.random.default_rng(3).bit_generator.state],
+             "actions": [np.zeros((0, 3), np.float32), np.ones((2, 3), np.float32).T]}
+    step = EnvStep(np.arange(6.0).reshape(2, 3), np.ones((2, 3)), np.array([1.5, -2.0], np.float32),
+                   np.array([True, False]), np.array([False, True]), [(1, -3.25, 7)])
+    msg = ("ok", (state, step, np.float64(0.1), np.int64(2), (gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(4))))
+    out = workers.decode(workers.encode(msg))
+    assert out[1][0]["reset_rng"][1] == state["reset_rng"][1]  # a PCG64 state's 128-bit integers, exactly
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(out[1][0]["actions"], state["actions"]))
+    for f in ("obs", "next_obs", "reward", "terminated", "truncated"):
+        a, b = getattr(out[1][1], f), getattr(step, f)
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+    assert out[1][1].episodes == [(1, -3.25, 7)]
+    assert type(out[1][2]) is np.float64 and out[1][2] == 0.1 and type(out[1][3]) is np.int64
+    assert out[1][4] == msg[1][4]
+
+    err = workers.decode(workers.encode(Diverged("non-finite action for --seed 3")))
+    assert type(err) is Diverged and str(err) == "non-finite action for --seed 3"
+
+    class Custom(Exception):
+        pass
+
+    err = workers.decode(workers.encode(Custom("x")))
+    assert type(err) is RuntimeError and str(err) == "Custom: x"
+    with pytest.raises(TypeError, match="cannot be sent"):
+        workers.encode(object())
+    header = json.dumps({"tree": {"module:os.system": ["echo hi"]}, "nbytes": []}).encode()
+    with pytest.raises(ValueError, match="unknown message part"):
+        workers.decode(len(header).to_bytes(8, "little") + header)
+
+    with open(workers.__file__) as f:
+        tree = ast.parse(f.read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names} | {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"pickle", "cloudpickle", "dill", "marshal", "shelve"}
