@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402
 from envs import runs  # noqa: E402
-from envs.workers import mp_context  # noqa: E402
+from envs.workers import decode, encode, mp_context  # noqa: E402
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -150,10 +150,10 @@ def time_inside_mujoco(env_id: str, steps: int) -> dict:
 
 def _echo(conn):
     while True:
-        msg = conn.recv()
+        msg = decode(conn.recv_bytes())
         if msg is None:
             return
-        conn.send(msg)
+        conn.send_bytes(encode(msg))
 
 
 def time_pipes(seeds: list[int], rounds: int = 200) -> dict:
@@ -170,11 +170,11 @@ def time_pipes(seeds: list[int], rounds: int = 200) -> dict:
         times = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            parent.send(payload)
-            parent.recv()
+            parent.send_bytes(encode(payload))  # the workers' own messages (envs/workers.py, no pickle)
+            decode(parent.recv_bytes())
             times.append(time.perf_counter() - t0)
         out[name] = float(np.median(times))
-    parent.send(None)
+    parent.send_bytes(encode(None))
     proc.join()
     return out
 

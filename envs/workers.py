@@ -26,9 +26,7 @@ repeated here, so any W gives the serial results bit for bit (tests/test_paralle
   ``decode``; arrays, numbers, strings, lists, tuples, dicts, ``EnvStep``, Box/Discrete spaces, and
   exceptions as type name + message, rebuilt only as a known type), sent with ``send_bytes``. The
   process start passes a pipe and a name; what to build comes as the first message. Arrays travel
-  copied over pipes. Pixel observations (9x84x84 uint8 per seed) cost ~150 us per
-  seed and step there and back (4.7 ms for 32 seeds), against ~33 ms for one rendered dmc-pixels
-  step on the same machine, so there is no shared memory (results/bench/envs_step_cpu.md).
+  copied over pipes, without shared memory (round trips: results/bench/envs_step_cpu.md).
 """
 
 from __future__ import annotations
