@@ -41,7 +41,7 @@ train: setup
 	$(BIN)/python algos/td7.py --env-id Hopper-v4 $(ARGS)
 
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially; a group of tests sharing a module fixture stays on
-# one worker; the longest files first): 299 tests in 870-980 s on 2 CPU cores (fresh clone, .ci/run: 15-17 minutes; about
+# one worker; the longest files first): 299-300 tests in 870-980 s on 2 CPU cores (fresh clone, .ci/run: 15-17 minutes; about
 # 11 minutes with a warm compilation cache).
 TEST_WORKERS ?= 2
 test: setup
