@@ -101,6 +101,8 @@ class Args(runs.RunArgs):
     """evaluation episodes per seed"""
     eval_eps: Optional[float] = None
     """probability of a random action in evaluation; unset: dqn-atari 0.001, else 0 (greedy)"""
+    max_episode_steps: Optional[int] = None
+    """cap on agent steps per episode, ending as a truncation; unset: dqn-atari 27k, minatar 10k, gymnasium's limit"""
     # Exploration
     initial_eps: Optional[float] = None
     """epsilon at the first training iteration; unset: dqn-atari 1, else 0.1"""
@@ -144,7 +146,7 @@ def resolve_presets(args: Args) -> Args:
 
 
 def check_args(args: Args) -> None:
-    runs.check_args(args, counts=("buffer_size", "batch_size", "train_freq", "target_update_freq", "eps_decay_period"),
+    runs.check_args(args, counts=("max_episode_steps", "buffer_size", "batch_size", "train_freq", "target_update_freq", "eps_decay_period"),
                     nonneg=("learning_starts",), positive=("lr", "optimizer_eps"), unit=("discount", "tau"))
     if args.optimizer not in ("rmsprop", "adam"):
         raise runs.UserError(f"--optimizer must be rmsprop or adam, got {args.optimizer!r}")
@@ -439,8 +441,14 @@ def make_agent(args: Args, obs_shape, obs_dtype, num_actions: int, history: int)
 # ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
+def env_kwargs(args: Args) -> dict:
+    if args.max_episode_steps is None:
+        return {}
+    return {"max_episode_steps" if suite_of(args.env_id) == "gym" else "max_steps": args.max_episode_steps}
+
+
 def _make_envs(args: Args, seeds):
-    kw = {"discrete_ok": True, "pixels_ok": True, "workers": args.env_workers}
+    kw = {"discrete_ok": True, "pixels_ok": True, "workers": args.env_workers, "env_kwargs": env_kwargs(args)}
     train_envs = envs.SeedEnvs(args.env_id, seeds, **kw)
     if not train_envs.discrete:
         train_envs.close()
@@ -573,7 +581,8 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
         return eval_policy(agent, learner.q, seeds, ckpt.step, saved.eval_eps)
 
     check_args(resolve_presets(args))
-    return runs.evaluate_saved(ALGO, args, Args, policy_from, lambda saved: dict(discrete_ok=True, pixels_ok=True))
+    return runs.evaluate_saved(ALGO, args, Args, policy_from, lambda saved: dict(discrete_ok=True, pixels_ok=True,
+                                                                                env_kwargs=env_kwargs(saved)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 One ``--env-id`` convention across suites: gymnasium ids as they are (``Hopper-v4``),
 ``dmc:<domain>-<task>`` (DeepMind Control, proprioceptive states), ``dmc-pixels:<domain>-<task>``
-(DeepMind Control, 84x84 pixels) and ``atari:<Game>`` (``ALE/<Game>-v5``); see ``envs/dmc.py`` and
-``envs/atari.py`` for their preprocessing. Pixel and discrete-action envs are only accepted by
+(DeepMind Control, 84x84 pixels), ``atari:<Game>`` (``ALE/<Game>-v5``, MR.Q's preprocessing),
+``dqn-atari:<Game>`` (the same ALE settings, the DQN-era preprocessing of discrete BCQ and LAP/PAL:
+zero-padded frame stacks, raw rewards that the algorithms clip with ``envs.atari.clip_reward``) and
+``minatar:<game>`` (MinAtar, 10x10 states, extra ``minatar``); see ``envs/dmc.py``, ``envs/atari.py``
+and ``envs/minatar.py`` for their preprocessing. Pixel and discrete-action envs are only accepted by
 algorithms that ask for them (``make_env(..., pixels_ok=True, discrete_ok=True)``).
 
 The contract every algorithm relies on (pinned by ``tests/test_envs.py``):

@@ -1,4 +1,5 @@
-"""Atari 2600 (ale-py) as gymnasium envs, preprocessed as MR.Q does.
+"""Atari 2600 (ale-py) as gymnasium envs, preprocessed as MR.Q does (``atari:``) or as the DQN-era
+repos do (``dqn-atari:``, ``DQNAtariEnv`` below).
 
 ``--env-id atari:<Game>`` (e.g. ``atari:Pong``) builds ``ALE/<Game>-v5`` with frameskip 1 and
 sticky actions 0.25 and applies, per agent step:
@@ -29,6 +30,7 @@ import numpy as np
 from envs.runs import UserError
 
 PREFIX = "atari:"
+DQN_PREFIX = "dqn-atari:"
 FRAME_SKIP = 4
 SIZE = 84
 FRAME_HISTORY = 4
@@ -47,14 +49,15 @@ def _imports():
 
 
 def parse_id(env_id: str) -> str:
-    """'atari:Pong' -> 'ALE/Pong-v5', checked against the installed ROMs."""
+    """'atari:Pong' (or 'dqn-atari:Pong') -> 'ALE/Pong-v5', checked against the installed ROMs."""
     _imports()
-    game = env_id[len(PREFIX):]
+    prefix = DQN_PREFIX if env_id.startswith(DQN_PREFIX) else PREFIX
+    game = env_id[len(prefix):]
     games = sorted(k[4:-3] for k in gym.registry if k.startswith("ALE/") and k.endswith("-v5"))
     if game not in games:
         close = difflib.get_close_matches(game, games, n=4, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(PREFIX + c for c in close)}?" if close else f" Valid games: {', '.join(games)}."
-        raise UserError(f"Unknown Atari game {env_id!r} (ids are {PREFIX}<Game>, e.g. atari:Pong).{hint}")
+        hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else f" Valid games: {', '.join(games)}."
+        raise UserError(f"Unknown Atari game {env_id!r} (ids are {prefix}<Game>, e.g. {prefix}Pong).{hint}")
     return f"ALE/{game}-v5"
 
 
@@ -108,3 +111,47 @@ class AtariEnv(gym.Env):
 
     def close(self):
         self._env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# dqn-atari: the DQN-era preprocessing of discrete BCQ, LAP/PAL (discrete) and SR-DICE (Atari)
+# ---------------------------------------------------------------------------------------------
+REWARD_CLIP = 1.0
+
+
+def clip_reward(r):
+    """The reward the DQN-era algorithms train on: the raw summed reward clipped to [-1, 1]."""
+    return np.clip(r, -REWARD_CLIP, REWARD_CLIP)
+
+
+class DQNAtariEnv(AtariEnv):
+    """``--env-id dqn-atari:<Game>`` (e.g. ``dqn-atari:Pong``): the Atari preprocessing of the discrete
+    BCQ and LAP/PAL repos (sfujim/BCQ discrete_BCQ/utils.py ``AtariPreprocessing``), docs
+    ALGORITHMS.md section 3.4. The authors use old gym's ``<Game>NoFrameskip-v0`` ids: frameskip 1,
+    sticky actions 0.25 (the -v0 setting; -v4 ids have 0), the minimal action set. The same ALE
+    settings as ``atari:``, so this class differs from ``AtariEnv`` only where the authors do:
+
+    * the frame history at a reset is zeros plus the first frame (frames before the episode start
+      are zeros); ``atari:`` repeats the first frame;
+    * the history is channels first [4, 84, 84] with the newest frame LAST; the authors put the
+      newest at index 0, an equivalent permutation of the input channels;
+    * the step reward is the RAW reward summed over the 4 frames; the algorithms train on
+      ``clip_reward(r)`` (clipped to [-1, 1], as the authors store it) and evaluation reports raw
+      returns;
+    * the step reaching ``max_steps`` (27,000 agent steps = 108k frames) reports truncated=True,
+      terminated=False (a game over on that step is a termination); the authors do not store
+      such a capped transition, which is the algorithms' business;
+    * no ``epsilon`` here: the algorithms act epsilon-greedily themselves.
+
+    At a game over inside the 4 frames the authors' wrapper keeps the frames of the previous step;
+    this class max-pools the frames it saw (as ``atari:``): only a terminal next state differs,
+    which is never bootstrapped from. Seeding as ``atari:`` (module docstring).
+    """
+
+    def __init__(self, env_id: str, max_steps: int = MAX_AGENT_STEPS, render_mode: str | None = None):
+        super().__init__(env_id, epsilon=0.0, max_steps=max_steps, render_mode=render_mode)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        _, info = super().reset(seed=seed, options=options)
+        self._frames = [np.zeros((SIZE, SIZE), np.uint8)] * (FRAME_HISTORY - 1) + self._frames[-1:]
+        return np.stack(self._frames), info

@@ -33,17 +33,25 @@ from envs.runs import Diverged, SpaceError, UserError
 from envs.workers import check_workers, pool_for
 
 
-SUITE_PREFIXES = "gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, atari:<Game>"
+SUITE_PREFIXES = ("gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, "
+                  "atari:<Game>, dqn-atari:<Game>, minatar:<game>")
+_PREFIXED = ("dmc:", "dmc-pixels:", "atari:", "dqn-atari:", "minatar:")
 
 
 def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
-    """gymnasium id, or a prefixed DeepMind Control / Atari id (envs/dmc.py, envs/atari.py)."""
+    """gymnasium id, or a prefixed DeepMind Control / Atari / MinAtar id (envs/dmc.py, atari.py, minatar.py)."""
     if env_id.startswith(("dmc:", "dmc-pixels:")):
         from envs.dmc import DMCEnv
         return DMCEnv(env_id, **kwargs)
     if env_id.startswith("atari:"):
         from envs.atari import AtariEnv
         return AtariEnv(env_id, **kwargs)
+    if env_id.startswith("dqn-atari:"):
+        from envs.atari import DQNAtariEnv
+        return DQNAtariEnv(env_id, **kwargs)
+    if env_id.startswith("minatar:"):
+        from envs.minatar import MinAtarEnv
+        return MinAtarEnv(env_id, **kwargs)
     _check_gym_id(env_id)
     with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
         warnings.filterwarnings("ignore", message=".*is out of date.*")
@@ -51,8 +59,8 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
 
 
 def _check_gym_id(env_id: str):
-    """A UserError for an id that is neither prefixed (dmc:, atari:) nor registered with gymnasium."""
-    if env_id.startswith(("dmc:", "dmc-pixels:", "atari:")):
+    """A UserError for an id that is neither prefixed (dmc:, atari:, ...) nor registered with gymnasium."""
+    if env_id.startswith(_PREFIXED):
         return
     if env_id.startswith("HBench-"):  # DR.Q's HumanoidBench ids: no silent fallback to something else
         raise UserError(f"{env_id!r}: HumanoidBench is not available here: its humanoid_bench package does not "

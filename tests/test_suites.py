@@ -1,11 +1,11 @@
-"""DeepMind Control and Atari adapters (envs/dmc.py, envs/atari.py) on the real suites."""
+"""DeepMind Control, Atari and MinAtar adapters (envs/dmc.py, envs/atari.py, envs/minatar.py) on the real suites."""
 
 import os
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # the `dmc` and `atari` extras are part of `make test`'s install
+os.environ.setdefault("MUJOCO_GL", "egl")  # the `dmc`, `atari` and `minatar` extras are part of `make test`'s install
 
 import envs  # noqa: E402
 
@@ -159,3 +159,115 @@ def test_atari_errors():
         envs.make_env("atari:Pongg")
     with pytest.raises(TypeError, match="Discrete action space"):
         envs.make_env("atari:Pong")
+
+
+# ---------------------------------------------------------------------------------------------
+# dqn-atari: the DQN-era preprocessing of discrete BCQ and LAP/PAL
+# ---------------------------------------------------------------------------------------------
+def test_dqn_atari_zero_padded_stack_and_raw_rewards_against_the_ale_frame_by_frame():
+    import cv2
+    import gymnasium as gym
+
+    from envs.atari import clip_reward
+
+    env = envs.make_env("dqn-atari:SpaceInvaders", discrete_ok=True, pixels_ok=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and env.unwrapped.frame_history == 4
+    assert env._env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)  # NoFrameskip-v0
+    assert env.action_space.n == 6  # SpaceInvaders' minimal action set
+    # the same ALE stepped one frame at a time, seeded as the env seeds it at a reset
+    ref = gym.make("ALE/SpaceInvaders-v5", frameskip=1, repeat_action_probability=0.25, full_action_space=False,
+                   obs_type="grayscale")
+    first, _ = ref.reset(seed=int(gym.utils.seeding.np_random(0)[0].integers(2**31)))
+
+    def resize(frame):
+        return cv2.resize(frame, (84, 84), interpolation=cv2.INTER_AREA)
+
+    assert not obs[:3].any()  # zeros before the episode start, the first frame last
+    np.testing.assert_array_equal(obs[3], resize(first))
+    rng, rewards = np.random.default_rng(0), []
+    for _ in range(80):
+        action = int(rng.integers(6))
+        nxt, reward, term, trunc, _ = env.step(action)
+        frames = [ref.step(action) for _ in range(4)]
+        assert reward == sum(f[1] for f in frames) and (term, trunc) == (False, False)
+        np.testing.assert_array_equal(nxt[:3], obs[1:])  # oldest out, the newest last
+        np.testing.assert_array_equal(nxt[3], resize(np.maximum(frames[2][0], frames[3][0])))
+        obs = nxt
+        rewards.append(reward)
+    assert max(rewards) > 1  # raw: a shot invader scores 5 to 30
+    np.testing.assert_array_equal(clip_reward(np.array([-5.0, -0.5, 0.0, 0.3, 30.0])), [-1, -0.5, 0, 0.3, 1])
+
+
+def test_dqn_atari_cap_is_a_truncation_and_a_game_over_on_it_a_termination(monkeypatch):
+    env = envs.make_env("dqn-atari:Pong", discrete_ok=True, pixels_ok=True, max_steps=5)
+    env.reset(seed=0)
+    assert [env.step(0)[2:4] for _ in range(5)] == [(False, False)] * 4 + [(False, True)]
+    env.reset()
+    for _ in range(4):
+        env.step(0)
+    monkeypatch.setattr(env._env, "step", lambda a: (np.zeros((210, 160), np.uint8), 0.0, True, False, {}))
+    assert env.step(0)[2:4] == (True, False)
+
+
+@pytest.mark.parametrize("env_id", ["dqn-atari:Pong", "minatar:breakout"])
+def test_dqn_atari_and_minatar_resume_replay_in_worker_processes(env_id):
+    kwargs = dict(discrete_ok=True, pixels_ok=True, env_kwargs={"max_steps": 25})
+    run = envs.SeedEnvs(env_id, [0, 1], workers=2, **kwargs)
+    run.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # past episode ends, so the replay starts from a drawn (unseeded) reset
+        step = run.step(rng.integers(run.action_dim, size=2))
+    state = run.get_state()
+    assert all(r is not None for r in state["reset_rng"])
+    again = envs.SeedEnvs(env_id, [0, 1], **kwargs)  # in this process: the same, bit for bit
+    np.testing.assert_array_equal(again.set_state(state), step.obs)
+    for _ in range(30):
+        action = rng.integers(run.action_dim, size=2)
+        a, b = run.step(action), again.step(action)
+        for f in ("obs", "next_obs", "reward", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    run.close()
+    again.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# MinAtar
+# ---------------------------------------------------------------------------------------------
+def test_minatar_shapes_actions_sticky_seeding_and_cap():
+    for game, (channels, actions) in {"asterix": (4, 5), "breakout": (4, 3), "freeway": (7, 3), "seaquest": (10, 6),
+                                      "space_invaders": (6, 4)}.items():
+        env = envs.make_env(f"minatar:{game}", discrete_ok=True, pixels_ok=True)
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (channels, 10, 10) and obs.dtype == np.uint8 and set(np.unique(obs)) <= {0, 1}
+        assert env.action_space.n == actions and env.unwrapped.frame_history == 1
+        np.testing.assert_array_equal(obs, env._game.state().transpose(2, 0, 1))
+    assert env._game.sticky_action_prob == 0.1  # the package's default
+    runs = []
+    for seed in (0, 0, 1):
+        env = envs.make_env("minatar:space_invaders", discrete_ok=True, pixels_ok=True, max_steps=50)
+        obs = [env.reset(seed=seed)[0]]
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            o, r, term, trunc, _ = env.step(int(rng.integers(4)))
+            obs.append(o)
+        runs.append(np.stack(obs))
+        assert (term, trunc) == (False, True)  # the cap: a truncation
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_dqn_atari_and_minatar_errors(monkeypatch):
+    import sys
+
+    from envs.runs import UserError
+
+    with pytest.raises(UserError, match="Did you mean: dqn-atari:Pong"):
+        envs.make_env("dqn-atari:Pongg", discrete_ok=True, pixels_ok=True)
+    with pytest.raises(UserError, match="Did you mean minatar:breakout.*Valid games: minatar:asterix, .*invaders"):
+        envs.make_env("minatar:breakot", discrete_ok=True, pixels_ok=True)
+    with pytest.raises(TypeError, match="Discrete action space"):
+        envs.make_env("minatar:breakout")
+    monkeypatch.setitem(sys.modules, "minatar", None)  # the package missing
+    with pytest.raises(UserError, match=r"pip install -e '\.\[minatar\]'"):
+        envs.make_env("minatar:breakout", discrete_ok=True, pixels_ok=True)
