@@ -476,9 +476,10 @@ def train(args: Args) -> dict:
     agent = run.devices.agent(_agent_for(args, train_envs))  # seeds over devices
     learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     if run.checkpoint:
-        saved, buffer = run.checkpoint.load({"learner": learner, "action": jnp.zeros(len(seeds), jnp.int32)}, buffer,
-                                            args)
-        learner, action, t0 = saved["learner"], saved["action"], run.checkpoint.step
+        saved, buffer = run.checkpoint.load({"learner": learner._replace(priority=None), "priority": learner.priority,
+                                             "action": jnp.zeros(len(seeds), jnp.int32)}, buffer, args)
+        learner = saved["learner"]._replace(priority=saved["priority"])  # priorities: saved up to the filled slots
+        action, t0 = saved["action"], run.checkpoint.step
         count = np.asarray(run.checkpoint.host["count"], np.int64)
         obs = train_envs.set_state(run.checkpoint.host["envs"])
     else:
@@ -537,8 +538,9 @@ def train(args: Args) -> dict:
             if (t + 1) % args.eval_freq == 0 or t + 1 == args.total_timesteps:
                 evaluate(t + 1)
                 if run.checkpoint_due(t + 1):  # the buffer goes in chunks: the slots written since the last save
-                    run.save(t + 1, {"learner": learner, "action": action},
-                             {"t": t + 1, "envs": train_envs.get_state(), "count": count}, ring=buffer, written=count)
+                    run.save(t + 1, {"learner": learner._replace(priority=None), "priority": learner.priority,
+                                     "action": action}, {"t": t + 1, "envs": train_envs.get_state(), "count": count},
+                             ring=buffer, written=count, per_slot=("priority",))
     run.close()
     train_envs.close()
     evaluator.close()
@@ -560,7 +562,7 @@ def saved_policy(saved: Args, spaces, ckpt: runs.Checkpoint, replay: bool = Fals
     saved = resolve_presets(saved)
     agent = _agent_for(saved, spaces)
     learner, buffer = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(saved.num_seeds)]))
-    trees, ring = ckpt.load({"learner": learner}, ring=buffer if replay else None, args=saved)
+    trees, ring = ckpt.load({"learner": learner._replace(priority=None)}, ring=buffer if replay else None, args=saved)
     learner = trees["learner"] if seed_index is None else runs.take_seed(trees["learner"], seed_index, copies)
     keys = jnp.zeros((learner.key.shape[0], *jax.random.PRNGKey(0).shape), jnp.uint32)
     return (lambda o: agent.greedy(learner.q, o, keys[:len(o)], 0.0)), ring
@@ -572,7 +574,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
         agent = _agent_for(saved, evaluator)
         seeds = [saved.seed + i for i in range(saved.num_seeds)]
         learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
-        learner = ckpt.load({"learner": learner}, args=saved)[0]["learner"]
+        learner = ckpt.load({"learner": learner._replace(priority=None)}, args=saved)[0]["learner"]
         return eval_policy(agent, learner.q, seeds, ckpt.step, saved.eval_eps)
 
     check_args(resolve_presets(args))
