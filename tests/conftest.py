@@ -75,3 +75,11 @@ LONG_FIRST = ("test_learning.py", "test_offline_learning.py", "test_scale.py", "
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache from the start of every test process (as `runs.cli` turns it on for
+    a program): tests that build the same agent shapes compile them once per machine, not once per test."""
+    from envs import runs
+
+    runs.compile_cache()

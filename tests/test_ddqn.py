@@ -253,6 +253,9 @@ def test_killed_prioritised_run_resumes_identically(tmp_path, module):
     assert _eval_rows(short["run_dir"]) == _eval_rows(long["run_dir"])
     for a, b in zip(jax.tree.leaves(extended["learner"]), jax.tree.leaves(long["learner"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # --eval-only of the saved policy (the seeds' greedy/epsilon evaluation on fresh envs)
+    returns = module.evaluate_checkpoint(module.Args(eval_only=True, checkpoint=short["run_dir"], eval_episodes=1))
+    assert returns.shape == (2,) and np.all(returns >= 8)  # CartPole gives at least 8 steps of reward 1
 
 
 @pytest.mark.parametrize("module,flags,message", [
