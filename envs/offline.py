@@ -21,6 +21,18 @@ follow the algorithm (``timeouts``):
 
 Bad data (missing keys, length mismatches, NaN/inf, dimensions that do not match ``--env-id``,
 actions outside the env's bounds) raises ``UserError`` with one line naming the key.
+
+Discrete actions (``load_discrete``, discrete BCQ): integer actions in [0, n) and observations kept
+in their dtype (uint8 images stay uint8), as ``Frames``: every observation of an episode is stored
+once in a table and a transition holds row indices of its observation and next observation. For a
+frame-stacked env (``frame_history`` k > 1, dqn-atari:) the rows are single frames, a transition
+holds k indices per observation (oldest first) and row 0 is a zero frame, the frames before an
+episode's start; ``envs.collect`` writes such datasets with one frame per step (the newest) and
+records it in its metadata. A continuous algorithm given a discrete dataset, and the reverse, is a
+``UserError``.
+
+``episode_returns`` (config.json's mean_episode_return) holds the returns of the episodes the env
+ended; those that ``envs.collect`` cut at its step budget (listed in its metadata) are left out.
 """
 
 from __future__ import annotations
@@ -104,13 +116,58 @@ def parse(spec: str) -> tuple[str, str]:
 
 
 def env_id_of(spec: str) -> Optional[str]:
-    """The env id a Minari dataset was collected on (its env spec), else None."""
+    """The env id a Minari dataset was collected on (its env spec, else the env id envs.collect
+    recorded: suites without a gymnasium spec, dmc: or dqn-atari:), else None."""
     kind, rest = parse(spec)
     if kind != "minari":
         return None
     dataset = _minari_open(rest)
     env_spec = dataset.spec.env_spec
-    return env_spec.id if env_spec is not None else None
+    return env_spec.id if env_spec is not None else _collect_facts(dataset).get("env_id")
+
+
+def _collect_facts(dataset) -> dict:
+    """The facts envs.collect wrote (metadata key fujimoto_jax), {} for another dataset."""
+    import json
+    try:
+        facts = json.loads(dataset.storage.metadata.get("fujimoto_jax") or "{}")
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+DISCRETE_ALGOS = "algos/discrete_bcq.py"
+CONTINUOUS_ALGOS = "algos/td3_bc.py, algos/bcq.py or algos/td7.py --offline"
+
+
+def dataset_actions(spec: str) -> Optional[str]:
+    """"discrete" or "continuous": the kind of the dataset's actions (a Minari dataset's action space, a
+    D4RL file's actions key: integers of shape [N] are discrete), None when it cannot be told here."""
+    kind, rest = parse(spec)
+    if kind == "minari":
+        space = _minari_open(rest).spec.action_space
+        import gymnasium as gym
+        return "discrete" if isinstance(space, gym.spaces.Discrete) else "continuous"
+    require("h5py", "--dataset d4rl:...", "offline")
+    import h5py
+    try:
+        with h5py.File(rest, "r") as f:
+            a = f.get("actions")
+            if not isinstance(a, h5py.Dataset):
+                return None
+            return "discrete" if a.dtype.kind in "iu" and a.ndim == 1 else "continuous"
+    except (OSError, ValueError):
+        return None  # the loader says why
+
+
+def check_action_kind(spec: str, wanted: str) -> None:
+    """One line when the dataset's actions are not of the kind the algorithm takes."""
+    got = dataset_actions(spec)
+    if got is not None and got != wanted:
+        other = DISCRETE_ALGOS if got == "discrete" else CONTINUOUS_ALGOS
+        raise UserError(f"--dataset {spec}: holds {'Discrete' if got == 'discrete' else 'continuous (Box)'} actions, "
+                        f"but this algorithm takes {'Discrete' if wanted == 'discrete' else 'continuous (Box)'} ones "
+                        f"(train {other} on it)")
 
 
 def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
@@ -119,6 +176,7 @@ def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
         raise ValueError(timeouts)
     import envs
     kind, rest = parse(spec)
+    check_action_kind(spec, "continuous")
     env = envs.make_env(env_id)
     try:
         low, high = np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64)
@@ -175,7 +233,8 @@ def _step_count_timeouts(terminals: np.ndarray, max_steps: int) -> np.ndarray:
     return final
 
 
-def _load_d4rl(path: str, timeouts: str, max_steps=None) -> Transitions:
+def _load_d4rl(path: str, timeouts: str, max_steps=None, discrete: bool = False) -> Transitions:
+    """``discrete``: actions and uint8 observations keep their dtype (else both become float32)."""
     require("h5py", "--dataset d4rl:...", "offline")
     import h5py
     where = f"--dataset d4rl:{path}"
@@ -211,7 +270,8 @@ def _load_d4rl(path: str, timeouts: str, max_steps=None) -> Transitions:
             raise UserError(f"{where}: key {k!r} has shape {raw[k].shape}, expected ({n},)")
     if n < 2:
         raise UserError(f"{where}: {n} rows; need at least 2")
-    obs = raw["observations"].astype(np.float32)
+    obs_dtype = np.uint8 if discrete and raw["observations"].dtype == np.uint8 else np.float32
+    obs = raw["observations"].astype(obs_dtype)
     has_next = "next_observations" in raw
     term = raw["terminals"].astype(bool)
     if "timeouts" in raw:
@@ -223,7 +283,7 @@ def _load_d4rl(path: str, timeouts: str, max_steps=None) -> Transitions:
     i = np.arange(n - 1)  # qlearning_dataset iterates range(N - 1): the last row never makes a transition
     if timeouts == "bootstrap" and has_next:
         i = np.arange(n)
-    next_obs = raw["next_observations"].astype(np.float32)[i] if timeouts == "bootstrap" and has_next else obs[i + 1]
+    next_obs = raw["next_observations"].astype(obs_dtype)[i] if timeouts == "bootstrap" and has_next else obs[i + 1]
     keep = ~tout[i] if (timeouts == "drop" or not has_next) else np.ones(len(i), bool)
     ends = term | tout
     starts = np.r_[0, np.nonzero(ends)[0] + 1]
@@ -232,7 +292,8 @@ def _load_d4rl(path: str, timeouts: str, max_steps=None) -> Transitions:
             "timeouts_from": "file" if "timeouts" in raw else f"step count (max_episode_steps {max_steps})",
             "dropped_timeouts": int(np.sum(~keep)), "dropped_last_row": int(len(i) < n)}
     i = i[keep]
-    return Transitions(obs[i], raw["actions"][i].astype(np.float32), raw["rewards"][i].astype(np.float32),
+    actions = raw["actions"][i] if discrete else raw["actions"][i].astype(np.float32)
+    return Transitions(obs[i], actions, raw["rewards"][i].astype(np.float32),
                        next_obs[keep], term[i].astype(np.float32), episode_returns=returns, info=info)
 
 
@@ -272,6 +333,7 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
         raise UserError(f"{where}: damaged episode data ({type(e).__name__}: {e})") from None
     if not episodes:
         raise UserError(f"{where}: holds no episodes")
+    cut = set(_collect_facts(dataset).get("cut_episodes") or ())  # ended by envs.collect's budget, not the env
     for ep in episodes:
         name = f"episode {ep.id}"
         fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
@@ -291,7 +353,7 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
         term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
         obs = np.asarray(ep.observations, np.float32)
         keep = ~trunc if timeouts == "drop" else np.ones(t, bool)
-        if t and (term[-1] or trunc[-1]):
+        if t and (term[-1] or trunc[-1]) and ep.id not in cut:
             returns.append(float(np.sum(ep.rewards)))
         dropped += int(np.sum(~keep))
         parts["obs"].append(obs[:-1][keep])
@@ -309,6 +371,195 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Transitions(cat["obs"], cat["action"], cat["reward"], cat["next_obs"], cat["terminated"], ref=ref,
                        episode_returns=np.asarray(returns), info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discrete actions: every observation stored once, transitions as row indices
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Frames:
+    """Discrete-action transitions, host numpy. Observation i is ``table[obs_idx[i]]`` reshaped to
+    ``obs_shape`` (``stacks``): k frames oldest first (k = frame_history > 1), or one whole row (k = 1)."""
+
+    table: np.ndarray  # [M, *row_shape] frames or whole observations, dtype kept (uint8 images); row 0 zeros
+    obs_idx: np.ndarray  # [N, k] int32 rows of s
+    next_idx: np.ndarray  # [N, k] int32 rows of s'
+    action: np.ndarray  # [N] int32 in [0, num_actions)
+    reward: np.ndarray  # [N] float32, as stored (Atari: unclipped)
+    terminated: np.ndarray  # [N] float32, 1 = do not bootstrap
+    obs_shape: tuple = ()
+    num_actions: int = 0
+    source: str = ""
+    ref: Optional[tuple[float, float]] = None
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+    def arrays(self) -> tuple:
+        return self.table, self.obs_idx, self.next_idx, self.action, self.reward, self.terminated
+
+    def stacks(self, idx: np.ndarray) -> np.ndarray:
+        """Observations of index rows idx [B, k] -> [B, *obs_shape]."""
+        return self.table[idx].reshape(len(idx), *self.obs_shape)
+
+    fingerprint = Transitions.fingerprint
+
+
+class _Table:
+    """Fills the table episode by episode: an episode's T + 1 observations (or frames) take T + 1
+    consecutive rows; before its start, rows are padded with the zero row 0 or its first row."""
+
+    def __init__(self, rows: int, row_shape: tuple, dtype, k: int, padding: str):
+        self.table = np.zeros((rows + 1, *row_shape), dtype)
+        self.k, self.padding, self.n = k, padding, 1
+        self.obs_idx, self.next_idx = [], []
+
+    def add(self, obs: np.ndarray, keep: np.ndarray) -> None:
+        t, start = len(obs) - 1, self.n
+        self.table[start:start + t + 1] = obs
+        self.n += t + 1
+        pos = np.arange(t)[:, None] + np.arange(1 - self.k, 1)[None]  # [T, k] episode positions of s_t's frames
+        pad = 0 if self.padding == "zeros" else start
+        self.obs_idx.append(np.where(pos >= 0, start + pos, pad)[keep].astype(np.int32))
+        self.next_idx.append(np.where(pos + 1 >= 0, start + pos + 1, pad)[keep].astype(np.int32))
+
+    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, self.k), np.int32)  # noqa: E731
+        return cat(self.obs_idx), cat(self.next_idx)
+
+
+def load_discrete(spec: str, env_id: str, timeouts: str = "drop") -> Frames:
+    """Read a discrete-action ``--dataset`` for ``env_id`` as ``Frames`` (module docstring). ``timeouts``:
+    "drop" the time-limit transition (the authors' Atari buffer), or "bootstrap" it (their other buffers)."""
+    if timeouts not in ("drop", "bootstrap"):
+        raise ValueError(timeouts)
+    import gymnasium as gym
+
+    import envs
+    kind, rest = parse(spec)
+    where = f"--dataset {spec}"
+    check_action_kind(spec, "discrete")
+    env = envs.make_env(env_id, discrete_ok=True, pixels_ok=True)
+    try:
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise UserError(f"{where}: --env-id {env_id} has a {type(env.action_space).__name__} action space; "
+                            "this algorithm needs Discrete actions")
+        num_actions, obs_space = int(env.action_space.n), env.observation_space
+        history = int(getattr(env.unwrapped, "frame_history", 1))
+        max_steps = env.spec.max_episode_steps if env.spec is not None else None
+    finally:
+        env.close()
+    obs_shape = tuple(int(d) for d in obs_space.shape)
+    obs_dtype = np.dtype(np.uint8) if obs_space.dtype == np.uint8 and len(obs_shape) == 3 else np.dtype(np.float32)
+    if kind == "d4rl":
+        flat = _load_d4rl(rest, timeouts, max_steps, discrete=True)
+        for key, arr in (("observations", flat.obs), ("next observations", flat.next_obs)):
+            _check_obs(where, key, arr, obs_shape, obs_dtype, env_id)
+        n = len(flat)
+        table = np.concatenate([np.zeros((1, *obs_shape), obs_dtype), flat.obs.astype(obs_dtype),
+                                flat.next_obs.astype(obs_dtype)])
+        data = Frames(table, np.arange(1, n + 1, dtype=np.int32)[:, None],
+                      np.arange(n + 1, 2 * n + 1, dtype=np.int32)[:, None], flat.action, flat.reward,
+                      flat.terminated, episode_returns=flat.episode_returns,
+                      info={**flat.info, "frames": None, "table_rows": len(table)})
+        data.ref = d4rl_reference(env_id)
+    else:
+        data = _load_minari_frames(rest, timeouts, obs_shape, obs_dtype, history, env_id)
+    data.source, data.obs_shape, data.num_actions = spec, obs_shape, num_actions
+    if len(data) == 0:
+        raise UserError(f"{where}: no transitions left after dropping time-limit ends")
+    if data.action.ndim != 1 or data.action.dtype.kind not in "iu":
+        raise UserError(f"{where}: actions have dtype {data.action.dtype} and shape {data.action.shape[1:]}; "
+                        "Discrete actions are integers, one per step")
+    bad = (data.action < 0) | (data.action >= num_actions)
+    if np.any(bad):
+        raise UserError(f"{where}: action {int(data.action[np.argmax(bad)])} at transition {int(np.argmax(bad))} "
+                        f"is outside {env_id}'s {num_actions} actions")
+    data.action = data.action.astype(np.int32)
+    return data
+
+
+def _check_obs(where: str, key: str, arr: np.ndarray, shape: tuple, dtype, env_id: str) -> None:
+    if tuple(arr.shape[1:]) != shape:
+        raise UserError(f"{where}: {key} have shape {tuple(arr.shape[1:])} but {env_id} observes {shape}")
+    if dtype == np.uint8 and arr.dtype != np.uint8:
+        raise UserError(f"{where}: {key} have dtype {arr.dtype} but {env_id} observes uint8 images")
+    if arr.dtype.kind not in "fiub":
+        raise UserError(f"{where}: {key} have non-numeric dtype {arr.dtype}")
+
+
+def _load_minari_frames(dataset_id: str, timeouts: str, obs_shape: tuple, obs_dtype, history: int,
+                        env_id: str) -> Frames:
+    dataset = _minari_open(dataset_id)
+    where = f"--dataset minari:{dataset_id}"
+    frames = _collect_facts(dataset).get("frames") or None  # {"history": k, "padding": "zeros" | "first"}
+    if frames:
+        if frames.get("history") != history or history < 2 or frames.get("padding") not in ("zeros", "first"):
+            raise UserError(f"{where}: stores frames of a {frames.get('history')}-frame history "
+                            f"(padding {frames.get('padding')!r}), but {env_id} stacks {history}")
+        k, row_shape, padding = history, (obs_shape[0] // history, *obs_shape[1:]), frames["padding"]
+    else:
+        k, row_shape, padding = 1, obs_shape, "zeros"
+    try:
+        rows = int(dataset.total_steps) + int(dataset.total_episodes)
+    except Exception as e:
+        raise UserError(f"{where}: damaged episode metadata ({type(e).__name__}: {e})") from None
+    if rows == 0:
+        raise UserError(f"{where}: holds no episodes")
+    table = _Table(rows, row_shape, obs_dtype, k, padding)
+    parts = {k_: [] for k_ in ("action", "reward", "terminated")}
+    returns, dropped, episodes = [], 0, 0
+    cut = set(_collect_facts(dataset).get("cut_episodes") or ())  # ended by envs.collect's budget, not the env
+    try:
+        for ep in dataset.iterate_episodes():
+            name = f"episode {ep.id}"
+            fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+                      "terminations": ep.terminations, "truncations": ep.truncations}
+            for key, v in fields.items():
+                if not isinstance(v, np.ndarray):
+                    raise UserError(f"{where}: {name} {key} is a {type(v).__name__}; only array spaces are supported")
+            t = len(ep.rewards)
+            for key in ("actions", "terminations", "truncations"):
+                if len(fields[key]) != t:
+                    raise UserError(f"{where}: {name} {key} has {len(fields[key])} steps but rewards has {t}")
+            if len(ep.observations) != t + 1:
+                raise UserError(f"{where}: {name} observations has {len(ep.observations)} rows, expected {t + 1} "
+                                "(steps + 1)")
+            _check_obs(where, f"{name} observations" + (" (one frame per step)" if k > 1 else ""), ep.observations,
+                       row_shape, obs_dtype, env_id + (f"'s {k}-frame stacks" if k > 1 else ""))
+            for key in ("observations", "rewards"):
+                _check_finite(where, f"{name} {key}", fields[key])
+            if table.n + t + 1 > len(table.table):
+                raise UserError(f"{where}: damaged: the episodes hold more steps than its metadata says")
+            term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
+            keep = ~trunc if timeouts == "drop" else np.ones(t, bool)
+            if t and (term[-1] or trunc[-1]) and ep.id not in cut:
+                returns.append(float(np.sum(ep.rewards)))
+            dropped += int(np.sum(~keep))
+            table.add(np.asarray(ep.observations), keep)
+            parts["action"].append(np.asarray(ep.actions)[keep])
+            parts["reward"].append(np.asarray(ep.rewards, np.float32)[keep])
+            parts["terminated"].append(term[keep].astype(np.float32))
+            episodes += 1
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{where}: damaged episode data ({type(e).__name__}: {e})") from None
+    if not episodes:
+        raise UserError(f"{where}: holds no episodes")
+    meta = dataset.storage.metadata
+    ref = None
+    if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
+        ref = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
+    obs_idx, next_idx = table.indices()
+    info = {"format": "minari", "episodes": episodes, "timeouts": timeouts, "dropped_timeouts": dropped,
+            "env_spec": dataset.spec.env_spec.id if dataset.spec.env_spec else None,
+            "minari_version": meta.get("minari_version"), "frames": frames, "table_rows": table.n}
+    cat = {key: np.concatenate(v) for key, v in parts.items()}
+    return Frames(table.table[:table.n], obs_idx, next_idx, cat["action"], cat["reward"], cat["terminated"],
+                  ref=ref, episode_returns=np.asarray(returns), info=info)
 
 
 # ---------------------------------------------------------------------------------------------

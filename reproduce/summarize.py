@@ -27,7 +27,7 @@ import sys
 import textwrap
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -332,15 +332,31 @@ def offline_note(paper: Paper, algo: str, env: str, rows: list[dict]) -> str:
     return f"no reference number in {paper.reference}"
 
 
-def dataset_line(ds) -> str:
+def dataset_line(ds, root: str | None = None) -> str:
     if ds.collected:
         source = f" from {' then '.join(ds.sources)} of this scale" if ds.sources else ""
         size = f"{ds.steps:,} transitions" if ds.steps else "its whole replay buffer"
         return (f"- `{ds.name}`: collected here by `python -m envs.collect --recipe {ds.recipe}`{source} ({size}, "
                 f"in the runs folder's `datasets/`), evaluated on {ds.env}: *{SELF_COLLECTED}*, never compared "
-                "with a paper")
+                "with a paper" + behaviour_note(ds, root))
     src = f"D4RL file `{ds.d4rl}` (--d4rl-dir)" if ds.d4rl else f"local Minari dataset `{ds.minari}`"
     return f"- `{ds.name}`: {src}, evaluated on {ds.env}"
+
+
+def behaviour_note(ds, root: str | None) -> str:
+    """What the data's behaviour returned, from the facts envs.collect wrote into the dataset's metadata ('' before
+    it is collected): each source policy's evaluation return and the mean return of the collected episodes."""
+    try:
+        with open(os.path.join(root or "", "datasets", ds.minari_id, "data", "metadata.json")) as f:
+            facts = json.loads(json.load(f).get("fujimoto_jax") or "{}")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return ""
+    policies = [f"{p['algo']} step {p['step']:,} returned {p['return']:.1f}" for p in facts.get("policies", [])]
+    eps = f" (epsilon {facts['eval_eps']})" if facts.get("eval_eps") is not None else ""
+    parts = ([f"its source policy: {', '.join(policies)}{eps}"] if policies else []) + (
+        [f"its episodes: mean return {facts['mean_episode_return']:.1f}"]
+        if facts.get("mean_episode_return") is not None else [])
+    return f"; behaviour data: {'; '.join(parts)}" if parts else ""
 
 
 def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
@@ -649,7 +665,8 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                    f"`{os.path.relpath(paper.path, ROOT)}`; references: `{paper.reference}`. A run shared with "
                    "another paper's grid may have more seeds or steps; the seeds column says how many were used.", ""]
             if offline:
-                md += ["Datasets:", ""] + [dataset_line(paper.datasets[e]) for e in grid.envs] + [""]
+                md += ["Datasets:", ""] + [dataset_line(replace(paper.datasets[e], scale=scale), root)
+                                           for e in grid.envs] + [""]
             if rows:
                 md += ["| algo | env (ours / reference) | budget | statistic | ours [95% CI] | seeds | reference "
                        "[95% CI] | verdict | source |", "|---|---|---|---|---|---|---|---|---|"]
