@@ -40,6 +40,7 @@ import envs
 from envs import runs
 
 ALGO = "ddqn_per"
+SAMPLE_BLOCK = 1024  # slots per block of the two-level prioritised sampler
 
 # The authors' two dicts (LAP-PAL discrete/main.py): atari_parameters and regular_parameters.
 ATARI = dict(total_timesteps=50_000_000, learning_starts=20_000, initial_eps=1.0, end_eps=0.01,
@@ -278,13 +279,23 @@ def is_weights(priority, beta):
 
 
 def sample_prioritized(key, priority, count, capacity: int, history: int, batch_size: int):
-    """Slots [B] drawn with probability proportional to priority over the sampleable window (cumulative
-    sum + searchsorted)."""
+    """Slots [B] drawn with probability proportional to priority over the sampleable window, in two levels
+    (a block of SAMPLE_BLOCK slots by the cumulative sum of the block totals, then a slot in it): one
+    cumulative sum over 1M slots per update is slow on XLA:CPU. A draw that float rounding puts at or past
+    the total lands on the last slot of positive priority, never on an empty one."""
     start, length = sample_range(count, capacity, history)
-    in_window = (jnp.arange(capacity) - start) % capacity < length
-    cdf = jnp.cumsum(jnp.where(in_window, priority, 0.0))
-    u = jax.random.uniform(key, (batch_size,)) * cdf[-1]
-    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), capacity - 1)
+    weight = jnp.where((jnp.arange(capacity) - start) % capacity < length, priority, 0.0)
+    block = min(SAMPLE_BLOCK, capacity)
+    blocks = jnp.pad(weight, (0, -capacity % block)).reshape(-1, block)  # [num_blocks, block]
+    totals = jnp.cumsum(blocks.sum(-1))
+    last_block = totals.shape[0] - 1 - jnp.argmax((blocks.sum(-1) > 0)[::-1])
+    u = jax.random.uniform(key, (batch_size,)) * totals[-1]
+    b = jnp.minimum(jnp.searchsorted(totals, u, side="right"), last_block)
+    u = u - jnp.where(b > 0, totals[b - 1], 0.0)
+    rows = blocks[b]  # [B, block]
+    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(jnp.cumsum(rows, -1), u)
+    last = block - 1 - jnp.argmax(rows[:, ::-1] > 0, -1)
+    return jnp.minimum(b * block + jnp.minimum(i, last), capacity - 1)
 
 
 def epsilon(iterations, initial_eps, end_eps, eps_decay_period):
