@@ -130,7 +130,7 @@ def main(argv=None):
     a = parser.parse_args(argv)
     env = f"dqn-atari:{a.game}"
     out = {"env": env, "platform": jax.devices()[0].platform, "cpus": os.cpu_count(),
-           "load_avg_start": os.getloadavg()[0], "versions": runs.versions(), "git": runs.git_info(),
+           "load_avg_start": os.getloadavg()[0], "versions": runs.versions(("ale-py", "opencv-python-headless")), "git": runs.git_info(),
            "updates": {}, "env_steps": {}, "loop": {}}
     for seeds in a.seeds:
         for name in ALGOS:
@@ -147,7 +147,7 @@ def main(argv=None):
     v = out["versions"]
     lines = [f"# Double DQN on {env}: updates and env steps ({out['platform']}, {out['cpus']} CPUs)", "",
              f"`python benchmarks/ddqn.py` at commit {out['git'].get('commit', '?')[:10]}; jax {v.get('jax')}, "
-             f"ale-py {v.get('ale-py', v.get('ale_py', '?'))}; load average {out['load_avg_start']:.1f} at the start, "
+             f"ale-py {v['ale-py']}, opencv {v['opencv-python-headless']}; load average {out['load_avg_start']:.1f} at the start, "
              f"{out['load_avg_end']:.1f} at the end. All after compilation; medians of 3 rounds.", "",
              "| | seeds | ms per call | per second (all seeds) |", "|---|---|---|---|"]
     for key, r in out["updates"].items():
