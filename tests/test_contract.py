@@ -94,7 +94,7 @@ def test_cli_subprocess_error_has_no_traceback_and_exit_2(tmp_path):
 
 
 def test_help_has_no_doubled_defaults_and_names_dmc():
-    for module in ("td3", "ddpg", "td7", "mrq", "drq"):
+    for module in ("td3", "ddpg", "td7", "mrq", "drq", "td3_lap", "td3_pal", "td3_per"):
         out = subprocess.run([sys.executable, os.path.join(ROOT, "algos", f"{module}.py"), "--help"],
                              capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="400")).stdout
         for line in out.splitlines():
