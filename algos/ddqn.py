@@ -5,7 +5,7 @@ Paper: H. van Hasselt, A. Guez, D. Silver. "Deep Reinforcement Learning with Dou
 As used by S. Fujimoto, D. Meger, D. Precup. "An Equivalence between Loss Functions and Non-Uniform
 Sampling in Experience Replay". NeurIPS 2020. arXiv:2007.06049.
 Follows: github.com/sfujim/LAP-PAL @ eb67893af0bab9de8cabc7e5fe7d8f5deee9cc35, discrete/ (DDQN.py, main.py,
-utils.py): its two hyperparameter dicts, chosen by suite (docs: ALGORITHMS.md section 4.2).
+utils.py): its two hyperparameter dicts, chosen by suite (docs/facts.md#lap-and-pal-discrete).
 
 Usage:  python algos/ddqn.py --env-id dqn-atari:Pong --num-seeds 4     (the DQN-era Atari preprocessing)
         python algos/ddqn.py --env-id minatar:breakout                 (MinAtar, CPU-sized)

@@ -3,7 +3,7 @@
 Paper: S. Fujimoto, D. Meger, D. Precup. "An Equivalence between Loss Functions and Non-Uniform Sampling
 in Experience Replay". NeurIPS 2020. arXiv:2007.06049.
 Follows: github.com/sfujim/LAP-PAL @ eb67893af0bab9de8cabc7e5fe7d8f5deee9cc35, discrete/LAP_DDQN.py, main.py,
-utils.py (docs: ALGORITHMS.md section 4.2). A sibling of algos/ddqn.py: `diff algos/ddqn.py algos/ddqn_lap.py`
+utils.py (docs/facts.md#lap-and-pal-discrete). A sibling of algos/ddqn.py: `diff algos/ddqn.py algos/ddqn_lap.py`
 is the sampler, the loss and the priorities.
 
 Usage:  python algos/ddqn_lap.py --env-id dqn-atari:Pong --num-seeds 4

@@ -3,7 +3,7 @@
 Paper: S. Fujimoto, D. Meger, D. Precup. "An Equivalence between Loss Functions and Non-Uniform Sampling
 in Experience Replay". NeurIPS 2020. arXiv:2007.06049.
 Follows: github.com/sfujim/LAP-PAL @ eb67893af0bab9de8cabc7e5fe7d8f5deee9cc35, discrete/PAL_DDQN.py, main.py
-(docs: ALGORITHMS.md section 4.2). A sibling of algos/ddqn.py: `diff algos/ddqn.py algos/ddqn_pal.py` is the
+(docs/facts.md#lap-and-pal-discrete). A sibling of algos/ddqn.py: `diff algos/ddqn.py algos/ddqn_pal.py` is the
 loss.
 
 Usage:  python algos/ddqn_pal.py --env-id dqn-atari:Pong --num-seeds 4

@@ -4,7 +4,7 @@ Paper: T. Schaul, J. Quan, I. Antonoglou, D. Silver. "Prioritized Experience Rep
 baseline of S. Fujimoto, D. Meger, D. Precup, "An Equivalence between Loss Functions and Non-Uniform Sampling
 in Experience Replay", NeurIPS 2020, arXiv:2007.06049.
 Follows: github.com/sfujim/LAP-PAL @ eb67893af0bab9de8cabc7e5fe7d8f5deee9cc35, discrete/PER_DDQN.py (its second,
-effective train method), utils.py (docs: ALGORITHMS.md section 4.1-4.2). A sibling of algos/ddqn.py and
+effective train method), utils.py (docs/facts.md#lap-and-pal-discrete). A sibling of algos/ddqn.py and
 algos/ddqn_lap.py: `diff algos/ddqn_lap.py algos/ddqn_per.py` is the priority, the weights and beta.
 
 Usage:  python algos/ddqn_per.py --env-id dqn-atari:Pong --num-seeds 4

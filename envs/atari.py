@@ -126,8 +126,8 @@ def clip_reward(r):
 
 class DQNAtariEnv(AtariEnv):
     """``--env-id dqn-atari:<Game>`` (e.g. ``dqn-atari:Pong``): the Atari preprocessing of the discrete
-    BCQ and LAP/PAL repos (sfujim/BCQ discrete_BCQ/utils.py ``AtariPreprocessing``), docs
-    ALGORITHMS.md section 3.4. The authors use old gym's ``<Game>NoFrameskip-v0`` ids: frameskip 1,
+    BCQ and LAP/PAL repos (sfujim/BCQ discrete_BCQ/utils.py ``AtariPreprocessing``),
+    docs/facts.md#discrete-bcq-atari-preprocessing. The authors use old gym's ``<Game>NoFrameskip-v0`` ids: frameskip 1,
     sticky actions 0.25 (the -v0 setting; -v4 ids have 0), the minimal action set. The same ALE
     settings as ``atari:``, so this class differs from ``AtariEnv`` only where the authors do:
 
