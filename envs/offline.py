@@ -322,6 +322,25 @@ def _minari_open(dataset_id: str):
         raise UserError(f"--dataset minari:{dataset_id}: damaged dataset ({type(e).__name__}: {e})") from None
 
 
+def _episode_fields(where: str, ep) -> tuple[dict, int]:
+    """A Minari episode's arrays and step count, checked: array spaces, one count for actions, rewards and
+    flags, one more observation row than steps."""
+    name = f"episode {ep.id}"
+    fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+              "terminations": ep.terminations, "truncations": ep.truncations}
+    for k, v in fields.items():
+        if not isinstance(v, np.ndarray):
+            raise UserError(f"{where}: {name} {k} is a {type(v).__name__}; only array (Box, Discrete) spaces are "
+                            "supported")
+    t = len(ep.rewards)
+    for k in ("actions", "terminations", "truncations"):
+        if len(fields[k]) != t:
+            raise UserError(f"{where}: {name} {k} has {len(fields[k])} steps but rewards has {t}")
+    if len(ep.observations) != t + 1:
+        raise UserError(f"{where}: {name} observations has {len(ep.observations)} rows, expected {t + 1} (steps + 1)")
+    return fields, t
+
+
 def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     dataset = _minari_open(dataset_id)
     where = f"--dataset minari:{dataset_id}"
@@ -336,18 +355,7 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     cut = set(_collect_facts(dataset).get("cut_episodes") or ())  # ended by envs.collect's budget, not the env
     for ep in episodes:
         name = f"episode {ep.id}"
-        fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
-                  "terminations": ep.terminations, "truncations": ep.truncations}
-        for k, v in fields.items():
-            if not isinstance(v, np.ndarray):
-                raise UserError(f"{where}: {name} {k} is a {type(v).__name__}; only array (Box) spaces are supported")
-        t = len(ep.rewards)
-        for k in ("actions", "terminations", "truncations"):
-            if len(fields[k]) != t:
-                raise UserError(f"{where}: {name} {k} has {len(fields[k])} steps but rewards has {t}")
-        if len(ep.observations) != t + 1:
-            raise UserError(f"{where}: {name} observations has {len(ep.observations)} rows, expected {t + 1} "
-                            "(steps + 1)")
+        fields, t = _episode_fields(where, ep)
         for k, v in fields.items():
             _check_finite(where, f"{name} {k}", v)
         term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
@@ -515,18 +523,7 @@ def _load_minari_frames(dataset_id: str, timeouts: str, obs_shape: tuple, obs_dt
     try:
         for ep in dataset.iterate_episodes():
             name = f"episode {ep.id}"
-            fields = {"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
-                      "terminations": ep.terminations, "truncations": ep.truncations}
-            for key, v in fields.items():
-                if not isinstance(v, np.ndarray):
-                    raise UserError(f"{where}: {name} {key} is a {type(v).__name__}; only array spaces are supported")
-            t = len(ep.rewards)
-            for key in ("actions", "terminations", "truncations"):
-                if len(fields[key]) != t:
-                    raise UserError(f"{where}: {name} {key} has {len(fields[key])} steps but rewards has {t}")
-            if len(ep.observations) != t + 1:
-                raise UserError(f"{where}: {name} observations has {len(ep.observations)} rows, expected {t + 1} "
-                                "(steps + 1)")
+            fields, t = _episode_fields(where, ep)
             _check_obs(where, f"{name} observations" + (" (one frame per step)" if k > 1 else ""), ep.observations,
                        row_shape, obs_dtype, env_id + (f"'s {k}-frame stacks" if k > 1 else ""))
             for key in ("observations", "rewards"):

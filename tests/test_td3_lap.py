@@ -335,6 +335,7 @@ def test_grid_expands_and_the_summary_compares_each_variant_with_our_td3(tmp_pat
 # ---------------------------------------------------------------------------------------------
 # Learning: TD3 + LAP solves Pendulum-v1 with TD3's learning-test budget
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # 80-160 s on 2 CPU cores, beside TD3's own Pendulum test in `make test`: `make test-slow`
 def test_lap_solves_pendulum(tmp_path):
     """tests/test_learning.py's TD3 budget and threshold: 2 seeds, 8,000 env steps, the first 1,000
     uniform-random, paper hyperparameters otherwise (LAP alpha 0.4, min_priority 1). Pendulum-v1
