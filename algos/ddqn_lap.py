@@ -270,6 +270,13 @@ def lap_priority(td, alpha, min_priority):
     return jnp.maximum(jnp.abs(td), min_priority) ** alpha
 
 
+def flat_cumsum(w):
+    """Cumulative sum over the last axis that stays flat on zero weights. XLA:CPU computes cumsum by a parallel
+    scan whose rounding can raise the sum at a zero weight (and even lower it), so searchsorted could land on
+    a slot of priority 0 (PER: an infinite weight); the running max of the sums at positive weights cannot."""
+    return jax.lax.cummax(jnp.where(w > 0, jnp.cumsum(w, -1), -jnp.inf), w.ndim - 1)
+
+
 def sample_prioritized(key, priority, count, capacity: int, history: int, batch_size: int):
     """Slots [B] drawn with probability proportional to priority over the sampleable window, in two levels
     (a block of SAMPLE_BLOCK slots by the cumulative sum of the block totals, then a slot in it): one
@@ -279,13 +286,13 @@ def sample_prioritized(key, priority, count, capacity: int, history: int, batch_
     weight = jnp.where((jnp.arange(capacity) - start) % capacity < length, priority, 0.0)
     block = min(SAMPLE_BLOCK, capacity)
     blocks = jnp.pad(weight, (0, -capacity % block)).reshape(-1, block)  # [num_blocks, block]
-    totals = jnp.cumsum(blocks.sum(-1))
+    totals = flat_cumsum(blocks.sum(-1))
     last_block = totals.shape[0] - 1 - jnp.argmax((blocks.sum(-1) > 0)[::-1])
     u = jax.random.uniform(key, (batch_size,)) * totals[-1]
     b = jnp.minimum(jnp.searchsorted(totals, u, side="right"), last_block)
     u = u - jnp.where(b > 0, totals[b - 1], 0.0)
     rows = blocks[b]  # [B, block]
-    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(jnp.cumsum(rows, -1), u)
+    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(flat_cumsum(rows), u)
     last = block - 1 - jnp.argmax(rows[:, ::-1] > 0, -1)
     return jnp.minimum(b * block + jnp.minimum(i, last), capacity - 1)
 

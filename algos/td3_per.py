@@ -248,6 +248,13 @@ def sample_block(n):
     return next((d for d in range(top, top // 2, -1) if n % d == 0), top)
 
 
+def flat_cumsum(w):
+    """Cumulative sum over the last axis that stays flat on zero weights. XLA:CPU computes cumsum by a parallel
+    scan whose rounding can raise the sum at a zero weight (and even lower it), so searchsorted could land on
+    a slot of priority 0 (PER: an infinite weight); the running max of the sums at positive weights cannot."""
+    return jax.lax.cummax(jnp.where(w > 0, jnp.cumsum(w, -1), -jnp.inf), w.ndim - 1)
+
+
 def per_sample(key, priority, batch_size):
     """batch_size slots drawn with probability priority_i / sum(priority), and their priorities: a block by
     the cumulative sum of the blocks' totals, then a slot by the cumulative sum inside that block. Two
@@ -256,13 +263,13 @@ def per_sample(key, priority, batch_size):
     n = priority.shape[0]
     block = sample_block(n)
     blocks = jnp.pad(priority, (0, -n % block)).reshape(-1, block)  # [num_blocks, block], zero padded
-    totals = jnp.cumsum(blocks.sum(-1))
+    totals = flat_cumsum(blocks.sum(-1))
     u = jax.random.uniform(key, (batch_size,)) * totals[-1]  # float rounding can make u == totals[-1]: then
     last_block = totals.shape[0] - 1 - jnp.argmax((blocks.sum(-1) > 0)[::-1])  # the last block with mass, not an empty one
     b = jnp.minimum(jnp.searchsorted(totals, u, side="right"), last_block)
     u = u - jnp.where(b > 0, totals[b - 1], 0.0)
     rows = blocks[b]  # [B, block]
-    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(jnp.cumsum(rows, -1), u)
+    i = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(flat_cumsum(rows), u)
     last = block - 1 - jnp.argmax(rows[:, ::-1] > 0, -1)  # u rounded past the block's own sum: its last used slot
     i = jnp.minimum(i, last)
     return b * block + i, jnp.take_along_axis(rows, i[:, None], -1)[:, 0]
