@@ -280,8 +280,8 @@ def flat_cumsum(w):
 def sample_prioritized(key, priority, count, capacity: int, history: int, batch_size: int):
     """Slots [B] drawn with probability proportional to priority over the sampleable window, in two levels
     (a block of SAMPLE_BLOCK slots by the cumulative sum of the block totals, then a slot in it): one
-    cumulative sum over 1M slots per update is slow on XLA:CPU. A draw that float rounding puts at or past
-    the total lands on the last slot of positive priority, never on an empty one."""
+    cumulative sum over 1M slots per update is slow on XLA:CPU. Cumulative sums are flat on zero priorities
+    (flat_cumsum) and the block is at most the last one with mass, so no draw lands on a priority of 0."""
     start, length = sample_range(count, capacity, history)
     weight = jnp.where((jnp.arange(capacity) - start) % capacity < length, priority, 0.0)
     block = min(SAMPLE_BLOCK, capacity)

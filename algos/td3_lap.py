@@ -242,8 +242,8 @@ def lap_sample(key, priority, batch_size):
     block = sample_block(n)
     blocks = jnp.pad(priority, (0, -n % block)).reshape(-1, block)  # [num_blocks, block], zero padded
     totals = flat_cumsum(blocks.sum(-1))
-    u = jax.random.uniform(key, (batch_size,)) * totals[-1]  # float rounding can make u == totals[-1]: then
-    last_block = totals.shape[0] - 1 - jnp.argmax((blocks.sum(-1) > 0)[::-1])  # the last block with mass, not an empty one
+    u = jax.random.uniform(key, (batch_size,)) * totals[-1]  # in [0, total)
+    last_block = totals.shape[0] - 1 - jnp.argmax((blocks.sum(-1) > 0)[::-1])  # never an empty block past it
     b = jnp.minimum(jnp.searchsorted(totals, u, side="right"), last_block)
     u = u - jnp.where(b > 0, totals[b - 1], 0.0)
     rows = blocks[b]  # [B, block]

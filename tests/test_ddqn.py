@@ -221,9 +221,8 @@ def test_prioritised_sampling_frequencies_follow_the_priorities():
 
 @pytest.mark.parametrize("module", [ddqn_lap, ddqn_per])
 def test_a_draw_rounded_to_the_total_never_lands_on_an_empty_slot(monkeypatch, module):
-    """u = U * total with U = 1 - 2^-24 rounds to the total in float32; it must land on the last slot of
-    positive priority (PER would divide by a zero priority's weight: a NaN loss) even when whole blocks
-    at the end of the buffer are still empty."""
+    """The top of the uniform range (U = 1 - 2^-24, u just under the total) lands on the last slot of positive
+    priority, never in the empty blocks after it (PER would divide by a zero priority's weight: a NaN loss)."""
     cap = 5000
     priority = jnp.zeros(cap).at[:3000].set(1.7)
     monkeypatch.setattr(jax.random, "uniform", lambda key, shape: jnp.full(shape, np.float32(1 - 2 ** -24)))

@@ -349,7 +349,7 @@ def test_lap_solves_pendulum(tmp_path):
 
 @pytest.mark.parametrize("module", ["td3_lap", "td3_per"])
 def test_a_draw_rounded_to_the_total_never_lands_on_an_empty_block(monkeypatch, module):
-    """u = U * total with U = 1 - 2^-24 rounds to the total in float32: it must land on the last slot of positive
+    """The top of the uniform range (U = 1 - 2^-24, u just under the total) lands on the last slot of positive
     priority, not in the empty blocks at the end of a buffer that is still filling (PER would divide by zero)."""
     import importlib
 
