@@ -21,6 +21,11 @@ The recipes follow D4RL (and BCQ for ``imperfect``):
   (0.2) minus ``--eval-eps``, else the same epsilon-greedy action. 1M transitions (the paper's
   buffer). ``--eval-eps`` defaults to the run's evaluation epsilon, the authors' eval_eps: 0.001 on
   dqn-atari:, 0 elsewhere (their non-Atari dict, under which the random share is 0.2).
+* ``sr-dice`` (off-policy evaluation data, sfujim/SR-DICE main.py): continuous, each step a uniform random
+  action with probability ``--ope-random`` (0.2), else the policy's action plus N(0, ``--ope-noise``^2)
+  (0.2 of max_action), 50k transitions; discrete (a DDQN run), the ``behavioural`` mixture with no
+  low-noise episodes and a random action with probability ``--ope-random`` (0.1, their Atari setting),
+  1M transitions. Every episode's first observation is its start state (algos/sr_dice.py reads them).
 
 Discrete-action envs (``random`` and ``behavioural``) store integer actions and their observations
 in the env's dtype (uint8 images stay uint8, never JPEG-encoded). A frame-stacked env (dqn-atari:,
@@ -56,7 +61,7 @@ from envs.gym import Evaluator, SeedEnvs, _scale_action
 from envs.runs import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect", "behavioural")
+RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect", "behavioural", "sr-dice")
 POLICY_ALGOS = ("td3", "td7", "ddpg", "ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")
 DISCRETE_ALGOS = ("ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")  # their policies act in Discrete spaces: behavioural
 
@@ -64,15 +69,16 @@ DISCRETE_ALGOS = ("ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")  # their policies 
 @dataclass
 class Args:
     recipe: str
-    """random | medium | expert | medium-replay | medium-expert | imperfect | behavioural"""
+    """random | medium | expert | medium-replay | medium-expert | imperfect | behavioural | sr-dice"""
     checkpoint: tuple[str, ...] = ()
-    """run folder(s) with a checkpoint (--save-model): one for medium/expert/medium-replay/imperfect/behavioural,
-    medium then expert for medium-expert"""
+    """run folder(s) with a checkpoint (--save-model): one for medium/expert/medium-replay/imperfect/behavioural/
+    sr-dice, medium then expert for medium-expert"""
     env_id: str = ""
     """env to collect on; default: the checkpoint's (required for random)"""
     steps: Optional[int] = None
     """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer); unset: 1M as
-    D4RL's datasets and the discrete BCQ paper's buffers (behavioural), 100k for imperfect as the BCQ paper's"""
+    D4RL's datasets and the discrete BCQ paper's buffers (behavioural), 100k for imperfect as the BCQ paper's,
+    sr-dice 50k (continuous) or 1M (discrete) as the SR-DICE code's"""
     dataset_id: str = ""
     """Minari id, namespace/env/name-vN; default fujimoto-jax/<env>/<recipe>-v0"""
     d4rl_out: str = ""
@@ -94,6 +100,10 @@ class Args:
     rand_action_p: float = 0.2
     """behavioural: in the other episodes a step is a uniform random action with probability rand_action_p - eval_eps,
     else the --eval-eps-greedy policy's action"""
+    ope_random: Optional[float] = None
+    """sr-dice: probability of a uniform random action; unset: 0.2 continuous (--random), 0.1 discrete"""
+    ope_noise: float = 0.2
+    """sr-dice (continuous): std of the Gaussian noise on the policy's action, in units of max_action (expl_noise)"""
     eval_eps: Optional[float] = None
     """behavioural: epsilon of the policy's epsilon-greedy action (and of its measured return); unset: the run's
     evaluation epsilon, the authors' 0.001 on dqn-atari: and 0 elsewhere"""
@@ -394,17 +404,17 @@ def check(args: Args) -> None:
         raise UserError(f"--recipe {args.recipe} takes {what[need[0]]}, got {len(args.checkpoint)}")
     if args.recipe == "random" and not args.env_id:
         raise UserError("--recipe random needs --env-id")
-    if args.steps is None:
+    if args.steps is None and args.recipe != "sr-dice":  # sr-dice: set once the policy's action kind is known
         args.steps = 100_000 if args.recipe == "imperfect" else 1_000_000
     for name in ("steps", "num_envs", "eval_episodes"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"{runs.flag(name)} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    for name in ("noise", "imperfect_noise"):
+    for name in ("noise", "imperfect_noise", "ope_noise"):
         if not getattr(args, name) >= 0:
             raise UserError(f"{runs.flag(name)} must be >= 0, got {getattr(args, name)}")
-    for name in ("p_random", "low_noise_p", "rand_action_p", "eval_eps"):
+    for name in ("p_random", "low_noise_p", "rand_action_p", "eval_eps", "ope_random"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"{runs.flag(name)} must be in [0, 1], got {value}")
@@ -431,10 +441,14 @@ def collect(args: Args) -> str:
     for r in runs_:
         if r.saved.env_id != env_id:
             raise UserError(f"--checkpoint {r.run_dir} was trained on {r.saved.env_id}, not {env_id}")
-        if r.discrete != (args.recipe == "behavioural"):
+        if r.discrete != (args.recipe == "behavioural") and args.recipe != "sr-dice":
             raise UserError(f"--checkpoint {r.run_dir} holds a {r.algo} policy; --recipe behavioural takes a "
-                            f"discrete-action one ({', '.join(DISCRETE_ALGOS)}), the other recipes a continuous one "
-                            f"({', '.join(a for a in POLICY_ALGOS if a not in DISCRETE_ALGOS)})")
+                            f"discrete-action one ({', '.join(DISCRETE_ALGOS)}), the other recipes but sr-dice a "
+                            f"continuous one ({', '.join(a for a in POLICY_ALGOS if a not in DISCRETE_ALGOS)})")
+    discrete_ope = args.recipe == "sr-dice" and runs_[0].discrete
+    if args.recipe == "sr-dice":
+        args.steps = args.steps or (1_000_000 if discrete_ope else 50_000)
+        args.ope_random = args.ope_random if args.ope_random is not None else 0.1 if discrete_ope else 0.2
     family = env_id.split("/")[-1].split("-v")[0].replace(":", "-").lower()
     dataset_id = args.dataset_id or f"fujimoto-jax/{family}/{args.recipe}-v0"
     if not args.d4rl_out:
@@ -447,14 +461,16 @@ def collect(args: Args) -> str:
     if frames and args.d4rl_out:
         raise UserError(f"--d4rl-out: {env_id} stacks {probe.frame_history} frames; a D4RL file would hold every "
                         "stack whole, so these datasets are Minari only (one frame per step)")
-    if args.recipe == "behavioural" and args.eval_eps is None:
+    if (args.recipe == "behavioural" or discrete_ope) and args.eval_eps is None:
         args.eval_eps = runs_[0].eval_eps if runs_[0].eval_eps is not None else \
             0.001 if env_id.startswith("dqn-atari:") else 0.0
     if args.recipe == "behavioural" and args.rand_action_p < args.eval_eps:
         raise UserError(f"--rand-action-p ({args.rand_action_p}) must be >= --eval-eps ({args.eval_eps}): a step of a "
                         "noisy episode is random with probability rand_action_p - eval_eps")
 
-    eps = args.eval_eps if args.recipe == "behavioural" else 0.0
+    if discrete_ope and args.ope_random < args.eval_eps:
+        raise UserError(f"--ope-random ({args.ope_random}) must be >= --eval-eps ({args.eval_eps})")
+    eps = args.eval_eps if args.recipe == "behavioural" or discrete_ope else 0.0
     policies = [{**r.describe(measure(env_id, r.policy, args.eval_episodes, args.seed, args.num_envs, eps))}
                 for r in runs_]
     random_return = measure(env_id, None, args.eval_episodes, args.seed)
@@ -470,6 +486,12 @@ def collect(args: Args) -> str:
         collected = behavioural_rollout(env_id, args.steps, args.seed, args.num_envs, runs_[0].policy,
                                         args.low_noise_p, args.rand_action_p, args.eval_eps)
         mixture = mixture_stats(collected)
+    elif discrete_ope:
+        collected = behavioural_rollout(env_id, args.steps, args.seed, args.num_envs, runs_[0].policy, 0.0,
+                                        args.ope_random, args.eval_eps)
+    elif args.recipe == "sr-dice":
+        collected = rollout(env_id, args.steps, args.seed, args.num_envs, runs_[0].policy, args.ope_noise,
+                            args.ope_random)
     if args.recipe in ("medium", "expert", "medium-expert"):
         parts = [rollout(env_id, args.steps, args.seed + 1000 * k, args.num_envs, r.policy, args.noise)
                  for k, r in enumerate(runs_)]
@@ -494,6 +516,9 @@ def collect(args: Args) -> str:
              "imperfect_noise": args.imperfect_noise if args.recipe == "imperfect" else None,
              **({"low_noise_p": args.low_noise_p, "rand_action_p": args.rand_action_p, "eval_eps": args.eval_eps,
                  "mixture": mixture} if args.recipe == "behavioural" else {}),
+             **({"ope_random": args.ope_random, "ope_noise": None if discrete_ope else args.ope_noise,
+                 "eval_eps": args.eval_eps if discrete_ope else None, "start_states": "each episode's first observation"}
+                if args.recipe == "sr-dice" else {}),
              "frames": frames_meta, "mean_episode_return": _mean_return(parts), "cut_episodes": _cut_ids(parts),
              "ref_min_score": ref[0] if ref else None, "ref_max_score": ref[1] if ref else None,
              "ref_source": ref_source if ref else None, "versions": runs.versions(("minari",)), "git": runs.git_info(),

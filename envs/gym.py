@@ -406,3 +406,47 @@ class Evaluator(_Spaces):
             return
         for env in self.envs:
             env.close()
+
+
+def discounted_value(env_id: str, policy, episodes: int, seed: int, discount: float, tol: float = 1e-4,
+                     num_envs: int = 10, reward_fn=None, discrete_ok: bool = False, pixels_ok: bool = False) -> dict:
+    """Ground truth of off-policy evaluation: (1 - discount) * the mean over ``episodes`` episodes of
+    sum_t discount^t r_t, acting with ``policy`` (obs [K, ...] -> actions [K, ...] as for ``SeedEnvs.step``;
+    any noise is the caller's). ``num_envs`` envs seeded seed + i step together, each running a fixed share
+    of the episodes (waiting for the first ``episodes`` ends would favour short episodes). An episode stops
+    at its end or once discount^t < ``tol`` (the rest weighs at most tol * max |r| on this scale).
+    ``reward_fn`` maps the env's rewards first (e.g. the DQN-era clip). Returns value, its standard error,
+    the per-episode discounted sums, the horizon and the mean episode length."""
+    if episodes < 1:
+        raise UserError(f"ground truth: episodes must be >= 1, got {episodes}")
+    if not 0.0 < discount < 1.0:
+        raise UserError(f"ground truth: discount must be in (0, 1), got {discount}")
+    horizon = int(np.ceil(np.log(tol) / np.log(discount))) if tol > 0 else None
+    k = min(num_envs, episodes)
+    quota = np.array([episodes // k + (i < episodes % k) for i in range(k)])
+    envs_ = SeedEnvs(env_id, [seed + i for i in range(k)], discrete_ok=discrete_ok, pixels_ok=pixels_ok)
+    try:
+        obs = envs_.reset()
+        acc, weight, t = np.zeros(k), np.ones(k), np.zeros(k, np.int64)
+        done, sums, lengths = np.zeros(k, np.int64), [], []
+        while np.any(done < quota):
+            active = done < quota
+            step = envs_.step(np.asarray(policy(obs)), active)
+            reward = np.asarray(reward_fn(step.reward) if reward_fn else step.reward, np.float64)
+            acc += np.where(active, weight * reward, 0.0)
+            weight, t = weight * discount, t + active
+            for i in np.nonzero(active)[0]:
+                cut = horizon is not None and t[i] >= horizon
+                if step.terminated[i] or step.truncated[i] or cut:
+                    sums.append(acc[i])
+                    lengths.append(int(t[i]))
+                    acc[i], weight[i], t[i], done[i] = 0.0, 1.0, 0, done[i] + 1
+                    if cut and not (step.terminated[i] or step.truncated[i]):
+                        step.obs[i] = envs_.obs[i] = envs_._reset_one(i)
+            obs = step.obs
+    finally:
+        envs_.close()
+    sums = np.asarray(sums)
+    return {"value": float((1 - discount) * sums.mean()),
+            "stderr": float((1 - discount) * sums.std(ddof=1) / np.sqrt(len(sums))) if len(sums) > 1 else None,
+            "episodes": len(sums), "horizon": horizon, "mean_length": float(np.mean(lengths)), "sums": sums}

@@ -83,6 +83,7 @@ class Transitions:
     ref: Optional[tuple[float, float]] = None  # (random, expert) returns for the normalised score
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # returns of the whole episodes
     info: dict = field(default_factory=dict)  # format facts for config.json
+    start_obs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [E, obs_dim] episode starts
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -294,7 +295,8 @@ def _load_d4rl(path: str, timeouts: str, max_steps=None, discrete: bool = False)
     i = i[keep]
     actions = raw["actions"][i] if discrete else raw["actions"][i].astype(np.float32)
     return Transitions(obs[i], actions, raw["rewards"][i].astype(np.float32),
-                       next_obs[keep], term[i].astype(np.float32), episode_returns=returns, info=info)
+                       next_obs[keep], term[i].astype(np.float32), episode_returns=returns, info=info,
+                       start_obs=obs[starts[starts < n]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +346,7 @@ def _episode_fields(where: str, ep) -> tuple[dict, int]:
 def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     dataset = _minari_open(dataset_id)
     where = f"--dataset minari:{dataset_id}"
-    parts = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated")}
+    parts = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "start_obs")}
     returns, dropped = [], 0
     try:
         episodes = list(dataset.iterate_episodes())
@@ -365,6 +367,7 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
             returns.append(float(np.sum(ep.rewards)))
         dropped += int(np.sum(~keep))
         parts["obs"].append(obs[:-1][keep])
+        parts["start_obs"].append(obs[:1])
         parts["next_obs"].append(obs[1:][keep])
         parts["action"].append(np.asarray(ep.actions, np.float32)[keep])
         parts["reward"].append(np.asarray(ep.rewards, np.float32)[keep])
@@ -378,7 +381,7 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
             "minari_version": meta.get("minari_version")}
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Transitions(cat["obs"], cat["action"], cat["reward"], cat["next_obs"], cat["terminated"], ref=ref,
-                       episode_returns=np.asarray(returns), info=info)
+                       episode_returns=np.asarray(returns), info=info, start_obs=cat["start_obs"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +404,7 @@ class Frames:
     ref: Optional[tuple[float, float]] = None
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     info: dict = field(default_factory=dict)
+    start_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int32))  # [E, k] rows of episode starts
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -422,20 +426,22 @@ class _Table:
     def __init__(self, rows: int, row_shape: tuple, dtype, k: int, padding: str):
         self.table = np.zeros((rows + 1, *row_shape), dtype)
         self.k, self.padding, self.n = k, padding, 1
-        self.obs_idx, self.next_idx = [], []
+        self.obs_idx, self.next_idx, self.start_idx = [], [], []
 
     def add(self, obs: np.ndarray, keep: np.ndarray) -> None:
         t, start = len(obs) - 1, self.n
         self.table[start:start + t + 1] = obs
         self.n += t + 1
-        pos = np.arange(t)[:, None] + np.arange(1 - self.k, 1)[None]  # [T, k] episode positions of s_t's frames
+        pos = np.arange(t + 1)[:, None] + np.arange(1 - self.k, 1)[None]  # [T + 1, k] episode positions of s_t's frames
         pad = 0 if self.padding == "zeros" else start
-        self.obs_idx.append(np.where(pos >= 0, start + pos, pad)[keep].astype(np.int32))
-        self.next_idx.append(np.where(pos + 1 >= 0, start + pos + 1, pad)[keep].astype(np.int32))
+        rows = np.where(pos >= 0, start + pos, pad).astype(np.int32)
+        self.obs_idx.append(rows[:-1][keep])
+        self.next_idx.append(rows[1:][keep])
+        self.start_idx.append(rows[:1])
 
-    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+    def indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, self.k), np.int32)  # noqa: E731
-        return cat(self.obs_idx), cat(self.next_idx)
+        return cat(self.obs_idx), cat(self.next_idx), cat(self.start_idx)
 
 
 def load_discrete(spec: str, env_id: str, timeouts: str = "drop") -> Frames:
@@ -467,11 +473,13 @@ def load_discrete(spec: str, env_id: str, timeouts: str = "drop") -> Frames:
             _check_obs(where, key, arr, obs_shape, obs_dtype, env_id)
         n = len(flat)
         table = np.concatenate([np.zeros((1, *obs_shape), obs_dtype), flat.obs.astype(obs_dtype),
-                                flat.next_obs.astype(obs_dtype)])
+                                flat.next_obs.astype(obs_dtype), flat.start_obs.astype(obs_dtype)])
+        e = len(flat.start_obs)
         data = Frames(table, np.arange(1, n + 1, dtype=np.int32)[:, None],
                       np.arange(n + 1, 2 * n + 1, dtype=np.int32)[:, None], flat.action, flat.reward,
                       flat.terminated, episode_returns=flat.episode_returns,
-                      info={**flat.info, "frames": None, "table_rows": len(table)})
+                      info={**flat.info, "frames": None, "table_rows": len(table)},
+                      start_idx=np.arange(2 * n + 1, 2 * n + 1 + e, dtype=np.int32)[:, None])
         data.ref = d4rl_reference(env_id)
     else:
         data = _load_minari_frames(rest, timeouts, obs_shape, obs_dtype, history, env_id)
@@ -550,13 +558,13 @@ def _load_minari_frames(dataset_id: str, timeouts: str, obs_shape: tuple, obs_dt
     ref = None
     if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
         ref = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
-    obs_idx, next_idx = table.indices()
+    obs_idx, next_idx, start_idx = table.indices()
     info = {"format": "minari", "episodes": episodes, "timeouts": timeouts, "dropped_timeouts": dropped,
             "env_spec": dataset.spec.env_spec.id if dataset.spec.env_spec else None,
             "minari_version": meta.get("minari_version"), "frames": frames, "table_rows": table.n}
     cat = {key: np.concatenate(v) for key, v in parts.items()}
     return Frames(table.table[:table.n], obs_idx, next_idx, cat["action"], cat["reward"], cat["terminated"],
-                  ref=ref, episode_returns=np.asarray(returns), info=info)
+                  ref=ref, episode_returns=np.asarray(returns), info=info, start_idx=start_idx)
 
 
 # ---------------------------------------------------------------------------------------------

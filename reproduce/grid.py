@@ -31,7 +31,7 @@ SCALES = ("full", "quick")
 SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes", "args", "env_args"}
 DATASET_KEYS = {"env", "recipe", "source", "source2", "steps", "seed", "d4rl", "minari"}
 RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect",
-           "behavioural")  # envs.collect.RECIPES
+           "behavioural", "sr-dice")  # envs.collect.RECIPES
 SOURCE_ALGOS = ("td3", "td7", "ddpg", "ddqn", "ddqn_lap", "ddqn_pal",
                 "ddqn_per")  # envs.collect.POLICY_ALGOS: the saved policies it can roll out
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a folder name and a Minari dataset name; never an env id
