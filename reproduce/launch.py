@@ -241,10 +241,14 @@ def collect_state(ds: Dataset, root: str, sources: dict[str, Run], active: set[s
     return State("wait", f"after {', '.join(waits)}") if waits else State("todo")
 
 
+POLICY_EVAL_ALGOS = ("sr_dice",)  # offline runs that also load their dataset's source policy (the evaluated one)
+
+
 def needed_sources(runs: list[Run], root: str) -> set[str]:
-    """Runs whose checkpoint must stay: sources of datasets not written yet that an unfinished run uses."""
-    return {src for r in runs if r.dataset and r.dataset.collected and not is_collected(r.dataset, root)
-            and run_state(r, root).kind != "done" for src in r.dataset.sources}
+    """Runs whose checkpoint must stay: sources of datasets not written yet that an unfinished run uses, and
+    the evaluated policies of unfinished off-policy evaluation runs."""
+    return {src for r in runs if r.dataset and r.dataset.collected and run_state(r, root).kind != "done"
+            and (r.algo in POLICY_EVAL_ALGOS or not is_collected(r.dataset, root)) for src in r.dataset.sources}
 
 
 def set_aside(run: Run, root: str) -> str:

@@ -568,6 +568,76 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
 
 
 # ---------------------------------------------------------------------------------------------
+# Off-policy evaluation runs (sr_dice): log squared errors of each estimator, not returns
+# ---------------------------------------------------------------------------------------------
+def ope_curves(run: RunData) -> dict | None:
+    """{estimator: (seeds, T) log10 squared errors}, the steps, the truth and each final estimate, from an
+    eval.csv with log_se_<estimator> columns (None for other runs)."""
+    eval_paths, _ = run_files(run.run_dir)
+    by = {}
+    for path in eval_paths:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            names = [c[len("log_se_"):] for c in reader.fieldnames or [] if c.startswith("log_se_")]
+            if not names:
+                return None
+            for row in reader:
+                by.setdefault(int(row["seed"]), {})[int(row["step"])] = row
+    seeds = sorted(by)
+    steps = sorted(set.intersection(*(set(v) for v in by.values())))
+    curves = {e: np.array([[float(by[s][t][f"log_se_{e}"]) for t in steps] for s in seeds]) for e in names}
+    final = {e: np.array([float(by[s][steps[-1]][e]) for s in seeds]) for e in names}
+    return {"steps": np.array(steps), "curves": curves, "truth": float(by[seeds[0]][steps[0]]["truth"]),
+            "final": final, "seeds": len(seeds)}
+
+
+def ope_section(grid, runs: dict, pairs: list) -> list[str]:
+    md = ["Off-policy evaluation: log10 of the squared error (estimate − truth)² per seed, mean over seeds [95% "
+          "bootstrap CI over seeds] at each budget (estimation iterations), per estimator; the truth is "
+          "(1 − γ) × the mean discounted return of the evaluated policy (config.json of the run). Lower is better.", "",
+          "| dataset | estimator | truth | " + " | ".join(f"log10 SE at {fmt_budget(b)}" for b in grid.budgets)
+          + " | final estimates per seed |", "|---|---|---|" + "---|" * len(grid.budgets) + "---|"]
+    for algo, env in pairs:
+        o = ope_curves(runs[(algo, env)])
+        for e, m in o["curves"].items():
+            cells = []
+            for b in grid.budgets:
+                cols = o["steps"] == b
+                cells.append(fmt_ci(*bootstrap_ci(m[:, cols], lambda x: x[..., -1].mean(-1))) if cols.any()
+                             else "budget not reached")
+            md.append(f"| {env} | {e} | {o['truth']:.4g} | " + " | ".join(cells) + " | "
+                      + ", ".join(f"{v:.3g}" for v in o["final"][e]) + " |")
+    return md + [""]
+
+
+def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.8), squeeze=False)
+    for ax, (algo, env) in zip(axes.flat, pairs):
+        o = ope_curves(runs[(algo, env)])
+        for i, (e, m) in enumerate(o["curves"].items()):
+            ax.plot(o["steps"], m.mean(0), color=f"C{i}", label=f"{e} ({o['seeds']} seeds)")
+            ax.fill_between(o["steps"], m.min(0), m.max(0), color=f"C{i}", alpha=0.2)
+        ax.set_title(f"{env} (truth {o['truth']:.4g})")
+        ax.set_xlabel("estimation iterations")
+        ax.set_ylabel("log10 (estimate - truth)^2")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{paper.title}, {scale} scale: mean over seeds, band = min-max of the seeds", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": "fujimoto-jax reproduce.summarize"})
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
 # SUMMARY.md
 # ---------------------------------------------------------------------------------------------
 def runs_table(runs: dict, root: str) -> list[str]:
@@ -678,11 +748,15 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                               f"{STAT_TITLES[r['statistic']]} | {ours_s} | {r['seeds'] or '—'} | {ref_ci} | "
                               f"**{r['verdict']}** | {r['reference_source']} |")
                 md.append("")
+            ope = [(a, e) for a in grid.algos for e in grid.envs if (a, e) in runs and ope_curves(runs[(a, e)])]
+            if ope:  # off-policy evaluation: its errors, not returns (eval.csv's return is an estimate)
+                ours = []
             stats = ("mean_at_budget", "max_of_mean_curve") + (("normalized_mean_at_budget",) if offline else ())
             head = ["algo", "dataset" if offline else "env", "budget", "seeds", "mean at budget [95% CI]",
                     "max of mean curve [95% CI]"]
             head += ["D4RL normalised score at budget [95% CI]", "comparison"] if offline else []
-            md += ["Our results at this scale's budgets:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            md += ["Our results at this scale's budgets:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] \
+                if ours else []
             for r in ours:
                 cells = [fmt_ci(*r[s]) if r[s] else "no run" if not r["seeds"] else "budget not reached"
                          if not r["mean_at_budget"] else "not in eval.csv" for s in stats]
@@ -690,7 +764,7 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                     cells.append(offline_note(paper, r["algo"], r["env"], rows))
                 md.append(f"| {r['algo']} | {r['env']} | {fmt_budget(r['budget'])} | {r['seeds'] or '—'} | "
                           + " | ".join(cells) + " |")
-            md.append("")
+            md += [""] if ours else []
             for agg in paper.aggregates:
                 md += [f"Aggregate, {agg.name}: {agg.algo} normalised by {agg.baseline} (our runs of both, same "
                        "scale), per seed return / baseline seed-mean at the budget; IQM and mean over env x seed "
@@ -748,7 +822,11 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                                   f"{a.get('verdict', 'no reference at this budget')} |")
                     md.append("")
             png = os.path.join(plots_dir, scale, f"{paper.id}.png")
-            if plot(png, scale, paper, refs[paper.id], runs):
+            if ope:
+                md += ope_section(grid, runs, ope)
+                if ope_plot(png, scale, paper, runs, ope):
+                    md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
+            elif plot(png, scale, paper, refs[paper.id], runs):
                 md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
     provenance = {"command": "python -m reproduce.summarize", "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -273,6 +273,18 @@ def test_pipeline_td3_collect_estimate(tmp_path, capsys):
 
     assert discounted_value("Pendulum-v1", noisy, 4, 100, 0.99)["value"] == pytest.approx(truth, rel=1e-4)
 
+    # resumed: a run stopped at its checkpoint of step 20 and resumed to 40 ends where the 40-step run did
+    common = dict(dataset="minari:test/pendulum/sr-dice-v0", num_seeds=2, encoder_iterations=20, sr_iterations=20,
+                  eval_freq=20, eval_episodes=4, batch_size=32, ope_batch_size=64, start_batch_size=16,
+                  eval_batch_size=100, eval_start_batch_size=16, hidden_dim=32, results_dir=str(tmp_path),
+                  save_model=True)
+    sd.train(sd.Args(**common, total_timesteps=20, run_name="short"))
+    resumed = sd.train(sd.Args(resume=str(tmp_path / "short"), total_timesteps=40))
+    for a, b in zip(jax.tree.leaves(out["learner"]), jax.tree.leaves(resumed["learner"])):
+        np.testing.assert_array_equal(a, b)
+    short = list(csv.DictReader(open(tmp_path / "short" / "eval.csv")))
+    assert [r["sr_dice"] for r in short] == [r["sr_dice"] for r in rows]
+
     # one-line errors, nothing written
     for argv, needle in ((["--estimators", "sr_dice,fqe"], "--estimators"),
                          (["--discount", "1.0"], "--discount must be in (0, 1)"),
@@ -303,3 +315,25 @@ def test_atari_networks_shapes_and_frame_decoder():
     assert out.shape == (2, 256)
     full = psi.apply(p, obs + 3, jnp.asarray([3, 3]))
     np.testing.assert_array_equal(out[1], full[1])  # row 1 asked action 3 both times
+
+
+@pytest.mark.slow
+def test_atari_pipeline_ddqn_collect_estimate(tmp_path):
+    """dqn-atari:Pong end to end: a tiny Double DQN run, the sr-dice recipe (1 frame per step), the Atari
+    estimators (about 3 minutes on 2 CPU cores, most of it compiling the conv networks)."""
+    from algos import ddqn
+    _cli(ddqn, ["--env-id", "dqn-atari:Pong", "--total-timesteps", "300", "--learning-starts", "100",
+                "--eval-freq", "300", "--eval-episodes", "1", "--max-episode-steps", "300", "--save-model",
+                "--results-dir", str(tmp_path), "--run-name", "pong"])
+    collect.main(["--recipe", "sr-dice", "--checkpoint", str(tmp_path / "pong"), "--steps", "400", "--num-envs", "2",
+                  "--eval-episodes", "1", "--dataset-id", "test/pong/sr-dice-v0"])
+    facts = json.loads(minari.load_dataset("test/pong/sr-dice-v0").storage.metadata["fujimoto_jax"])
+    assert (facts["ope_random"], facts["eval_eps"], facts["frames"]["history"]) == (0.1, 0.001, 4)
+    out = sd.train(sd.Args(dataset="minari:test/pong/sr-dice-v0", num_seeds=2, encoder_iterations=20,
+                           sr_iterations=20, total_timesteps=40, eval_freq=20, eval_episodes=2, eval_batch_size=64,
+                           eval_start_batch_size=8, results_dir=str(tmp_path), run_name="ope"))
+    assert out["truth"]["horizon"] == 917 and out["truth"]["episodes"] == 2
+    # Pong's clipped rewards are in {-1, 0, 1}: the normalised truth lies in [-1, 1]
+    assert -1.0 <= out["truth"]["value"] <= 0.0
+    rows = list(csv.DictReader(open(tmp_path / "ope" / "eval.csv")))
+    assert len(rows) == 6 and all(np.isfinite(float(r[e])) for r in rows for e in sd.ESTIMATORS)
