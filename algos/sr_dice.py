@@ -480,10 +480,16 @@ def make_agent(args: Args, obs_shape: tuple, action_dim: int, target, atari: boo
         return Learner(ed, opt.init(ed), psi, psi, opt.init(psi), W, w_opt.init(W), w, w_opt.init(w), q, q,
                        opt.init(q), key, zero, zero)
 
-    def target_update(online, target_params, iterations):
-        """Polyak with tau every target_update_freq iterations (tau = 1: the Atari hard copy)."""
+    def regress(net, params, target_params, opt_state, iterations, obs, action, y):
+        """One Adam step of MSE(net(s, a), y), then the target update: Polyak with tau every
+        target_update_freq iterations (tau = 1: the Atari hard copy). psi (phase 2) and deep TD's Q."""
+        loss, grads = jax.value_and_grad(lambda p: mse(net.apply(p, obs, action), jax.lax.stop_gradient(y)))(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params, iterations = optax.apply_updates(params, updates), iterations + 1
         due = iterations % args.target_update_freq == 0
-        return jax.tree.map(lambda p, t: jnp.where(due, args.tau * p + (1 - args.tau) * t, t), online, target_params)
+        target_params = jax.tree.map(lambda p, t: jnp.where(due, args.tau * p + (1 - args.tau) * t, t), params,
+                                     target_params)
+        return params, target_params, opt_state, iterations, loss
 
     # --- Phase 1: encoder-decoder -------------------------------------------------------------
     def ed_step(learner, data):
@@ -506,13 +512,10 @@ def make_agent(args: Args, obs_shape: tuple, action_dim: int, target, atari: boo
         obs, action, _, next_obs, not_done = sample(k_b, data, args.batch_size)
         lat = ed_net.apply(learner.ed, obs, action, method=EncoderDecoder.latent)
         psi_next = psi_net.apply(learner.psi_target, next_obs, policy_action(k_a, next_obs))
-        y = jax.lax.stop_gradient(sr_target(lat, psi_next, not_done, gamma))
-        loss, grads = jax.value_and_grad(lambda p: mse(psi_net.apply(p, obs, action), y))(learner.psi)
-        updates, psi_opt = opt.update(grads, learner.psi_opt, learner.psi)
-        psi = optax.apply_updates(learner.psi, updates)
-        it = learner.sr_iterations + 1
-        return learner._replace(psi=psi, psi_target=target_update(psi, learner.psi_target, it), psi_opt=psi_opt,
-                                key=key, sr_iterations=it), loss
+        psi, psi_target, psi_opt, it, loss = regress(psi_net, learner.psi, learner.psi_target, learner.psi_opt,
+                                                     learner.sr_iterations, obs, action,
+                                                     sr_target(lat, psi_next, not_done, gamma))
+        return learner._replace(psi=psi, psi_target=psi_target, psi_opt=psi_opt, key=key, sr_iterations=it), loss
 
     # --- Phase 3: the estimators ---------------------------------------------------------------
     def ope_step(learner, data):
@@ -536,13 +539,10 @@ def make_agent(args: Args, obs_shape: tuple, action_dim: int, target, atari: boo
         if "deep_td" in names:
             obs, action, reward, next_obs, not_done = sample(k_td, data, args.batch_size)
             q_next = q_net.apply(learner.q_target, next_obs, policy_action(k_tda, next_obs))
-            y = jax.lax.stop_gradient(td_target(reward, q_next, not_done, gamma))
-            loss, g = jax.value_and_grad(lambda p: mse(q_net.apply(p, obs, action), y))(learner.q)
-            updates, q_opt = opt.update(g, learner.q_opt, learner.q)
-            q = optax.apply_updates(learner.q, updates)
-            it = learner.td_iterations + 1
-            learner = learner._replace(q=q, q_target=target_update(q, learner.q_target, it), q_opt=q_opt,
-                                       td_iterations=it)
+            q, q_target, q_opt, it, loss = regress(q_net, learner.q, learner.q_target, learner.q_opt,
+                                                   learner.td_iterations, obs, action,
+                                                   td_target(reward, q_next, not_done, gamma))
+            learner = learner._replace(q=q, q_target=q_target, q_opt=q_opt, td_iterations=it)
             metrics["td_loss"] = loss
         return learner._replace(key=key), metrics
 

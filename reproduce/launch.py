@@ -251,6 +251,14 @@ def needed_sources(runs: list[Run], root: str) -> set[str]:
             and (r.algo in POLICY_EVAL_ALGOS or not is_collected(r.dataset, root)) for src in r.dataset.sources}
 
 
+def freed_by(task: Run | Dataset) -> list[str]:
+    """Runs whose checkpoints a finished task may free (drop_done keeps those still needed): a dataset's
+    sources; a run itself, and an off-policy evaluation run's evaluated policy (its dataset's source)."""
+    if isinstance(task, Dataset):
+        return list(task.sources)
+    return [task.name] + (list(task.dataset.sources) if task.algo in POLICY_EVAL_ALGOS and task.dataset else [])
+
+
 def set_aside(run: Run, root: str) -> str:
     """Move an unresumable partial run to <root>/.incomplete/ (kept, never deleted)."""
     dest = os.path.join(root, ".incomplete", f"{run.algo}__{run.env}__{time.strftime('%Y%m%d-%H%M%S')}")
@@ -566,7 +574,7 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
                     result[name] = "done"
                     if rc != 0:
                         say(f"[grid] warning: {name} exited with code {rc} after writing its last evaluation")
-                    drop(task.sources if isinstance(task, Dataset) else [name])
+                    drop(freed_by(task))
                     say(f"[grid] done  {name}")
                 else:
                     result[name], states[name] = "failed", State("failed", f"see {os.path.relpath(log_path, ROOT)}")
@@ -645,8 +653,7 @@ class GridJob:
                 time.sleep(1.0)
             if not task_done(self.task, self.root):
                 raise RuntimeError(f"{name} failed (exit code {rc}); {log_tail(log_file)}")
-        drop_done(self.task.sources if isinstance(self.task, Dataset) else [name], self.root, self.every,
-                  self.keep_checkpoints)
+        drop_done(freed_by(self.task), self.root, self.every, self.keep_checkpoints)
         return "done"
 
     def checkpoint(self):

@@ -765,3 +765,20 @@ def test_one_launcher_per_results_folder(tmp_path):
     (tmp_path / ".launcher.pid").write_text("999999999")  # gone: a stale lock is taken over
     assert (tmp_path / ".launcher.pid").exists() and launch._acquire_lock(str(tmp_path))
     assert (tmp_path / ".launcher.pid").read_text() == str(os.getpid())
+
+
+def test_an_off_policy_evaluation_run_keeps_its_policy_checkpoint(monkeypatch, tmp_path):
+    """sr_dice loads its dataset's source policy: the source's checkpoint stays after the collection, until the
+    sr_dice run is done; its completion frees it (a td3_bc run on the same dataset frees only itself)."""
+    ds = grid.Dataset("pend", "Pendulum-v1", recipe="sr-dice", source="td3/Pendulum-v1", steps=100, scale="quick")
+    ope = grid.Run("sr_dice", "pend", 100, 2, 50, 5, (), ("p",), dataset=ds)
+    bc = grid.Run("td3_bc", "pend", 100, 2, 50, 5, (), ("p",), dataset=ds)
+    root = str(tmp_path)
+    assert launch.needed_sources([ope, bc], root) == {"td3/Pendulum-v1"}  # not collected yet
+    monkeypatch.setattr(launch, "is_collected", lambda d, r: True)
+    assert launch.needed_sources([bc], root) == set()
+    assert launch.needed_sources([ope, bc], root) == {"td3/Pendulum-v1"}  # collected, sr_dice not done
+    monkeypatch.setattr(launch, "run_state", lambda r, root_: launch.State("done"))
+    assert launch.needed_sources([ope, bc], root) == set()
+    assert launch.freed_by(ope) == ["sr_dice/pend", "td3/Pendulum-v1"] and launch.freed_by(bc) == ["td3_bc/pend"]
+    assert launch.freed_by(ds) == ["td3/Pendulum-v1"]

@@ -78,6 +78,50 @@ def test_estimates_and_error_hand_values():
     assert sd.log_squared_error(1.1, 1.0) == pytest.approx(-2.0)
 
 
+def _tiny_agent(**kw):
+    rng = np.random.default_rng(0)
+    n, starts = 50, 5
+    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    data = sd.Data(f(n, 3), f(n, 3), f(starts, 3), jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32),
+                   jnp.zeros((starts, 1), jnp.int32), jnp.asarray(rng.uniform(-1, 1, (n, 1)), jnp.float32), f(n),
+                   jnp.ones(n))
+    args = sd.resolve_presets(sd.Args(env_id="Pendulum-v1", latent_dim=4, hidden_dim=8, batch_size=8, ope_batch_size=8,
+                                      start_batch_size=4, eval_batch_size=16, eval_start_batch_size=4, **kw))
+    agent = sd.make_agent(args, (3,), 1, lambda o: jnp.tanh(o[:, :1]), atari=False)
+    return agent, agent.init(jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])), data
+
+
+def test_phases_freeze_phi_then_psi_and_targets_follow_their_schedule():
+    agent, learner, data = _tiny_agent()
+    before = jax.device_get(learner)  # host copies: the chunks donate the learner
+    learner, _ = agent.sr_chunk(learner, data, 1)  # Polyak 0.005 after every iteration
+    for name in ("ed", "ed_opt"):  # phi is frozen in phase 2
+        for a, b in zip(jax.tree.leaves(getattr(before, name)), jax.tree.leaves(getattr(learner, name))):
+            np.testing.assert_array_equal(a, b)
+    for p, t, t0 in zip(*(jax.tree.leaves(x) for x in (learner.psi, learner.psi_target, before.psi_target))):
+        np.testing.assert_allclose(t, 0.005 * p + 0.995 * t0, rtol=1e-6, atol=1e-7)
+    after_sr = jax.device_get(learner)
+    learner, metrics = agent.ope_chunk(learner, data, 3)
+    assert set(metrics) == {"w_loss", "deep_sr_loss", "td_loss"}
+    for name in ("ed", "psi", "psi_target"):  # phi and psi are frozen in phase 3
+        for a, b in zip(jax.tree.leaves(getattr(after_sr, name)), jax.tree.leaves(getattr(learner, name))):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(learner.W, 1.0) and not np.allclose(learner.w, 1.0)  # both moved from ones
+    # hard copies every 3 iterations (tau 1, the Atari schedule): the target equals the online net at 3, not at 2
+    agent, learner, data = _tiny_agent(tau=1.0, target_update_freq=3)
+    learner, _ = agent.sr_chunk(learner, data, 2)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)))
+    learner, _ = agent.sr_chunk(learner, data, 1)
+    for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)):
+        np.testing.assert_array_equal(a, b)
+    # one estimator alone trains only its own state
+    agent, learner, data = _tiny_agent(estimators="deep_td")
+    learner = jax.device_get(learner)
+    out, metrics = agent.ope_chunk(learner, data, 2)
+    assert set(metrics) == {"td_loss"} and np.array_equal(out.W, learner.W) and np.array_equal(out.w, learner.w)
+    assert set(agent.estimate(out, data)[1]) == {"deep_td"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Exactness on a tabular MDP
 # ---------------------------------------------------------------------------------------------
