@@ -587,15 +587,18 @@ def ope_curves(run: RunData) -> dict | None:
     steps = sorted(set.intersection(*(set(v) for v in by.values())))
     curves = {e: np.array([[float(by[s][t][f"log_se_{e}"]) for t in steps] for s in seeds]) for e in names}
     final = {e: np.array([float(by[s][steps[-1]][e]) for s in seeds]) for e in names}
+    truth = run.config.get("replay_buffer", {}).get("truth", {})
     return {"steps": np.array(steps), "curves": curves, "truth": float(by[seeds[0]][steps[0]]["truth"]),
-            "final": final, "seeds": len(seeds)}
+            "stderr": truth.get("stderr"), "episodes": truth.get("episodes"), "final": final, "seeds": len(seeds)}
 
 
 def ope_section(grid, runs: dict, pairs: list) -> list[str]:
     md = ["Off-policy evaluation: log10 of the squared error (estimate − truth)² per seed, mean over seeds [95% "
           "bootstrap CI over seeds] at each budget (estimation iterations), per estimator; the truth is "
           "(1 − γ) × the mean discounted return of the evaluated policy (config.json of the run). Lower is better.", "",
-          "| dataset | estimator | truth | " + " | ".join(f"log10 SE at {fmt_budget(b)}" for b in grid.budgets)
+          "The truth's standard error over its episodes is given beside it: an error below log10(stderr²) is not "
+          "resolved by that many episodes.", "",
+          "| dataset | estimator | truth ± stderr (episodes) | " + " | ".join(f"log10 SE at {fmt_budget(b)}" for b in grid.budgets)
           + " | final estimates per seed |", "|---|---|---|" + "---|" * len(grid.budgets) + "---|"]
     for algo, env in pairs:
         o = ope_curves(runs[(algo, env)])
@@ -605,7 +608,8 @@ def ope_section(grid, runs: dict, pairs: list) -> list[str]:
                 cols = o["steps"] == b
                 cells.append(fmt_ci(*bootstrap_ci(m[:, cols], lambda x: x[..., -1].mean(-1))) if cols.any()
                              else "budget not reached")
-            md.append(f"| {env} | {e} | {o['truth']:.4g} | " + " | ".join(cells) + " | "
+            se = f" ± {o['stderr']:.2g} ({o['episodes']}), floor {2 * math.log10(o['stderr']):.2f}" if o["stderr"] else ""
+            md.append(f"| {env} | {e} | {o['truth']:.4g}{se} | " + " | ".join(cells) + " | "
                       + ", ".join(f"{v:.3g}" for v in o["final"][e]) + " |")
     return md + [""]
 
@@ -624,6 +628,9 @@ def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bo
         for i, (e, m) in enumerate(o["curves"].items()):
             ax.plot(o["steps"], m.mean(0), color=f"C{i}", label=f"{e} ({o['seeds']} seeds)")
             ax.fill_between(o["steps"], m.min(0), m.max(0), color=f"C{i}", alpha=0.2)
+        if o["stderr"]:
+            ax.axhline(2 * math.log10(o["stderr"]), color="grey", ls="--", lw=1,
+                       label=f"log10 stderr² of the truth ({o['episodes']} episodes)")
         ax.set_title(f"{env} (truth {o['truth']:.4g})")
         ax.set_xlabel("estimation iterations")
         ax.set_ylabel("log10 (estimate - truth)^2")
