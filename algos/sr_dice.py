@@ -59,7 +59,6 @@ Deviations and notes:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -604,27 +603,10 @@ def load_data(args: Args, atari: bool):
     return data, device
 
 
-def dataset_policy(spec: str) -> dict:
-    """The policy that collected a dataset of envs.collect (its facts' first policy), or {}."""
-    kind, rest = offline.parse(spec)
-    try:
-        if kind == "minari":
-            from envs.offline import _collect_facts, _minari_open
-            facts = _collect_facts(_minari_open(rest))
-        else:
-            import h5py
-            with h5py.File(rest, "r") as f:
-                facts = json.loads(f.attrs.get("fujimoto_jax", "{}"))
-    except (OSError, ValueError):
-        return {}
-    policies = facts.get("policies") or []
-    return policies[0] if policies else {}
-
-
 def target_policy(args: Args):
     """The evaluated policy (envs.collect.SavedRun): (a JAX function obs [B, ...] -> action [B, ...], facts)."""
     from envs.collect import SavedRun
-    source = dataset_policy(args.dataset)
+    source = (offline.collection_facts(args.dataset).get("policies") or [{}])[0]  # the policy that collected it
     run_dir = args.policy or source.get("run", "")
     if not run_dir:
         raise UserError(f"--dataset {args.dataset} does not record the policy that collected it; pass --policy "

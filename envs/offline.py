@@ -137,6 +137,22 @@ def _collect_facts(dataset) -> dict:
     return facts if isinstance(facts, dict) else {}
 
 
+def collection_facts(spec: str) -> dict:
+    """What envs.collect recorded about a dataset (recipe, policies, ...): a Minari dataset's metadata or a D4RL
+    file's attribute fujimoto_jax; {} for another dataset or one that cannot be read (the loader says why)."""
+    import json
+    kind, rest = parse(spec)
+    try:
+        if kind == "minari":
+            return _collect_facts(_minari_open(rest))
+        import h5py
+        with h5py.File(rest, "r") as f:
+            facts = json.loads(f.attrs.get("fujimoto_jax", "{}"))
+        return facts if isinstance(facts, dict) else {}
+    except (OSError, ValueError, UserError, ImportError):
+        return {}
+
+
 DISCRETE_ALGOS = "algos/discrete_bcq.py"
 CONTINUOUS_ALGOS = "algos/td3_bc.py, algos/bcq.py or algos/td7.py --offline"
 
