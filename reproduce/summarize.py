@@ -622,7 +622,7 @@ def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(max(6.5, 5.5 * len(pairs)), 4.0), squeeze=False)
     for ax, (algo, env) in zip(axes.flat, pairs):
         o = ope_curves(runs[(algo, env)])
         for i, (e, m) in enumerate(o["curves"].items()):
@@ -636,7 +636,8 @@ def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bo
         ax.set_ylabel("log10 (estimate - truth)^2")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{paper.title}, {scale} scale: mean over seeds, band = min-max of the seeds", fontsize=9)
+    fig.suptitle(textwrap.fill(f"{paper.title}, {scale} scale: mean over seeds, band = min-max of the seeds", 80),
+                 fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": "fujimoto-jax reproduce.summarize"})
