@@ -89,12 +89,15 @@ def test_repo_offline_grids():
     from envs import collect
     assert grid.RECIPES == collect.RECIPES and grid.SOURCE_ALGOS == collect.POLICY_ALGOS
     papers = {p.id: p for p in grid.load_papers()}
-    for pid in ("td3_bc", "bcq", "td7_offline", "discrete_bcq"):
+    for pid in ("td3_bc", "bcq", "td7_offline", "discrete_bcq", "sr_dice"):
         assert summarize.load_reference(os.path.join(grid.ROOT, papers[pid].reference)) == []
     quick = {r.name: r for r in grid.expand(list(papers.values()), "quick")}
     offline = {n: r for n, r in quick.items() if r.dataset}
     assert set(offline) == {"td3_bc/hopper-medium", "bcq/hopper-medium", "td7/hopper-medium",
-                            "discrete_bcq/minatar-breakout-behavioural"}
+                            "discrete_bcq/minatar-breakout-behavioural", "sr_dice/pendulum-sr-dice"}
+    ope = quick["sr_dice/pendulum-sr-dice"]  # evaluates the quick TD3 of the LAP/PAL grid, 1,000 truth episodes
+    assert (ope.dataset.recipe, ope.dataset.source, ope.dataset.steps, ope.eval_episodes) == \
+        ("sr-dice", "td3/Pendulum-v1", 50_000, 1_000) and "td3/Pendulum-v1" in quick
     ds = quick["discrete_bcq/minatar-breakout-behavioural"].dataset  # from the LAP/PAL grid's quick Double DQN
     assert (ds.recipe, ds.source, ds.env) == ("behavioural", "ddqn/minatar:breakout", "minatar:breakout")
     assert quick["td7/hopper-medium"].args == ("--offline",) and quick["td7/Hopper-v4"].dataset is None
