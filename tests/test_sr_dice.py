@@ -108,14 +108,13 @@ def test_phases_freeze_phi_then_psi_and_targets_follow_their_schedule():
             np.testing.assert_array_equal(a, b)
     assert not np.allclose(learner.W, 1.0) and not np.allclose(learner.w, 1.0)  # both moved from ones
     # hard copies every 3 iterations (tau 1, the Atari schedule): the target equals the online net at 3, not at 2
-    agent, learner, data = _tiny_agent(tau=1.0, target_update_freq=3)
+    agent, learner, data = _tiny_agent(tau=1.0, target_update_freq=3, estimators="deep_td")
     learner, _ = agent.sr_chunk(learner, data, 2)
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)))
     learner, _ = agent.sr_chunk(learner, data, 1)
     for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)):
         np.testing.assert_array_equal(a, b)
-    # one estimator alone trains only its own state
-    agent, learner, data = _tiny_agent(estimators="deep_td")
+    # one estimator alone (deep TD) trains only its own state
     learner = jax.device_get(learner)
     out, metrics = agent.ope_chunk(learner, data, 2)
     assert set(metrics) == {"td_loss"} and np.array_equal(out.W, learner.W) and np.array_equal(out.w, learner.w)
@@ -364,7 +363,7 @@ def test_atari_networks_shapes_and_frame_decoder():
 @pytest.mark.slow
 def test_atari_pipeline_ddqn_collect_estimate(tmp_path):
     """dqn-atari:Pong end to end: a tiny Double DQN run, the sr-dice recipe (1 frame per step), the Atari
-    estimators (about 3 minutes on 2 CPU cores, most of it compiling the conv networks)."""
+    estimators (104 s on 2 CPU cores, most of it compiling the conv networks)."""
     from algos import ddqn
     _cli(ddqn, ["--env-id", "dqn-atari:Pong", "--total-timesteps", "300", "--learning-starts", "100",
                 "--eval-freq", "300", "--eval-episodes", "1", "--max-episode-steps", "300", "--save-model",
