@@ -47,7 +47,8 @@ TEST_WORKERS ?= 2
 test: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
-# Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's and TD3+LAP's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding, DR.Q's Atari smoke run).
+# Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
+# DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 

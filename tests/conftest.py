@@ -69,7 +69,7 @@ if "ScriptEnv-v0" not in gym.registry:
 # The files of the longest tests go first (stable sort: the order within a file stays), so the two
 # pytest-xdist workers end together instead of one waiting on a late two-minute test.
 LONG_FIRST = ("test_learning.py", "test_offline_learning.py", "test_scale.py", "test_ddqn.py", "test_td3_lap.py",
-              "test_bench_gpu.py", "test_discrete_bcq.py", "test_launch_slurm.py")
+              "test_bench_gpu.py", "test_discrete_bcq.py", "test_launch_slurm.py", "test_sr_dice.py")
 
 
 def pytest_collection_modifyitems(config, items):

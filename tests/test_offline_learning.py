@@ -88,6 +88,7 @@ def test_td3_bc_recovers_the_expert_and_beats_bc_free_td3(expert):
     assert _fraction(with_bc, expert).mean() - _fraction(without, expert).mean() >= 0.2, (without, with_bc, expert)
 
 
+@pytest.mark.slow  # 66 s on a fresh clone: in `make test-slow`, so the default suite keeps under 15 minutes
 def test_bcq_recovers_the_expert(expert):
     returns = _train(bcq, expert, "bcq", 1000)
     assert _fraction(returns, expert).min() >= THRESHOLD, (returns, expert)
