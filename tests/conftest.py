@@ -66,6 +66,15 @@ if "ScriptEnv-v0" not in gym.registry:
     gym.register("ScriptEnv-v0", entry_point=ScriptEnv, max_episode_steps=8)
 
 
+@pytest.fixture(scope="module")
+def module_minari_root(tmp_path_factory):
+    """A Minari datasets folder of the module's own (MINARI_DATASETS_PATH) for tests that write datasets."""
+    root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        yield root
+
+
 # The files of the longest tests go first (stable sort: the order within a file stays), so the two
 # pytest-xdist workers end together instead of one waiting on a late two-minute test.
 LONG_FIRST = ("test_learning.py", "test_offline_learning.py", "test_scale.py", "test_ddqn.py", "test_td3_lap.py",

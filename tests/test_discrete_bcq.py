@@ -32,11 +32,8 @@ pytestmark = pytest.mark.xdist_group("discrete_bcq")  # module fixtures (dataset
 
 
 @pytest.fixture(scope="module", autouse=True)
-def minari_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        yield root
+def minari_root(module_minari_root):
+    return module_minari_root
 
 
 def _first(tree):

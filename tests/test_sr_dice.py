@@ -29,11 +29,8 @@ pytestmark = pytest.mark.xdist_group("sr_dice")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def minari_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        yield root
+def minari_root(module_minari_root):
+    return module_minari_root
 
 
 # ---------------------------------------------------------------------------------------------
