@@ -41,9 +41,9 @@ train: setup
 	$(BIN)/python algos/td7.py --env-id Hopper-v4 $(ARGS)
 
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially; a group of tests sharing a module fixture stays on
-# one worker; the longest files first; JAX's compilation cache on from the start): 378 tests in 1,084 s on 2 CPU
-# cores (fresh clone, .ci/run with the install: 19m10s, 2026-12-02; the same machine ran 371 tests in 898 s the day
-# before, and its CPU time per run rose during the day while the suite shrank).
+# one worker; the longest files first; JAX's compilation cache on from the start): 378 tests in 980-1,084 s on 2
+# CPU cores (fresh clone, .ci/run with the install: 17m21s-19m10s, 2026-12-02; the same machine ran 371 tests in
+# 898 s the day before, and its CPU time per run varied during the day while the suite shrank).
 TEST_WORKERS ?= 2
 test: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
