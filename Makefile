@@ -75,8 +75,8 @@ bench-gpu: setup-gpu
 # The papers' grids (reproduce/grids/*.toml): every (algo, env) is one process with all its seeds; re-running
 # skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.
 # reproduce = the papers' budgets and seeds (days on this CPU; meant for a GPU).
-# reproduce-quick = the reduced grid, about 2.75 hours on 2 CPU cores (DR.Q's quick run alone took 25 min, the
-# LAP/PAL and discrete BCQ grids about 50 min, SR-DICE's about 13 min).
+# reproduce-quick = the reduced grid, hours on 2 CPU cores (DR.Q's quick run alone took 25 min, the LAP/PAL and
+# discrete BCQ grids about 50 min, SR-DICE's about 13 min; each run's time is in results/SUMMARY.md's runs tables).
 JOBS ?= 1
 reproduce: setup
 	$(BIN)/python -m reproduce.launch --scale full --jobs $(JOBS) $(ARGS)

@@ -682,7 +682,7 @@ def train(args: Args) -> dict:
               f"({truth['episodes']} episodes, horizon {truth['horizon']}, mean length {truth['mean_length']:.0f})")
 
     timing = {"compile_s": None, "updates": 0, "seconds": 0.0}
-    if t0 == 0:  # phases 1-2 (a checkpoint is written only after them)
+    if t0 == 0 and {"sr_dice", "deep_sr"} & set(names):  # phases 1-2 (deep TD alone needs neither phi nor psi)
         for phase, total, step_chunk in (("encoder-decoder", args.encoder_iterations, agent.ed_chunk),
                                          ("successor representation", args.sr_iterations, agent.sr_chunk)):
             done, tp = 0, time.time()

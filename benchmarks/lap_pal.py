@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402
 from algos import td3, td3_lap, td3_pal, td3_per  # noqa: E402
+from benchmarks.bench import _write_md  # noqa: E402
 from envs import runs  # noqa: E402
 
 ALGOS = {"td3": td3, "td3_lap": td3_lap, "td3_pal": td3_pal, "td3_per": td3_per}
@@ -168,9 +169,7 @@ def write_md(report: dict, name: str) -> None:
         rel = lambda k: f"{r[k] / b[k]:.2f}" if b and b[k] else "—"  # noqa: E731
         lines.append(f"| {r['algo']} | {r['num_seeds']} | {r['device_steps_per_s']:.1f} | {rel('device_steps_per_s')} "
                      f"| {r['loop_steps_per_s']:.1f} | {rel('loop_steps_per_s')} | {r['loop_compile_s']:.2f} |")
-    with open(f"{name}.md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _write_md(name, lines)
 
 
 if __name__ == "__main__":

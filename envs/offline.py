@@ -47,7 +47,7 @@ import numpy as np
 from envs.runs import UserError, require
 
 # D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE), the same for -v0/-v1/-v2
-# of each locomotion task; keyed by the gymnasium env family. See docs/facts.md#d4rl-scores.
+# of each locomotion task; keyed by the gymnasium env family. See docs/facts.md#d4rl-normalised-scores.
 D4RL_REF = {
     "HalfCheetah": (-280.178953, 12135.0),
     "Hopper": (-20.272305, 3234.3),

@@ -592,7 +592,7 @@ def ope_curves(run: RunData) -> dict | None:
             "stderr": truth.get("stderr"), "episodes": truth.get("episodes"), "final": final, "seeds": len(seeds)}
 
 
-def ope_section(grid, runs: dict, pairs: list) -> list[str]:
+def ope_section(grid, curves: dict) -> list[str]:
     md = ["Off-policy evaluation: log10 of the squared error (estimate − truth)² per seed, mean over seeds [95% "
           "bootstrap CI over seeds] at each budget (estimation iterations), per estimator; the truth is "
           "(1 − γ) × the mean discounted return of the evaluated policy (config.json of the run). Lower is better.", "",
@@ -600,8 +600,7 @@ def ope_section(grid, runs: dict, pairs: list) -> list[str]:
           "resolved by that many episodes.", "",
           "| dataset | estimator | truth ± stderr (episodes) | " + " | ".join(f"log10 SE at {fmt_budget(b)}" for b in grid.budgets)
           + " | final estimates per seed |", "|---|---|---|" + "---|" * len(grid.budgets) + "---|"]
-    for algo, env in pairs:
-        o = ope_curves(runs[(algo, env)])
+    for (algo, env), o in curves.items():
         for e, m in o["curves"].items():
             cells = []
             for b in grid.budgets:
@@ -614,7 +613,7 @@ def ope_section(grid, runs: dict, pairs: list) -> list[str]:
     return md + [""]
 
 
-def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bool:
+def ope_plot(path: str, scale: str, paper: Paper, curves: dict) -> bool:
     try:
         import matplotlib
     except ImportError:
@@ -622,9 +621,8 @@ def ope_plot(path: str, scale: str, paper: Paper, runs: dict, pairs: list) -> bo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(pairs), figsize=(max(6.5, 5.5 * len(pairs)), 4.0), squeeze=False)
-    for ax, (algo, env) in zip(axes.flat, pairs):
-        o = ope_curves(runs[(algo, env)])
+    fig, axes = plt.subplots(1, len(curves), figsize=(max(6.5, 5.5 * len(curves)), 4.0), squeeze=False)
+    for ax, ((algo, env), o) in zip(axes.flat, curves.items()):
         for i, (e, m) in enumerate(o["curves"].items()):
             ax.plot(o["steps"], m.mean(0), color=f"C{i}", label=f"{e} ({o['seeds']} seeds)")
             ax.fill_between(o["steps"], m.min(0), m.max(0), color=f"C{i}", alpha=0.2)
@@ -756,7 +754,8 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                               f"{STAT_TITLES[r['statistic']]} | {ours_s} | {r['seeds'] or '—'} | {ref_ci} | "
                               f"**{r['verdict']}** | {r['reference_source']} |")
                 md.append("")
-            ope = [(a, e) for a in grid.algos for e in grid.envs if (a, e) in runs and ope_curves(runs[(a, e)])]
+            ope = {(a, e): c for a in grid.algos for e in grid.envs  # {(algo, dataset): its errors}
+                   if (a, e) in runs and (c := ope_curves(runs[(a, e)])) is not None}
             if ope:  # off-policy evaluation: its errors, not returns (eval.csv's return is an estimate)
                 ours = []
             stats = ("mean_at_budget", "max_of_mean_curve") + (("normalized_mean_at_budget",) if offline else ())
@@ -831,8 +830,8 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                     md.append("")
             png = os.path.join(plots_dir, scale, f"{paper.id}.png")
             if ope:
-                md += ope_section(grid, runs, ope)
-                if ope_plot(png, scale, paper, runs, ope):
+                md += ope_section(grid, ope)
+                if ope_plot(png, scale, paper, ope):
                     md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
             elif plot(png, scale, paper, refs[paper.id], runs):
                 md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
