@@ -13,7 +13,7 @@ JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 # `make test` runs on the CPU even in a GPU install (CI is CPU-only); TEST_JAX_PLATFORMS= lifts that.
 TEST_JAX_PLATFORMS ?= cpu
 
-.PHONY: setup setup-gpu train test test-slow bench bench-gpu reproduce reproduce-quick summary lock clean
+.PHONY: setup setup-gpu setup-parity train test test-slow parity bench bench-gpu reproduce reproduce-quick summary lock clean
 
 setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 
@@ -52,6 +52,20 @@ test: setup
 # DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
+
+# The authors' code beside ours (tests/parity/): float64, the same weights, batches and random draws; writes
+# results/parity.md. AUTHORS_DIR: a folder of the authors' repositories at the commits README 'Parity' lists
+# (default ../shared/authors when it exists; without it every parity test skips with one line saying so).
+PARITY_STAMP := $(VENV)/.installed-parity
+AUTHORS_DIR ?= $(if $(wildcard ../shared/authors),$(abspath ../shared/authors),)
+setup-parity: $(PARITY_STAMP)
+
+$(PARITY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c requirements.lock "torch==2.13.0"
+	@touch $(PARITY_STAMP)
+
+parity: setup-parity
+	AUTHORS_DIR=$(AUTHORS_DIR) JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) tests/parity $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)

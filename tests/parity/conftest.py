@@ -1,0 +1,81 @@
+"""Parity tests: float64 for this process, the authors' code from AUTHORS_DIR, results/parity.md at the end."""
+
+import json
+import os
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from tests.parity import harness  # noqa: E402
+
+REPORT_MD = harness.ROOT / "results" / "parity.md"
+REPORT_JSON = harness.ROOT / "results" / "parity.json"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.parity)
+
+
+@pytest.fixture(autouse=True)
+def _torch_and_authors(request):
+    """Skip with one line when torch or the authors' repository of the test (its `authors` mark) is missing."""
+    try:
+        import torch
+    except ImportError:
+        pytest.skip("torch is missing: `make parity` installs it (pip install torch==2.13.0, the `parity` extra)")
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    mark = request.node.get_closest_marker("authors")
+    if mark is not None:
+        for repo in mark.args:
+            reason = harness.missing_reason(repo)
+            if reason:
+                pytest.skip(reason)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    if _is_controller(session.config) and harness.FRAGMENTS.is_dir():
+        for f in harness.FRAGMENTS.glob("*.json"):
+            f.unlink()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Merge this run's rows into results/parity.json (keyed by file and piece) and rewrite results/parity.md."""
+    if not _is_controller(session.config) or not harness.FRAGMENTS.is_dir():
+        return
+    new = [json.loads(f.read_text()) for f in sorted(harness.FRAGMENTS.glob("*.json"))]
+    if not new:
+        return
+    rows = {(r["file"], r["piece"]): r for r in (json.loads(REPORT_JSON.read_text()) if REPORT_JSON.exists() else [])}
+    rows.update({(r["file"], r["piece"]): r for r in new})
+    ordered = [rows[k] for k in sorted(rows)]
+    tmp = REPORT_JSON.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(ordered, indent=1) + "\n")
+    os.replace(tmp, REPORT_JSON)
+    lines = [
+        "# Parity with the authors' code",
+        "",
+        "Written by `make parity` (tests/parity/): the authors' unchanged code (`AUTHORS_DIR`, the commits in",
+        "README 'Parity') and this project's file run side by side in float64 on the same initial weights, batch and",
+        "random draws. *worst* is the largest relative difference, max |ours − theirs| / max |theirs|, of any",
+        "compared tensor or value over all iterations; a row passes at or below *tol*.",
+        "",
+        "| file | piece | compared | iterations | worst | tol | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in ordered:
+        status = "" if r["worst"] <= r["tol"] else " **FAIL**"
+        lines.append(f"| {r['file']} | {r['piece']} | {', '.join(r['compared'])} | {r['iterations']:,} | "
+                     f"{r['worst']:.1e}{status} | {r['tol']:.0e} | {r['note']} |")
+    tmp = REPORT_MD.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, REPORT_MD)

@@ -1,0 +1,249 @@
+"""The parity harness: the authors' code (imported at run time, never copied) beside ours, in float64.
+
+- `authors_dir()` / `load_authors(repo, module)`: import an author's module from AUTHORS_DIR/<repo>, fresh, so
+  that same-named modules of different repositories (utils, TD3, DDPG, ...) never mix.
+- `linear`, `conv`, `layernorm`, `embedding`: one converter from torch layers to flax parameter dicts (torch
+  [out, in] against flax [in, out]; conv [out, in, kh, kw] against [kh, kw, in, out]). A getter maps each torch
+  parameter to the tensor to convert, so the same call converts Adam's moments (`adam_moment`).
+- `Parity`: the largest relative difference of every compared piece over the iterations, recorded for
+  results/parity.md and asserted against the tolerance at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+TOL = 1e-9  # float64: a real difference (a constant, an order, a missing term) is orders of magnitude above this
+FRAGMENTS = ROOT / "build" / "parity"
+
+REPOS = {  # folder -> (upstream, commit); README.md lists them for users who clone their own copies
+    "TD3": ("github.com/sfujim/TD3", "34770ccdcb51df6f6c7d85c1ba7e40d71b940d16"),
+    "TD3_BC": ("github.com/sfujim/TD3_BC", "8791ad7d7656cb8396f1b3ac8c37f170b2a2dd5f"),
+    "BCQ": ("github.com/sfujim/BCQ", "4876f7e"),
+    "LAP-PAL": ("github.com/sfujim/LAP-PAL", "a649b1b"),
+    "SR-DICE": ("github.com/sfujim/SR-DICE", "7c71d88"),
+    "TD7": ("github.com/sfujim/TD7", "c1c280d"),
+    "MRQ": ("github.com/facebookresearch/MRQ", "8a44a7d"),
+    "DR.Q": ("github.com/dmksjfl/DR.Q", "cc307a5"),
+}
+
+
+def authors_dir() -> Path | None:
+    """AUTHORS_DIR, else ../shared/authors beside the checkout when it exists."""
+    env = os.environ.get("AUTHORS_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    default = ROOT.parent / "shared" / "authors"
+    return default if default.is_dir() else None
+
+
+def missing_reason(repo: str) -> str | None:
+    """None when AUTHORS_DIR/<repo> is there, else the one line a skip prints."""
+    root = authors_dir()
+    upstream, commit = REPOS[repo]
+    if root is None:
+        return (f"no authors' code: set AUTHORS_DIR to a folder holding {repo}/ ({upstream} @ {commit}); "
+                "README 'Parity' lists every repository and commit")
+    if not (root / repo).is_dir():
+        return f"AUTHORS_DIR={root} has no {repo}/: clone {upstream} there at {commit}"
+    return None
+
+
+def gym_stub() -> types.ModuleType:
+    """An empty `gym` module: the authors' buffers and utils import old gym at module level but never use it."""
+    mod = types.ModuleType("gym")
+    mod.Wrapper = mod.ObservationWrapper = mod.ActionWrapper = mod.RewardWrapper = object
+    mod.spaces = types.SimpleNamespace(Box=object, Discrete=object)
+    mod.make = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("old gym is stubbed in the parity tests"))
+    return mod
+
+
+@contextlib.contextmanager
+def _isolated_path(folder: Path, stubs: dict | None):
+    saved_path, saved_mods = list(sys.path), dict(sys.modules)
+    sys.path.insert(0, str(folder))
+    for name, mod in (stubs or {}).items():
+        sys.modules[name] = mod
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        # Drop every module that came from an authors' folder (or a stub), so the next repo's `utils` is its own.
+        for name in list(sys.modules):
+            if name not in saved_mods or sys.modules[name] is not saved_mods[name]:
+                mod = sys.modules[name]
+                f = getattr(mod, "__file__", None) or ""
+                if name in (stubs or {}) or f.startswith(str(folder)):
+                    del sys.modules[name]
+                    if name in saved_mods:
+                        sys.modules[name] = saved_mods[name]
+
+
+def load_authors(repo: str, *modules: str, subdir: str = "", stubs: dict | None = None):
+    """Import `modules` from AUTHORS_DIR/<repo>/<subdir>, fresh. Returns one module or a tuple of them.
+    `stubs` maps module names to stand-ins (e.g. {"gym": gym_stub()}) while the import runs."""
+    folder = authors_dir() / repo / subdir
+    with _isolated_path(folder, stubs):
+        for m in modules:
+            sys.modules.pop(m, None)
+        out = tuple(importlib.import_module(m) for m in modules)
+    return out[0] if len(out) == 1 else out
+
+
+def ours(name: str):
+    """algos/<name>.py as a module (the file's own code, never a re-typed copy)."""
+    return importlib.import_module(f"algos.{name}")
+
+
+# ---------------------------------------------------------------- torch -> flax converter
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def param(p):
+    """The default getter: the parameter itself."""
+    return p
+
+
+def adam_moment(optimizer, which: str):
+    """Getter for Adam's first ("exp_avg") or second ("exp_avg_sq") moment of each parameter; zeros before the
+    first step, as optax starts."""
+    import torch
+
+    def get(p):
+        state = optimizer.state.get(p, {})
+        return state[which] if which in state else torch.zeros_like(p)
+    return get
+
+
+def linear(layer, g=param, bias: bool = True) -> dict:
+    """torch nn.Linear -> flax Dense: kernel [in, out]."""
+    out = {"kernel": jnp.asarray(_np(g(layer.weight)).T)}
+    if bias and layer.bias is not None:
+        out["bias"] = jnp.asarray(_np(g(layer.bias)))
+    return out
+
+
+def conv(layer, g=param) -> dict:
+    """torch nn.Conv2d [out, in, kh, kw] -> flax Conv [kh, kw, in, out]."""
+    out = {"kernel": jnp.asarray(_np(g(layer.weight)).transpose(2, 3, 1, 0))}
+    if layer.bias is not None:
+        out["bias"] = jnp.asarray(_np(g(layer.bias)))
+    return out
+
+
+def conv_transpose(layer, g=param) -> dict:
+    """torch nn.ConvTranspose2d [in, out, kh, kw] -> flax ConvTranspose(transpose_kernel=True) [kh, kw, out, in]."""
+    out = {"kernel": jnp.asarray(_np(g(layer.weight)).transpose(2, 3, 1, 0))}
+    if layer.bias is not None:
+        out["bias"] = jnp.asarray(_np(g(layer.bias)))
+    return out
+
+
+def layernorm(layer, g=param) -> dict:
+    """torch nn.LayerNorm -> flax LayerNorm: weight is flax's scale."""
+    out = {}
+    if layer.weight is not None:
+        out["scale"] = jnp.asarray(_np(g(layer.weight)))
+    if layer.bias is not None:
+        out["bias"] = jnp.asarray(_np(g(layer.bias)))
+    return out
+
+
+def embedding(layer, g=param) -> dict:
+    """torch nn.Embedding [num, dim] -> flax Embed: the same table."""
+    return {"embedding": jnp.asarray(_np(g(layer.weight)))}
+
+
+def t64(x):
+    """A JAX/NumPy array as a float64 torch tensor (ints stay ints)."""
+    import torch
+    a = np.asarray(x)
+    return torch.tensor(a, dtype=torch.float64 if a.dtype.kind == "f" else None)
+
+
+# ---------------------------------------------------------------- comparison and report
+
+def rel(ours_x, theirs_x) -> float:
+    """max |ours - theirs| / max |theirs| (absolute below 1e-12 of scale)."""
+    a, b = np.asarray(ours_x, np.float64), np.asarray(theirs_x, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shape {a.shape} (ours) != {b.shape} (theirs)")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(1e-12, float(np.max(np.abs(b)))))
+
+
+def tree_rel(ours_tree, theirs_tree) -> float:
+    """The largest `rel` over two pytrees of the same structure (a structure mismatch fails loudly)."""
+    s1, s2 = jax.tree.structure(ours_tree), jax.tree.structure(theirs_tree)
+    if s1 != s2:
+        raise AssertionError(f"parameter trees differ:\n ours   {s1}\n theirs {s2}")
+    return max([rel(a, b) for a, b in zip(jax.tree.leaves(ours_tree), jax.tree.leaves(theirs_tree))] or [0.0])
+
+
+def unstack(tree, i: int = 0):
+    """Seed i of a seed-stacked pytree."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def stack(tree):
+    """A one-seed pytree with a leading seed axis."""
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
+
+
+class Parity:
+    """Collects the largest relative difference of each piece over the iterations.
+
+        p = Parity("td3.py", "update (Gym)", tol=1e-9)
+        for it in ...:
+            p.check(critic=tree_rel(...), actor=..., it=it)
+        p.finish()   # records the row for results/parity.md, then asserts every piece <= tol
+    """
+
+    def __init__(self, file: str, piece: str, tol: float = TOL):
+        self.file, self.piece, self.tol = file, piece, tol
+        self.worst: dict[str, float] = {}
+        self.first_bad: dict[str, int] = {}
+        self.iterations = 0
+
+    def check(self, it: int | None = None, **diffs: float) -> None:
+        if it is not None:
+            self.iterations = max(self.iterations, it)
+        for k, v in diffs.items():
+            v = float(v)
+            if not np.isfinite(v):
+                v = float("inf")
+            self.worst[k] = max(self.worst.get(k, 0.0), v)
+            if v > self.tol and k not in self.first_bad:
+                self.first_bad[k] = it if it is not None else -1
+
+    def finish(self, iterations: int | None = None, note: str = "") -> None:
+        if iterations is not None:
+            self.iterations = iterations
+        worst = max(self.worst.values()) if self.worst else 0.0
+        record(self.file, self.piece, sorted(self.worst), self.iterations, worst, self.tol, note)
+        bad = {k: (v, self.first_bad.get(k)) for k, v in self.worst.items() if v > self.tol}
+        assert not bad, f"{self.file} {self.piece}: above {self.tol:g}: " + ", ".join(
+            f"{k} {v:.3e} (first at iteration {i})" for k, (v, i) in bad.items())
+
+
+def record(file: str, piece: str, compared, iterations: int, worst: float, tol: float, note: str = "") -> None:
+    """One row of results/parity.md, written as a fragment the session end collects (works under xdist)."""
+    FRAGMENTS.mkdir(parents=True, exist_ok=True)
+    row = dict(file=file, piece=piece, compared=list(compared), iterations=int(iterations), worst=float(worst),
+               tol=float(tol), note=note)
+    name = "".join(c if c.isalnum() else "_" for c in f"{file}__{piece}")[:150]
+    (FRAGMENTS / f"{name}.json").write_text(json.dumps(row))
