@@ -48,6 +48,12 @@ def pytest_sessionstart(session):
             f.unlink()
 
 
+def _still_exists(nodeid: str) -> bool:
+    path, _, name = nodeid.partition("::")
+    f = harness.ROOT / path
+    return bool(name) and f.is_file() and f"def {name.split('[')[0]}(" in f.read_text()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Merge this run's rows into results/parity.json (keyed by file and piece) and rewrite results/parity.md."""
     if not _is_controller(session.config) or not harness.FRAGMENTS.is_dir():
@@ -55,7 +61,10 @@ def pytest_sessionfinish(session, exitstatus):
     new = [json.loads(f.read_text()) for f in sorted(harness.FRAGMENTS.glob("*.json"))]
     if not new:
         return
-    rows = {(r["file"], r["piece"]): r for r in (json.loads(REPORT_JSON.read_text()) if REPORT_JSON.exists() else [])}
+    old = json.loads(REPORT_JSON.read_text()) if REPORT_JSON.exists() else []
+    ran = {r["test"] for r in new}
+    # A test that ran replaces all its old rows (renamed pieces leave none behind); rows of deleted tests go.
+    rows = {(r["file"], r["piece"]): r for r in old if r.get("test") not in ran and _still_exists(r.get("test", ""))}
     rows.update({(r["file"], r["piece"]): r for r in new})
     ordered = [rows[k] for k in sorted(rows)]
     tmp = REPORT_JSON.with_suffix(".json.tmp")

@@ -243,7 +243,8 @@ class Parity:
 def record(file: str, piece: str, compared, iterations: int, worst: float, tol: float, note: str = "") -> None:
     """One row of results/parity.md, written as a fragment the session end collects (works under xdist)."""
     FRAGMENTS.mkdir(parents=True, exist_ok=True)
-    row = dict(file=file, piece=piece, compared=list(compared), iterations=int(iterations), worst=float(worst),
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    row = dict(test=test, file=file, piece=piece, compared=list(compared), iterations=int(iterations), worst=float(worst),
                tol=float(tol), note=note)
     name = "".join(c if c.isalnum() else "_" for c in f"{file}__{piece}")[:150]
     (FRAGMENTS / f"{name}.json").write_text(json.dumps(row))
