@@ -13,8 +13,10 @@ follow the algorithm (``timeouts``):
 * ``"drop"``: ``d4rl.qlearning_dataset`` exactly (TD3+BC and TD7 load their data with it). The
   transition flagged as a timeout is dropped, every other one bootstraps unless terminal, the
   next observation of a D4RL file is ``observations[i + 1]`` (D4RL ignores a stored
-  ``next_observations``; the two differ only after terminals, which do not bootstrap), and the
-  file's last row is dropped. For Minari, the truncated last step of an episode is dropped.
+  ``next_observations``). The two differ after terminals, which do not bootstrap, and at any
+  other episode boundary the file does not flag (an episode cut by the collector without a
+  timeout): there ``observations[i + 1]`` is the next episode's first observation, as in
+  ``qlearning_dataset``. The file's last row is dropped. For Minari, the truncated last step of an episode is dropped.
 * ``"bootstrap"``: the time-limit transition is kept with terminated = 0 and its true final
   observation (BCQ stores its own buffer that way). A D4RL file needs ``next_observations`` for
   that; without it those transitions are dropped, and the loader says how many.
