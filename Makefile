@@ -79,6 +79,7 @@ bench: setup
 	$(BIN)/python benchmarks/ddqn.py
 	$(BIN)/python benchmarks/lap_pal.py
 	$(BIN)/python benchmarks/sr_dice.py
+	$(BIN)/python benchmarks/flops.py
 
 # Issue 16's suite on the accelerator of a GPU install: env steps/s, compile time and peak device memory of TD3, TD7
 # and MR.Q (Gym, DMC pixels) with 1, 10 and 32 seeds in under 8 minutes -> results/bench/gpu_suite_<platform>.md.
