@@ -14,6 +14,7 @@ frame-table datasets (envs/offline.py load_discrete).
 """
 
 import csv
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -151,8 +152,9 @@ def test_one_update_re_derived_step_by_step(tiny):
 
 
 def test_target_moves_every_target_update_freq_iterations(tiny):
-    """Every 2nd iteration by tau 0.3 here; the Atari preset's hard copy is the same rule with tau 1."""
-    _, agent, learner = tiny
+    """Every 2nd iteration by tau 0.3 here; with tau 1 (the dqn-atari preset's rule) the update copies the network
+    into the target bit for bit on those iterations and leaves it alone between them."""
+    args, agent, learner = tiny
     data = _tiny_data()
     one, _ = agent.update(learner, data)
     two, _ = agent.update(one, data)
@@ -161,8 +163,16 @@ def test_target_moves_every_target_update_freq_iterations(tiny):
         np.testing.assert_array_equal(t1, t0)  # iteration 1: the target stays
         assert not np.allclose(t1, q1)
         np.testing.assert_allclose(t2, 0.3 * q2 + 0.7 * t1, rtol=1e-5, atol=1e-7)  # iteration 2: it moves
-    for p, t in zip(jax.tree.leaves(two.q), jax.tree.leaves(optax.incremental_update(two.q, learner.q_target, 1.0))):
-        np.testing.assert_array_equal(p, t)  # tau 1 copies exactly
+    hard = dbcq.make_agent(dataclasses.replace(args, tau=1.0), (OBS_DIM,), np.float32, NUM_ACTIONS)
+    one, _ = hard.update(learner, data)
+    two, _ = hard.update(one, data)
+    three, _ = hard.update(two, data)
+    for t0, t1, q2, t2, q3, t3 in zip(*(jax.tree.leaves(x) for x in (learner.q_target, one.q_target, two.q,
+                                                                   two.q_target, three.q, three.q_target))):
+        np.testing.assert_array_equal(t1, t0)
+        np.testing.assert_array_equal(t2, q2)  # iteration 2: an exact copy
+        np.testing.assert_array_equal(t3, t2)  # iteration 3: kept, while the network moves on
+        assert not np.array_equal(q3, q2)
 
 
 def test_atari_and_minatar_presets_and_networks():

@@ -1,5 +1,6 @@
 """DeepMind Control, Atari and MinAtar adapters (envs/dmc.py, envs/atari.py, envs/minatar.py) on the real suites."""
 
+import inspect
 import os
 
 import numpy as np
@@ -242,7 +243,11 @@ def test_minatar_shapes_actions_sticky_seeding_and_cap():
         assert obs.shape == (channels, 10, 10) and obs.dtype == np.uint8 and set(np.unique(obs)) <= {0, 1}
         assert env.action_space.n == actions and env.unwrapped.frame_history == 1
         np.testing.assert_array_equal(obs, env._game.state().transpose(2, 0, 1))
-    assert env._game.sticky_action_prob == 0.1  # the package's default
+    import minatar
+
+    defaults = inspect.signature(minatar.Environment.__init__).parameters  # the installed package's own defaults
+    assert env._game.sticky_action_prob == defaults["sticky_action_prob"].default  # env: the last game above
+    assert env._game.env.ramping == defaults["difficulty_ramping"].default
     runs = []
     for seed in (0, 0, 1):
         env = envs.make_env("minatar:space_invaders", discrete_ok=True, pixels_ok=True, max_steps=50)

@@ -27,6 +27,7 @@ def _torch_and_authors(request):
     except ImportError:
         pytest.skip("torch is missing: `make parity` installs it (pip install torch==2.13.0, the `parity` extra)")
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)  # small float64 updates: a thread pool costs ~10x the CPU on 2 cores, for nothing
     torch.manual_seed(0)
     mark = request.node.get_closest_marker("authors")
     if mark is not None:

@@ -195,8 +195,8 @@ def tree_rel(ours_tree, theirs_tree) -> float:
 
 
 def unstack(tree, i: int = 0):
-    """Seed i of a seed-stacked pytree."""
-    return jax.tree.map(lambda x: x[i], tree)
+    """Seed i of a seed-stacked pytree, as host arrays (slicing on the device would compile per leaf shape)."""
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
 
 
 def stack(tree):
