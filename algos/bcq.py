@@ -22,11 +22,30 @@ samples its own indices), the updates run in lax.scan chunks of eval_freq betwee
 episodes on envs seeded seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the
 dataset has references.
 
-Deviations and notes (none changes the algorithm when max_action = 1, as on every D4RL task):
+Parity: tests/parity/test_bcq.py runs the repo's BCQ.train beside `update` in float64 on the same
+weights, batch and random draws (VAE, critics, perturbation model, targets, Adam moments and losses
+agree to 1e-12 or better, results/parity.md), and the repo's buffer generation (main.py,
+utils.ReplayBuffer) beside our collection and loader on the same episodes.
+
+Deviations and notes (the update is the repo's when max_action = 1, as on every D4RL task):
 - Data (envs/offline.py, timeouts="bootstrap"): a time-limit transition is kept and bootstraps, as
   the repo's buffer stores done = 0 at the time limit. A D4RL file without next_observations cannot
   give those transitions their next state, so the loader drops them and says how many. No state
-  normalisation (the repo has none).
+  normalisation (the repo has none). A real termination on the time-limit step itself is terminal
+  here (gymnasium's terminated flag); the repo's old-gym rule (`episode_timesteps <
+  _max_episode_steps`) stores it as not done.
+- BCQ's own protocol (reproduce/grids/bcq.toml): the imperfect buffers come from ddpg.py with the
+  repo's behavioural DDPG settings (400-300, Adam 1e-3, batch 100, exploration 0.1; its own run
+  per env) and `python -m envs.collect --recipe imperfect` (random action with probability 0.3,
+  else + N(0, 0.3), 100k transitions). The repo trains one behaviour policy and collects one buffer
+  per seed; here one buffer, from the behaviour run's first seed, serves every seed of a BCQ run
+  (a run holds one dataset for all its seeds).
+- Evaluation envs: gymnasium -v4 MuJoCo tasks on MuJoCo 3.x (the `mujoco` bindings), not the
+  paper's gym -v1 (the README now suggests -v3) nor the gym 0.17-era mujoco-py envs that generated
+  D4RL's -v2 datasets: the same tasks with slightly different simulators, so returns and D4RL
+  normalised scores on D4RL files are comparable with published ones only approximately.
+- On GPUs JAX may run float32 matmuls in TF32, while the authors' PyTorch 1.4 (their README) has no
+  TF32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
 - Actions are mapped from the env's bounds onto [-1, 1], so max_action = 1: Phi and the decoder's
   tanh are in units of max_action, as the repo's Phi * max_action and max_action * tanh. The VAE's
   reconstruction MSE is therefore in [-1, 1] units: on an env whose bounds are not +-1 it weighs

@@ -5,6 +5,11 @@ Actor-Critic Methods". ICML 2018. arXiv:1802.09477 ("Our DDPG" in Table 1).
 Follows: github.com/sfujim/TD3 @ 34770ccdcb51df6f6c7d85c1ba7e40d71b940d16, OurDDPG.py with the
 repo's current defaults (256-256 networks, Adam 3e-4, batch 256, tau 0.005, 25k start steps).
 This is not the "original" DDPG.py of that repo (400-300, critic action at layer 2, L2 decay).
+With --hidden-dim 400 --hidden-dim2 300 --actor-lr 1e-3 --critic-lr 1e-3 --batch-size 100 it is the
+behavioural DDPG of github.com/sfujim/BCQ @ 4876f7e (continuous_BCQ/DDPG.py: 400-300, critic action at
+the input, Adam with torch's default lr 1e-3 and no weight decay; main.py: batch 100, 25k random steps,
+trained with --gaussian_std 0.1, our --expl-noise 0.1), whose imperfect buffers BCQ learns from
+(reproduce/grids/bcq.toml; tests/parity/test_bcq.py checks the update against DDPG.py).
 
 Usage:  python algos/ddpg.py --env-id Hopper-v4 --num-seeds 5
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -66,7 +71,10 @@ class Args(runs.RunArgs):
     buffer_size: int = 1_000_000
     """replay buffer capacity per seed"""
     hidden_dim: int = 256
-    """width of both hidden layers of actor and critic"""
+    """width of both hidden layers of actor and critic (the first one when --hidden-dim2 is set)"""
+    hidden_dim2: Optional[int] = None
+    """width of the second hidden layer of actor and critic; unset: --hidden-dim (BCQ's behavioural DDPG:
+    --hidden-dim 400 --hidden-dim2 300)"""
     actor_lr: float = 3e-4
     """Adam learning rate of the actor"""
     critic_lr: float = 3e-4
@@ -82,8 +90,9 @@ class Args(runs.RunArgs):
 
 
 def check_args(args: Args) -> None:
-    runs.check_args(args, counts=("buffer_size", "batch_size", "hidden_dim"), nonneg=("learning_starts", "expl_noise"),
-                    positive=("actor_lr", "critic_lr"), unit=("discount", "tau"))
+    runs.check_args(args, counts=("buffer_size", "batch_size", "hidden_dim", "hidden_dim2"),
+                    nonneg=("learning_starts", "expl_noise"), positive=("actor_lr", "critic_lr"),
+                    unit=("discount", "tau"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,11 +115,12 @@ class Linear(nn.Module):
 class Actor(nn.Module):
     action_dim: int
     hidden_dim: int = 256
+    hidden_dim2: Optional[int] = None  # None: hidden_dim
 
     @nn.compact
     def __call__(self, obs):
         x = nn.relu(Linear(self.hidden_dim)(obs))
-        x = nn.relu(Linear(self.hidden_dim)(x))
+        x = nn.relu(Linear(self.hidden_dim2 or self.hidden_dim)(x))
         return jnp.tanh(Linear(self.action_dim)(x))  # in [-1, 1]; the env adapter scales by max_action
 
 
@@ -118,12 +128,13 @@ class Critic(nn.Module):
     """One Q network."""
 
     hidden_dim: int = 256
+    hidden_dim2: Optional[int] = None  # None: hidden_dim
 
     @nn.compact
     def __call__(self, obs, action):
         x = jnp.concatenate([obs, action], -1)  # the action enters at the first layer
         x = nn.relu(Linear(self.hidden_dim)(x))
-        x = nn.relu(Linear(self.hidden_dim)(x))
+        x = nn.relu(Linear(self.hidden_dim2 or self.hidden_dim)(x))
         return Linear(1)(x)[..., 0]
 
 
@@ -174,7 +185,8 @@ class Agent(NamedTuple):
 
 
 def make_agent(args: Args, obs_dim: int, action_dim: int) -> Agent:
-    actor, critic = Actor(action_dim, args.hidden_dim), Critic(args.hidden_dim)
+    actor = Actor(action_dim, args.hidden_dim, args.hidden_dim2)
+    critic = Critic(args.hidden_dim, args.hidden_dim2)
     actor_tx, critic_tx = optax.adam(args.actor_lr), optax.adam(args.critic_lr)
     capacity = min(args.buffer_size, args.total_timesteps)
 

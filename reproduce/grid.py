@@ -10,6 +10,10 @@ Offline papers name datasets instead of envs: a `[dataset.<name>]` table is eith
 `python -m envs.collect` from a run of the same scale (recipe, source, [source2], steps, [seed]) or
 an external copy: a D4RL file (d4rl, looked up under the launcher's --d4rl-dir) or a local Minari
 dataset (minari). Its offline runs are named algo/<dataset name> and evaluate on its `env`.
+A collected dataset with `source_args` has a behaviour policy of its own: the source algorithm on
+the env with these flags, trained with the protocol of the offline runs on the dataset (their
+steps, seeds and evaluation, as one main.py drives both in the BCQ repo), as the run
+<algo>/<env>+<dataset name> (folder <env>+<dataset name>) instead of the grid's plain <algo>/<env>.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID_DIR = os.path.join(ROOT, "reproduce", "grids")
 SCALES = ("full", "quick")
 SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes", "args", "env_args"}
-DATASET_KEYS = {"env", "recipe", "source", "source2", "steps", "seed", "d4rl", "minari"}
+DATASET_KEYS = {"env", "recipe", "source", "source2", "source_args", "steps", "seed", "d4rl", "minari"}
 RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect",
            "behavioural", "sr-dice")  # envs.collect.RECIPES
 SOURCE_ALGOS = ("td3", "td7", "ddpg", "ddqn", "ddqn_lap", "ddqn_pal",
@@ -52,6 +56,7 @@ class Dataset:
     d4rl: str = ""  # file name under --d4rl-dir, or an absolute path
     minari: str = ""  # id of a local Minari dataset
     scale: str = ""  # set by expand(): a collected dataset exists once per scale
+    source_args: tuple[str, ...] = ()  # flags of the dataset's own source run (see the module docstring)
 
     @property
     def collected(self) -> bool:
@@ -59,6 +64,9 @@ class Dataset:
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """Names of the runs whose checkpoints act: the grid's runs, or the dataset's own source run."""
+        if self.source_args:
+            return (f"{self.source}+{self.name}",)
         return tuple(s for s in (self.source, self.source2) if s)
 
     @property
@@ -126,7 +134,7 @@ class Run:
 
     @property
     def env_id(self) -> str:
-        return self.dataset.env if self.dataset else self.env
+        return self.dataset.env if self.dataset else self.env.split("+")[0]  # <env>+<dataset>: a source of its own
 
     @property
     def name(self) -> str:
@@ -158,10 +166,14 @@ def _dataset(path: str, name: str, d: dict) -> Dataset:
     if "env" not in d or len(kinds) != 1:
         _fail(path, f"{where} needs 'env' and exactly one of 'recipe' (collected here), 'd4rl' or 'minari' "
                     f"(external), got {kinds or 'none'}")
+    source_args = d.get("source_args", [])
+    if not (isinstance(source_args, list) and all(isinstance(a, str) for a in source_args)):
+        _fail(path, f"{where}: source_args must be a list of strings (flags of the source algorithm)")
     ds = Dataset(name, str(d["env"]), str(d.get("recipe", "")), str(d.get("source", "")), str(d.get("source2", "")),
-                 int(d.get("steps", 0)), int(d.get("seed", 0)), str(d.get("d4rl", "")), str(d.get("minari", "")))
+                 int(d.get("steps", 0)), int(d.get("seed", 0)), str(d.get("d4rl", "")), str(d.get("minari", "")),
+                 source_args=tuple(source_args))
     if not ds.collected:
-        extra = sorted({"source", "source2", "steps", "seed"} & set(d))
+        extra = sorted({"source", "source2", "source_args", "steps", "seed"} & set(d))
         if extra:
             _fail(path, f"{where}: {extra} describe a collection; an external dataset has only env and {kinds[0]}")
         if ds.minari and not MINARI_ID.match(ds.minari):
@@ -170,14 +182,17 @@ def _dataset(path: str, name: str, d: dict) -> Dataset:
     if ds.recipe not in RECIPES:
         _fail(path, f"{where}: unknown recipe {ds.recipe!r} (valid: {', '.join(RECIPES)})")
     wanted = {"random": 0, "medium-expert": 2}.get(ds.recipe, 1)
-    if len(ds.sources) != wanted or (ds.source2 and not ds.source):
+    named = tuple(s for s in (ds.source, ds.source2) if s)
+    if len(named) != wanted or (ds.source2 and not ds.source):
         what = {0: "no source", 1: "a source (and no source2)", 2: "source (medium) and source2 (expert)"}[wanted]
         _fail(path, f"{where}: recipe {ds.recipe} takes {what}")
-    for src in ds.sources:
+    for src in named:
         algo, _, env = src.partition("/")
         if algo not in SOURCE_ALGOS or env != ds.env:
             _fail(path, f"{where}: source {src!r} must be a run 'algo/{ds.env}' of one of {', '.join(SOURCE_ALGOS)} "
                         "(a saved policy on the dataset's env)")
+    if "source_args" in d and (len(named) != 1 or not source_args):
+        _fail(path, f"{where}: source_args (a non-empty list) gives the one source run its flags")
     if ds.recipe == "medium-replay" and "steps" in d:
         _fail(path, f"{where}: medium-replay takes the source's whole replay buffer, no 'steps'")
     if ds.recipe != "medium-replay" and ds.steps < 1:
@@ -270,7 +285,8 @@ def check_datasets(papers: list[Paper]) -> None:
             online = {f"{a}/{e}" for q in papers if scale in q.scales for a in q.scales[scale].algos
                       for e in q.scales[scale].envs if e not in q.datasets}
             for env in s.envs:
-                for src in p.datasets[env].sources if env in p.datasets else ():
+                ds = p.datasets.get(env)
+                for src in ds.sources if ds and not ds.source_args else ():  # source_args: expand() makes it
                     if src not in online:
                         _fail(p.path, f"[dataset.{env}] source {src!r} is not a run of scale '{scale}' in any grid "
                                       "file (the launcher trains it and rolls out its checkpoint)")
@@ -311,4 +327,31 @@ def expand(papers: list[Paper], scale: str, algos: list[str] | None = None,
         eval_freq, eval_episodes, args, dataset = m["protocol"]
         runs.append(Run(algo, env, m["steps"], m["seeds"], eval_freq, eval_episodes, args, tuple(m["papers"]),
                         m["cost"], dataset))
-    return runs
+    return runs + own_sources(papers, runs, algos)
+
+
+def own_sources(papers: list[Paper], runs: list[Run], algos: list[str] | None = None) -> list[Run]:
+    """The source runs of the datasets with source_args that `runs` train on: each with those flags and the
+    protocol of the offline runs on it (the most steps and seeds they ask for), after the others."""
+    cost = {a: c for p in papers for a, c in p.cost.items()}
+    out: dict[str, Run] = {}
+    for r in runs:
+        ds = r.dataset
+        if not (ds and ds.source_args):
+            continue
+        algo = ds.source.partition("/")[0]
+        if algos and algo not in algos:
+            continue
+        (name,) = ds.sources
+        run = Run(algo, name.partition("/")[2], r.steps, r.seeds, r.eval_freq, r.eval_episodes, ds.source_args,
+                  r.papers, cost.get(algo, 1.0))
+        if name in out:
+            old = out[name]
+            if (old.eval_freq, old.eval_episodes) != (run.eval_freq, run.eval_episodes):
+                raise ValueError(f"{name} (the source of dataset {ds.name}) is asked for with two evaluation "
+                                 f"protocols: {old.eval_freq}/{old.eval_episodes} and {run.eval_freq}/"
+                                 f"{run.eval_episodes}; make the runs on {ds.name} agree")
+            run = replace(old, steps=max(old.steps, run.steps), seeds=max(old.seeds, run.seeds),
+                          papers=tuple(dict.fromkeys(old.papers + run.papers)))
+        out[name] = run
+    return list(out.values())

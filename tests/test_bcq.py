@@ -1,7 +1,9 @@
 """BCQ (continuous, offline): VAE loss, latent clipping, soft clipped double-Q target, perturbation bound,
-action selection, the update order, and a short run on a tiny D4RL file."""
+action selection, the update order, a short run on a tiny D4RL file, and the flags of ddpg.py that make BCQ's
+behavioural DDPG."""
 
 import csv
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from algos import bcq
+from algos import bcq, ddpg
+from envs import runs
 
 OBS_DIM, ACT_DIM = 3, 2
 TINY_NETS = dict(hidden_dim1=16, hidden_dim2=12, vae_hidden_dim=20)
@@ -206,7 +209,8 @@ def test_update_order_vae_then_critic_then_actor_then_targets(tiny):
 # A short run on a tiny D4RL file
 # ---------------------------------------------------------------------------------------------
 def _tiny_d4rl(path, n=300, seed=0):
-    """Pendulum-v1 rows: random observations, actions in Pendulum's [-2, 2], a timeout every 50 rows."""
+    """Pendulum-v1 rows: random observations, actions in Pendulum's [-2, 2], a terminal at row 24 of every 50
+    and a timeout at row 49 (scripted episode ends: Pendulum itself never terminates)."""
     h5py = pytest.importorskip("h5py")
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as f:
@@ -214,7 +218,7 @@ def _tiny_d4rl(path, n=300, seed=0):
         f["next_observations"] = rng.normal(size=(n, 3)).astype(np.float32)
         f["actions"] = rng.uniform(-2, 2, (n, 1)).astype(np.float32)
         f["rewards"] = rng.normal(size=n).astype(np.float32)
-        f["terminals"] = np.zeros(n, bool)
+        f["terminals"] = np.arange(n) % 50 == 24
         f["timeouts"] = (np.arange(n) % 50 == 49)
     return f"d4rl:{path}"
 
@@ -226,7 +230,8 @@ def test_train_and_eval_only_on_tiny_dataset(tmp_path):
                     run_name="run", save_model=True, **TINY_NETS)
     out = bcq.train(args)
     assert len(out["dataset"]) == 300  # timeouts="bootstrap": every row kept, time-limit ends included
-    assert float(out["dataset"].terminated.sum()) == 0.0
+    # terminals do not bootstrap; the time-limit rows (49, 99, ...) do
+    np.testing.assert_array_equal(np.flatnonzero(out["dataset"].terminated), np.arange(24, 300, 50))
     with open(tmp_path / "run" / "eval.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(int(r["seed"]), int(r["step"])) for r in rows] == [(0, 0), (1, 0), (0, 200), (1, 200), (0, 400), (1, 400)]
@@ -235,3 +240,68 @@ def test_train_and_eval_only_on_tiny_dataset(tmp_path):
     # --eval-only replays the draws of the final training evaluation: the same returns
     returns = bcq.evaluate_checkpoint(bcq.Args(eval_only=True, checkpoint=str(tmp_path / "run"), eval_episodes=1))
     np.testing.assert_allclose(returns, out["final_eval"], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The behavioural DDPG of the BCQ repo: ddpg.py --hidden-dim 400 --hidden-dim2 300
+# ---------------------------------------------------------------------------------------------
+def _ddpg_shapes(**kw):
+    agent = ddpg.make_agent(ddpg.Args(total_timesteps=10, **kw), OBS_DIM, ACT_DIM)
+    learner, _ = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(0)]))
+    shape = lambda tree: {k: v["kernel"].shape[1:] for k, v in tree["params"].items()}  # noqa: E731
+    return shape(learner.actor), shape(learner.critic)
+
+
+def test_ddpg_hidden_dim2_gives_bcqs_400_300_networks():
+    actor, critic = _ddpg_shapes(hidden_dim=400, hidden_dim2=300)
+    assert actor == {"Linear_0": (OBS_DIM, 400), "Linear_1": (400, 300), "Linear_2": (300, ACT_DIM)}
+    assert critic == {"Linear_0": (OBS_DIM + ACT_DIM, 400), "Linear_1": (400, 300), "Linear_2": (300, 1)}
+    actor, critic = _ddpg_shapes()  # unset: the TD3 repo's OurDDPG, 256-256
+    assert actor == {"Linear_0": (OBS_DIM, 256), "Linear_1": (256, 256), "Linear_2": (256, ACT_DIM)}
+    assert critic["Linear_1"] == (256, 256)
+    with pytest.raises(runs.UserError, match="--hidden-dim2 must be >= 1"):
+        ddpg.check_args(ddpg.Args(hidden_dim2=0))
+
+
+def test_bcq_grid_collects_each_imperfect_buffer_from_its_own_bcq_style_ddpg(tmp_path):
+    """reproduce/grids/bcq.toml: each imperfect dataset names ddpg/<env> with source_args, which makes a run of
+    ddpg.py with the BCQ repo's behavioural settings and the BCQ runs' protocol, beside td3.toml's plain DDPG."""
+    import tyro
+
+    from reproduce import grid, launch
+    full = {r.name: r for r in grid.expand(grid.load_papers(), "full")}
+    root = str(tmp_path)
+    for env, name in (("HalfCheetah-v4", "halfcheetah-imperfect"), ("Hopper-v4", "hopper-imperfect"),
+                      ("Walker2d-v4", "walker2d-imperfect")):
+        user = full[f"bcq/{name}"]
+        src = full[f"ddpg/{env}+{name}"]
+        assert user.dataset.sources == (src.name,) and src.dataset is None and src.env_id == env
+        assert (src.steps, src.seeds, src.eval_freq, src.eval_episodes) == \
+            (user.steps, user.seeds, user.eval_freq, user.eval_episodes) == (1_000_000, 5, 5_000, 10)
+        behaviour = tyro.cli(ddpg.Args, args=list(src.args))
+        assert (behaviour.hidden_dim, behaviour.hidden_dim2, behaviour.actor_lr, behaviour.critic_lr,
+                behaviour.batch_size, behaviour.expl_noise, behaviour.learning_starts, behaviour.tau,
+                behaviour.discount) == (400, 300, 1e-3, 1e-3, 100, 0.1, 25_000, 0.005, 0.99)
+        assert full[f"ddpg/{env}"].args == ()  # the TD3 paper's OurDDPG run is untouched
+        cmd = launch.command(src, root, launch.State("todo"))
+        assert cmd[cmd.index("--env-id") + 1] == env and cmd[cmd.index("--run-name") + 1] == f"{env}+{name}"
+        collect = launch.collect_command(user.dataset, root)
+        assert collect[collect.index("--checkpoint") + 1] == os.path.join(root, "ddpg", f"{env}+{name}")
+
+
+@pytest.mark.parametrize("table,match", [
+    ('source = "td3/Pendulum-v1", steps = 4, source_args = "--hidden-dim 4"', "source_args must be a list"),
+    ('source = "td3/Pendulum-v1", steps = 4, source_args = []', "a non-empty list"),
+    ('source = "td3/Pendulum-v1", source2 = "td3/Pendulum-v1", steps = 4, source_args = ["--x"]', "one source run"),
+])
+def test_bad_source_args_name_the_problem(tmp_path, table, match):
+    from reproduce import grid
+    recipe = "medium-expert" if "source2" in table else "medium"
+    (tmp_path / "ref.csv").write_text("paper,algo,env,budget,statistic,mean,spread,spread_kind,seeds,source\n")
+    (tmp_path / "g.toml").write_text(
+        f'[paper]\nid = "g"\ntitle = "g"\nreference = "{tmp_path / "ref.csv"}"\n'
+        f'[dataset]\npend = {{ env = "Pendulum-v1", recipe = "{recipe}", {table} }}\n'
+        '[scale.quick]\nalgos = ["bcq"]\nenvs = ["pend"]\nseeds = 1\nbudgets = [200]\neval_freq = 100\n'
+        'eval_episodes = 1\n')
+    with pytest.raises(ValueError, match=match):
+        grid.load_papers(str(tmp_path))
