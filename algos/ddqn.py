@@ -38,6 +38,9 @@ Deviations and notes:
 - The authors' buffer also samples the newest transition, whose next frame is not written yet (it reads
   a stale or zero frame); here the newest slot waits one step. When the buffer has wrapped, the 3 slots
   whose frame history was overwritten are not sampled either.
+- When the authors' Atari buffer drops a capped transition, the next episode's first frame takes the slot
+  after the transition before it, which becomes that transition's s' (its newest frame); here the capped
+  step's frame keeps a slot of its own (never sampled), so that transition has its true s'.
 - Uniform sampling skips the few unsampleable slots (episode-end frames) by redrawing: 4 candidates per
   batch row, the first valid one kept; a row with 4 invalid candidates (probability ~ f^4 for a fraction f
   of such slots) gets weight 0 in the mean loss.

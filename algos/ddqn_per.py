@@ -13,8 +13,10 @@ Usage:  python algos/ddqn_per.py --env-id dqn-atari:Pong --num-seeds 4
 Double DQN (see algos/ddqn.py for the loop, presets, networks and replay) with PER:
 - transitions are sampled with probability proportional to their priority (cumulative sum and searchsorted
   on the device); a new transition gets the running max priority (1 at the start);
-- importance-sampling weights w_i = p_i^-beta / max_batch(p_j^-beta), with beta annealed from 0.4 by 4.8e-8
-  per sample call (reaching 1 after 12.5M updates), applied to the Huber loss, mean over the batch;
+- importance-sampling weights w_i = p_i^-beta / max_batch(p_j^-beta), applied to the Huber loss, mean over the
+  batch; beta anneals from 0.4 by a step per sample call, the step of the authors' buffer for the suite:
+  dqn-atari 4.8e-8 (beta 1 after 12.5M updates; a default 50M-step run makes 12.495M updates and
+  ends at 0.99976), everything else 2e-7 (1 after 3M updates; 1M gymnasium steps end at 0.5998);
 - after the update, priority = (|delta| + 1e-10)^alpha with alpha = 0.6, no floor.
 
 Deviations and notes: those of algos/ddqn.py, and:
@@ -22,6 +24,10 @@ Deviations and notes: those of algos/ddqn.py, and:
   (into the next slot, an off-by-one); here the new transition gets it.
 - The weights use the priority (not the probability p_i / sum p) as the authors' code: the same after the
   max normalisation.
+- beta is computed from the count n of earlier sample calls (the training iterations),
+  min(beta + step * n, 1), where the authors add the step to a float64 beta at each call: the same values up
+  to rounding (float32 here: within 1e-7 relative; a float32 running sum would stall, each +4.8e-8 rounding to
+  +5.96e-8 near 0.4, and reach 1 after 10.07M updates).
 """
 
 from __future__ import annotations
@@ -46,10 +52,11 @@ SAMPLE_BLOCK = 1024  # slots per block of the two-level prioritised sampler
 ATARI = dict(total_timesteps=50_000_000, learning_starts=20_000, initial_eps=1.0, end_eps=0.01,
              eps_decay_period=250_000, eval_freq=50_000, eval_eps=0.001, batch_size=32, optimizer="rmsprop",
              lr=6.25e-5, optimizer_eps=1e-5, train_freq=4, target_update_freq=8_000, tau=1.0, clip_rewards=True,
-             drop_capped=True)
+             drop_capped=True, beta_increment=4.8e-8)
 REGULAR = dict(total_timesteps=1_000_000, learning_starts=1_000, initial_eps=0.1, end_eps=0.1, eps_decay_period=1,
                eval_freq=5_000, eval_eps=0.0, batch_size=64, optimizer="adam", lr=3e-4, optimizer_eps=1e-8,
-               train_freq=1, target_update_freq=1, tau=0.005, clip_rewards=False, drop_capped=False)
+               train_freq=1, target_update_freq=1, tau=0.005, clip_rewards=False, drop_capped=False,
+               beta_increment=2e-7)
 PRESETS = {"atari": ATARI, "minatar": {**REGULAR, "total_timesteps": 5_000_000}, "gym": REGULAR}
 
 
@@ -115,8 +122,9 @@ class Args(runs.RunArgs):
     """priority exponent: priority = (|delta| + 1e-10)^alpha"""
     beta: float = 0.4
     """initial importance-sampling exponent"""
-    beta_increment: float = 4.8e-8
-    """beta grows by this per sample call, up to 1"""
+    beta_increment: Optional[float] = None
+    """beta grows by this per sample call (update), up to 1; unset: the authors' buffers, dqn-atari 4.8e-8 (1 after
+    12.5M updates), else 2e-7 (1 after 3M)"""
 
 
 def resolve_presets(args: Args) -> Args:
@@ -219,10 +227,9 @@ class Learner(NamedTuple):
     q_target: dict
     opt: optax.OptState
     key: jax.Array
-    iterations: jax.Array  # training iterations so far (epsilon schedule)
+    iterations: jax.Array  # training iterations so far = sample calls (epsilon and beta schedules)
     priority: jax.Array  # [capacity] PER priorities, 0 where a slot is not a transition
     max_priority: jax.Array  # running max, given to new transitions
-    beta: jax.Array  # importance-sampling exponent, annealed per sample call
 
 
 class Buffer(NamedTuple):
@@ -270,6 +277,12 @@ def huber(x, delta=1.0):
 def per_priority(td, alpha):
     """New priority of a sampled transition: (|delta| + 1e-10)^alpha, no floor."""
     return (jnp.abs(td) + 1e-10) ** alpha
+
+
+def per_beta(samples, beta, beta_increment):
+    """beta of the batch sampled after `samples` (an integer count) earlier ones: beta + beta_increment * samples,
+    at most 1."""
+    return jnp.minimum(beta + beta_increment * samples, 1.0)
 
 
 def is_weights(priority, beta):
@@ -362,7 +375,7 @@ def make_agent(args: Args, obs_shape, obs_dtype, num_actions: int, history: int)
         key, k_q = jax.random.split(key)
         params = q_net.init(k_q, jnp.zeros((1, *obs_shape), obs_dtype))
         learner = Learner(params, params, tx.init(params), key, jnp.zeros((), jnp.int32), jnp.zeros(capacity),
-                          jnp.ones(()), jnp.asarray(args.beta, jnp.float32))
+                          jnp.ones(()))
         buffer = Buffer(jnp.zeros((capacity, *frame_shape), obs_dtype), jnp.zeros(capacity, jnp.int32),
                         jnp.zeros(capacity), jnp.zeros(capacity), jnp.zeros(capacity, jnp.int32),
                         jnp.zeros(capacity, bool))
@@ -386,7 +399,8 @@ def make_agent(args: Args, obs_shape, obs_dtype, num_actions: int, history: int)
     def update(learner, buffer, count, update_target):
         key, k_idx = jax.random.split(learner.key)
         idx = sample_prioritized(k_idx, learner.priority, count, capacity, history, args.batch_size)
-        weight = jax.lax.stop_gradient(is_weights(learner.priority[idx], learner.beta))
+        beta = per_beta(learner.iterations, args.beta, args.beta_increment)
+        weight = jax.lax.stop_gradient(is_weights(learner.priority[idx], beta))
         pos = buffer.pos[idx]
         obs, next_obs = stack(buffer, idx, pos, history), stack(buffer, idx + 1, pos + 1, history)
         action, reward, not_done = buffer.action[idx], buffer.reward[idx], buffer.not_done[idx]
@@ -406,12 +420,11 @@ def make_agent(args: Args, obs_shape, obs_dtype, num_actions: int, history: int)
         params = optax.apply_updates(learner.q, updates)
         q_target = (optax.incremental_update(params, learner.q_target, args.tau) if update_target
                     else learner.q_target)
-        # PER: the sampled transitions' new priorities; the max only grows; beta anneals
+        # PER: the sampled transitions' new priorities; the max only grows
         new = per_priority(q - target, args.alpha)
         learner = Learner(params, q_target, opt, key, learner.iterations + 1, learner.priority.at[idx].set(new),
-                          jnp.maximum(learner.max_priority, new.max()),
-                          jnp.minimum(learner.beta + args.beta_increment, 1.0))
-        return learner, {"q_loss": loss, "q_mean": q.mean(), "max_priority": learner.max_priority, "beta": learner.beta}
+                          jnp.maximum(learner.max_priority, new.max()))
+        return learner, {"q_loss": loss, "q_mean": q.mean(), "max_priority": learner.max_priority, "beta": beta}
 
     def add(learner, buffer, tr, count):
         """Write this seed's step into slot count % capacity and, at a stored episode end, its final frame

@@ -75,7 +75,7 @@ def test_per_priority_weights_and_beta_schedule():
     p = jnp.array([1.0, 0.5, 0.25])
     np.testing.assert_allclose(ddqn_per.is_weights(p, 0.4), np.array([1.0, 0.5, 0.25]) ** -0.4 / 0.25 ** -0.4,
                                rtol=1e-6)
-    # beta: 0.4 + 4.8e-8 per sample call, capped at 1 (the authors' 12.5M updates)
+    # the beta of each update's batch: 0.4 + step * (earlier updates), capped at 1
     args = ddqn_per.resolve_presets(ddqn_per.Args(**TINY, beta_increment=0.25))
     agent = ddqn_per.make_agent(args, (4,), np.float32, 2, 1)
     learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
@@ -88,8 +88,24 @@ def test_per_priority_weights_and_beta_schedule():
     for _ in range(4):
         learner, metrics = agent.update(learner, buffer, jnp.array([4]), True)
         betas.append(float(metrics["beta"][0]))
-    np.testing.assert_allclose(betas, [0.65, 0.9, 1.0, 1.0], rtol=1e-6)
-    assert ddqn_per.Args.beta_increment == 4.8e-8 and ddqn_per.Args.beta == 0.4
+    np.testing.assert_allclose(betas, [0.4, 0.65, 0.9, 1.0], rtol=1e-6)
+    assert [int(i) for i in learner.iterations] == [4]  # beta's count: the update's integer counter
+
+
+def test_per_beta_step_is_the_suites_and_does_not_stall_in_float32():
+    """The authors' buffers add 4.8e-8 (Atari) or 2e-7 (non-Atari) per sample call to a float64 beta. Ours, in
+    float32 from the integer count: 1 after 12.5M (3M) calls, not earlier; a float32 running sum would round
+    each +4.8e-8 to +5.96e-8 and reach 1 after 10.07M calls."""
+    steps = {e: ddqn_per.resolve_presets(ddqn_per.Args(env_id=e)).beta_increment
+             for e in ("dqn-atari:Pong", "minatar:breakout", "CartPole-v1")}
+    assert steps == {"dqn-atari:Pong": 4.8e-8, "minatar:breakout": 2e-7, "CartPole-v1": 2e-7}
+    for step, full in ((4.8e-8, 12_500_000), (2e-7, 3_000_000)):
+        n = jnp.array([0, full // 2, int(0.8056 * full), full - 3, full + 3, 10 * full], jnp.int32)  # 0.8056: 10.07M
+        beta = np.asarray(ddqn_per.per_beta(n, 0.4, step))
+        assert beta.dtype == np.float32
+        exact = np.minimum(0.4 + step * np.asarray(n, np.float64), 1.0)
+        np.testing.assert_allclose(beta, exact, rtol=2e-7)
+        assert beta[2] < 0.9 and beta[3] < 1.0 and beta[4] == 1.0 and beta[5] == 1.0
 
 
 def test_epsilon_and_training_schedules_follow_the_atari_dict():
@@ -154,9 +170,15 @@ def test_replay_rebuilds_every_stack_and_drops_capped_transitions():
         _check_replay(agent, cap, drop_capped)
 
 
+def _zeros(agent, seeds=1):
+    """A fresh (learner, buffer) of agent.init's shapes, without compiling init (the conv net's)."""
+    shapes = jax.eval_shape(agent.init, jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+
 def _check_replay(agent, cap, drop_capped):
-    learner, buffer = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
-    truth, count, k, stored = {}, 0, 0, 0
+    learner, buffer = _zeros(agent)
+    truth, capped, count, k = {}, {}, 0, 0
     for length, how in [(5, "term"), (2, "trunc"), (7, "trunc"), (1, "term"), (6, "term"), (4, "trunc"), (9, "term"),
                         (3, "trunc")]:
         frames = [_frame(k + j) for j in range(length + 1)]
@@ -173,10 +195,10 @@ def _check_replay(agent, cap, drop_capped):
                                                False, False, True)
             p = count % cap
             truth[p] = (_stack(frames, t), _stack(frames, t + 1), t % 3, float(k + t), 1.0 - term) if store else None
+            capped[p] = trunc
             if end:
-                truth[(p + 1) % cap] = None  # the final frame's slot
+                truth[(p + 1) % cap], capped[(p + 1) % cap] = None, False  # the final frame's slot
             count += 1 + end
-            stored += store
     b = jax.tree.map(lambda x: np.asarray(x[0]), buffer)
     start, length = (int(v) for v in ddqn.sample_range(jnp.asarray(count), cap, 4))
     window = [(start + j) % cap for j in range(length)]
@@ -193,8 +215,13 @@ def _check_replay(agent, cap, drop_capped):
         assert (b.action[slot], b.reward[slot], b.not_done[slot]) == (a, r, not_done)
         checked += 1
     assert checked >= 12
-    # 37 steps, 4 of them capped: the dropped ones never become transitions
-    assert stored == (37 - 4 if drop_capped else 37)
+    # capped steps in the window: a transition only without --drop-capped; the one before each is a checked
+    # transition, so its s' (the capped step's frame) was rebuilt above
+    seen = [slot for slot in window if capped.get(slot)]
+    assert seen, "no capped step in the window: the drop is not exercised"
+    for slot in seen:
+        assert bool(b.valid[slot]) is (not drop_capped)
+        assert (slot - 1) % cap in window and truth.get((slot - 1) % cap) is not None
 
 
 def buffer_of(b):
@@ -206,15 +233,19 @@ def test_sample_range_before_wrapping_excludes_only_the_newest_slot():
     assert tuple(int(v) for v in ddqn.sample_range(jnp.asarray(53), 50, 1)) == (3, 49)  # no history: only the newest
 
 
-def test_prioritised_sampling_frequencies_follow_the_priorities():
-    """200k draws over priorities 0..4 (+ one outside the window): each slot's frequency is within 5 standard
-    errors of p_i / sum p (binomial), and the newest slot (no s' yet) is never drawn."""
-    cap, count, n = 8, 6, 200_000
-    priority = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 9.0, 0.0, 0.0])  # slot 5 is the newest: out of the window
-    draws = jax.jit(ddqn_lap.sample_prioritized, static_argnums=(3, 4, 5))(
-        jax.random.PRNGKey(0), priority, jnp.asarray(count), cap, 4, n)
+@pytest.mark.parametrize("module", [ddqn_lap, ddqn_per])
+def test_prioritised_sampling_frequencies_follow_the_priorities(monkeypatch, module):
+    """200k draws across the sampler's blocks (shrunk to 4 slots, so 22 slots make 5 blocks and a padded sixth):
+    priorities at block edges, an empty block between full ones, zeros inside blocks, the newest slot (no s'
+    yet) positive but outside the window. Each slot's frequency is within 5 standard errors of p_i / sum p
+    (binomial): a shift of a slot's probability by 0.0032 at p = 1/11 fails; the newest slot is never drawn."""
+    monkeypatch.setattr(module, "SAMPLE_BLOCK", 4)
+    cap, count, n = 22, 20, 200_000
+    priority = np.array([0, 1, 0, 2, 0, 0, 0, 0, 3, 0, 0, 1, 0.5, 0, 0, 0, 2, 0, 1.5, 9, 0, 0], np.float32)
+    draws = jax.jit(module.sample_prioritized, static_argnums=(3, 4, 5))(
+        jax.random.PRNGKey(0), jnp.asarray(priority), jnp.asarray(count), cap, 1, n)
     freq = np.bincount(np.asarray(draws), minlength=cap) / n
-    expect = np.array([0, 1, 2, 3, 4, 0, 0, 0]) / 10
+    expect = np.where(np.arange(cap) < count - 1, priority, 0) / priority[:count - 1].sum()
     tolerance = 5 * np.sqrt(expect * (1 - expect) / n) + 1e-12
     assert np.all(np.abs(freq - expect) <= tolerance), (freq, expect)
 
@@ -253,10 +284,11 @@ def test_atari_training_rewards_are_clipped_returns_raw_and_capped_steps_not_sto
 # ---------------------------------------------------------------------------------------------
 # Runs: resume, errors, learning
 # ---------------------------------------------------------------------------------------------
-def test_killed_prioritised_run_resumes_identically(tmp_path, module=ddqn_lap):
-    """Priorities (saved up to the filled slots), the frame ring (in chunks), counts and keys survive a
-    resume that also grows the buffer: the extended run equals one long run (ddqn_per saves and loads
-    with the same lines)."""
+@pytest.mark.parametrize("module", [ddqn_lap, ddqn_per])
+def test_killed_prioritised_run_resumes_identically(tmp_path, module):
+    """Priorities (saved up to the filled slots), the frame ring (in chunks), counts, keys and the iteration
+    count (PER's beta) survive a resume that also grows the buffer: the extended run equals one long run; the
+    saved policy's --eval-only returns are the extended run's last evaluation."""
     cfg = dict(TINY, num_seeds=2, buffer_size=10_000, total_timesteps=150, learning_starts=50, eval_freq=75)
     short = module.train(module.Args(**cfg, results_dir=str(tmp_path), run_name="short", save_model=True))
     extended = module.train(module.Args(resume=short["run_dir"], total_timesteps=300))
@@ -264,9 +296,11 @@ def test_killed_prioritised_run_resumes_identically(tmp_path, module=ddqn_lap):
     assert _eval_rows(short["run_dir"]) == _eval_rows(long["run_dir"])
     for a, b in zip(jax.tree.leaves(extended["learner"]), jax.tree.leaves(long["learner"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # --eval-only of the saved policy (the seeds' greedy/epsilon evaluation on fresh envs)
+    # --eval-only of the saved policy: the same evaluation envs (seed + 100) and greedy policy as the run's own
     returns = module.evaluate_checkpoint(module.Args(eval_only=True, checkpoint=short["run_dir"], eval_episodes=1))
-    assert returns.shape == (2,) and np.all(returns >= 8)  # CartPole gives at least 8 steps of reward 1
+    rows = _eval_rows(short["run_dir"])  # the resumed run wrote on to step 300 there, and saved there
+    last = {seed: float(r) for seed, step, r in rows if int(step) == 300}
+    assert returns.tolist() == [last["0"], last["1"]]
 
 
 @pytest.mark.parametrize("module,flags,message", [
