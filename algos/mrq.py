@@ -37,12 +37,15 @@ Deviations and notes:
   episode's final observation, so an encoder window whose termination falls at one of its first
   four steps takes that next-state target from slot 0 (the first frame stored) until the buffer
   wraps, unmasked. This file uses the true final observation (slot i + 1 of a terminal
-  transition). Only envs that terminate are affected.
+  transition). Only envs that terminate are affected. `--original-terminal-next-state` reproduces
+  the authors' windows (exact until the buffer wraps; after that their index is stale, not slot 0).
 - Atari: the evaluation env takes a random action with probability 0.001. The authors' code applies
   that rule to the training env too (a bug fixed in DR.Q); here it is off in training unless
   `--train-epsilon 0.001` is given.
 - The reward scale is the mean |r| over stored transitions; the final-observation slots hold no
-  reward and do not count.
+  reward and do not count. The authors' buffer averages over every slot up to its newest
+  transition, so each episode end adds a zero to their mean; `--original-reward-scale` reproduces
+  that (exact until the buffer wraps; after that their final-observation slots hold stale rewards).
 - A start's priority is set to the running max priority when it becomes sampleable (once its 5
   further steps exist), not when its transition is written; LAP's max never decreases, so the
   value can only be larger by what the last 5 updates raised it.
@@ -187,6 +190,10 @@ class Args(runs.RunArgs):
     """two-hot reward bins, symexp-spaced over [-10, 10] in symlog space"""
     original_terminal_reward: bool = False
     """deviation flag: the authors' multi-step return, which drops the reward of a terminal transition (see header)"""
+    original_terminal_next_state: bool = False
+    """deviation flag: the authors' encoder windows, which read an episode's final observation from slot 0 (see header)"""
+    original_reward_scale: bool = False
+    """deviation flag: the authors' reward scale, whose mean counts final-observation slots as zero rewards (see header)"""
     train_epsilon: float = 0.0
     """deviation flag: epsilon-random actions in the Atari training env (the authors' code applies eval's 0.001 there)"""
 
@@ -447,6 +454,16 @@ def replay_mean_abs_reward(buf: Replay):
     return jnp.where(buf.is_step, jnp.abs(buf.reward), 0.0).sum() / n
 
 
+def replay_original_reward_scale(buf: Replay):
+    """The authors' reward scale (`--original-reward-scale`): mean |r| over every written slot up to the
+    newest transition, an episode's final-observation slot counting as a zero reward."""
+    slots = buf.obs.shape[0]
+    written = jnp.logical_or(buf.is_step, buf.pos > 0)  # a final-observation slot has pos >= 1
+    trailing = jnp.logical_and(written[(buf.ptr - 1) % slots], ~buf.is_step[(buf.ptr - 1) % slots])
+    n = jnp.maximum(written.sum() - trailing, 1)
+    return jnp.where(buf.is_step, jnp.abs(buf.reward), 0.0).sum() / n
+
+
 def replay_add(buf: Replay, frame, action, reward, terminated, truncated, next_frame, pos, horizon: int = 5,
                history: int = 1) -> Replay:
     """Store one transition whose observation is `pos` steps into its episode; at an episode end also
@@ -514,14 +531,22 @@ def replay_sample_starts(buf: Replay, key, batch: int, cdf):
     return jnp.minimum(blk * block + jnp.minimum(i, last), slots - 1)
 
 
-def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int = 1, cdf=None):
+def replay_sample(buf: Replay, key, batch: int, horizon: int = 5, history: int = 1, cdf=None,
+                  original_terminal_next_state: bool = False):
     """Prioritised starts (`replay_sample_starts`) and their windows: obs [B, horizon + 1, history * C,
-    ...] (or [B, horizon + 1, obs_dim]), action/reward/not_done [B, horizon]."""
+    ...] (or [B, horizon + 1, obs_dim]), action/reward/not_done [B, horizon].
+    `original_terminal_next_state`: the authors' windows, whose index lists are unset (slot 0, every history
+    frame) for a slot that holds no transition (an episode's final observation): positions 1 .. horizon - 1
+    read slot 0 when their slot holds none, the last position when the slot before it holds none."""
     slots = buf.obs.shape[0]
     start = replay_sample_starts(buf, key, batch, replay_cdf(buf) if cdf is None else cdf)
     steps = (start[:, None] + jnp.arange(horizon + 1)) % slots  # [B, h + 1]
     back = jnp.arange(history - 1, -1, -1)  # oldest frame first
     frames = (steps[..., None] - jnp.minimum(back, buf.pos[steps][..., None])) % slots  # [B, h + 1, H]
+    if original_terminal_next_state:
+        none = ~buf.is_step[steps]
+        unset = jnp.concatenate([jnp.zeros_like(none[:, :1]), none[:, 1:horizon], none[:, horizon - 1:horizon]], 1)
+        frames = jnp.where(unset[..., None], 0, frames)
     obs = buf.obs[frames]  # [B, h + 1, H, *frame]
     obs = obs.reshape(*obs.shape[:2], -1, *obs.shape[4:]) if obs.ndim > 4 else obs.reshape(*obs.shape[:2], -1)
     t = steps[:, :horizon]
@@ -786,14 +811,16 @@ def make_agent(args: Args, obs_shape, obs_dtype, action_dim: int, discrete: bool
     def encoder_step(learner, buf, cdf):
         """One encoder update on a fresh prioritised batch of windows (cdf: the burst's, fixed)."""
         key, k_s, k_a = jax.random.split(learner.key, 3)
-        _, obs, action, reward, not_done = replay_sample(buf, k_s, args.batch_size, h, history, cdf)
+        _, obs, action, reward, not_done = replay_sample(buf, k_s, args.batch_size, h, history, cdf,
+                                                         args.original_terminal_next_state)
         new, m = encoder_update(nets, learner._replace(key=key), augment(k_a, obs), action, reward, not_done,
                                 bins, buf.terminated_seen.astype(jnp.float32), **weights)
         return keep_if(cdf[-1] > 0, new, learner._replace(key=key)), m
 
     def start_burst(learner, buf):
         """Target copies and the reward-scale refresh; the sampling distribution of the burst."""
-        return copy_targets(learner, replay_mean_abs_reward(buf)), replay_cdf(buf)
+        scale = replay_original_reward_scale(buf) if args.original_reward_scale else replay_mean_abs_reward(buf)
+        return copy_targets(learner, scale), replay_cdf(buf)
 
     def rl_step(learner, buf):
         key, k_s, k_a = jax.random.split(learner.key, 3)
