@@ -26,6 +26,15 @@ Deviations and notes (none changes the algorithm on D4RL's tasks, whose actions 
 - --total-timesteps counts gradient steps per seed (the repo's max_timesteps); it and --eval-freq
   must be multiples of --policy-freq, so every scanned chunk holds whole actor periods.
 - The logged losses are the means over the actor steps of each chunk (every policy_freq-th update).
+- Evaluation runs gymnasium's -v4 MuJoCo envs (MuJoCo 3.x) named by --env-id, where the authors
+  evaluate on D4RL's gym 0.17 / mujoco-py -v2 envs (the paper: Gym 0.17.0, MuJoCo 1.50); the
+  simulator versions differ, so returns of one policy need not match theirs exactly.
+- On GPUs JAX may run float32 matmuls in TF32, while the authors' PyTorch (1.4 in the paper) uses full
+  float32; set JAX_DEFAULT_MATMUL_PRECISION=highest for full float32 (no effect on CPU).
+
+Parity: tests/parity/test_td3_bc.py runs the repo's TD3_BC.train beside `update` and `train_chunk` in
+float64 on the same weights, batches and noise, and the repo's convert_D4RL / normalize_states
+beside envs/offline.py and train's normalisation on a small D4RL file (results/parity.md).
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ acting seed takes up to --overlap-steps env steps while the device trains. Both 
 only on host counters, so a run is reproducible.
 
 Deviations and notes (none changes the algorithm):
-- Actions live in [-1, 1] (the buffer stores a / max_action as the authors do); the `envs`
-  adapter maps them affinely onto the env's bounds, so noise is in normalised units as in TD7.
+- Actions live in [-1, 1]; the `envs` adapter maps them affinely onto the env's bounds, so noise
+  is in normalised units as in TD7. Online the buffer holds a / max_action, as the authors' online
+  buffer (LAP.add) stores it. Offline their `load_D4RL` stores the dataset's actions as they are,
+  while envs/offline.py maps them from the env's bounds onto [-1, 1]: the same on D4RL's MuJoCo
+  tasks, whose bounds are +-1; elsewhere the BC term is measured in [-1, 1] units.
 - Gymnasium -v4 envs with separate terminated/truncated flags replace old gym's
   `ep_timesteps < _max_episode_steps` test; the stored bootstrap mask is the same except for a
   real termination on the time-limit step itself, which old gym stored as not done.
@@ -64,9 +67,14 @@ all seeds (each has its own priorities and indices) and the updates run in lax.s
 evaluations. Data as `d4rl.qlearning_dataset` gives it (envs/offline.py, timeouts="drop"): the
 transition of a time-limit end is dropped, every other one bootstraps unless terminal.
 --total-timesteps then counts training steps (default 1M; the repo's default is 5M, and the
-paper's offline table reports 1M) and must be a multiple of --target-update-rate, as must
---eval-freq, so every scanned chunk holds whole target periods. Losses logged offline are means over
-the actor steps of each chunk (every policy_freq-th update).
+length behind the paper's offline table is unverified, docs/facts.md#td7-offline) and must be a
+multiple of --target-update-rate, as must --eval-freq, so every scanned chunk holds whole target
+periods. Losses logged offline are means over the actor steps of each chunk (every policy_freq-th
+update).
+
+Parity: tests/parity/test_td7.py runs the repo's TD7.train beside `update` (online, 260 steps) and
+`train_chunk` (offline, 500 steps) in float64 on the same weights, batches and noise, and the repo's
+main.train_online beside `Schedule` on scripted episodes (results/parity.md).
 """
 
 from __future__ import annotations

@@ -72,19 +72,40 @@ def test_td7_offline_actor_loss_hand_value():
 
 
 def test_td7_offline_actor_step_uses_the_bc_term(monkeypatch):
-    """The actor step goes through offline_actor_loss offline, and only offline (traced, not compiled)."""
-    data, calls = _data(), []
+    """The actor step goes through offline_actor_loss offline, and only offline: the scanned chunk traces it (not
+    compiled), and one update shows what reaches it (--lmbda, the batch's dataset actions, pi(s) of the current
+    actor) and that the logged actor loss is its value, checked by hand from those arrays."""
+    data, traced, seen = _data(), [], []
     loss = td7.offline_actor_loss
-    monkeypatch.setattr(td7, "offline_actor_loss", lambda *a: calls.append(a[3]) or loss(*a))
+
+    def recording(q, pi, action, lmbda):
+        traced.append(lmbda)
+        jax.debug.callback(lambda *a: seen.append([np.asarray(x) for x in a]), q, pi, action, lmbda)
+        return loss(q, pi, action, lmbda)
+
+    monkeypatch.setattr(td7, "offline_actor_loss", recording)
     for off in (False, True):
         args = td7.Args(offline=off, lmbda=0.25, batch_size=16, zs_dim=8, enc_hdim=8, critic_hdim=8, actor_hdim=8,
                         total_timesteps=500, target_update_rate=4, eval_freq=4)
         agent = td7.make_agent(args, OBS_DIM, ACT_DIM)
-        learner, _, _ = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
+        keys = jnp.stack([jax.random.PRNGKey(0)])
+        learner = (agent.init(keys) if off else jax.eval_shape(agent.init, keys))[0]  # online: traced only
         prio = td7.Priorities(jnp.ones((1, SIZE)), jnp.ones(1), jnp.full(1, SIZE, jnp.int32))
         jax.eval_shape(agent.train_chunk, learner, data, prio, 1)
-        assert bool(calls) == off
-    assert set(calls) == {0.25}  # with --lmbda
+        assert bool(traced) == off
+        if off:
+            actor, encoder = jax.tree.map(jnp.copy, (learner.actor, learner.fixed_encoder))
+            stacked = td7.Buffer(*(x[None] for x in data))
+            _, _, metrics = agent.update(learner, stacked, prio, jnp.array([True]), True, False)
+    (q, pi, action, lmbda), = seen  # one update, one call
+    q, pi, action = (x.reshape(-1, *x.shape[-2:])[0] for x in (q, pi, action))  # this seed's [B, ...]
+    idx = np.asarray(metrics["idx"][0])
+    assert float(lmbda) == 0.25 and q.shape == (16, 2)
+    np.testing.assert_array_equal(action, np.asarray(data.action)[idx])  # the dataset's actions of the batch
+    np.testing.assert_allclose(pi, agent.policy(actor, encoder, data.obs[idx][None])[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(pi, action, atol=1e-2)  # the BC term is not ~0
+    hand = -q.mean() + 0.25 * np.abs(q).mean() * np.mean((pi - action) ** 2)
+    np.testing.assert_allclose(float(metrics["actor_loss"][0]), hand, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

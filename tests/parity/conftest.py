@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import time
 
 import jax
 import pytest
@@ -43,10 +45,12 @@ def _is_controller(config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def pytest_sessionstart(session):
-    if _is_controller(session.config) and harness.FRAGMENTS.is_dir():
-        for f in harness.FRAGMENTS.glob("*.json"):
-            f.unlink()
+def pytest_configure(config):
+    """A fragment folder of this session's own, so that parity sessions running at once never drop each other's
+    rows; xdist workers, started after this, inherit it through the environment."""
+    if _is_controller(config):
+        folder = harness.ROOT / "build" / "parity" / f"session-{os.getpid()}-{time.time_ns()}"
+        os.environ[harness.FRAGMENTS_ENV] = str(folder)
 
 
 def _still_exists(nodeid: str) -> bool:
@@ -57,9 +61,11 @@ def _still_exists(nodeid: str) -> bool:
 
 def pytest_sessionfinish(session, exitstatus):
     """Merge this run's rows into results/parity.json (keyed by file and piece) and rewrite results/parity.md."""
-    if not _is_controller(session.config) or not harness.FRAGMENTS.is_dir():
+    folder = harness.fragments_dir()
+    if not _is_controller(session.config) or not folder.is_dir():
         return
-    new = [json.loads(f.read_text()) for f in sorted(harness.FRAGMENTS.glob("*.json"))]
+    new = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    shutil.rmtree(folder, ignore_errors=True)
     if not new:
         return
     old = json.loads(REPORT_JSON.read_text()) if REPORT_JSON.exists() else []

@@ -25,7 +25,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-9  # float64: a real difference (a constant, an order, a missing term) is orders of magnitude above this
-FRAGMENTS = ROOT / "build" / "parity"
+FRAGMENTS_ENV = "FUJIMOTO_PARITY_FRAGMENTS"  # this session's fragment folder (conftest sets it; xdist workers inherit it)
+
+
+def fragments_dir() -> Path:
+    return Path(os.environ.get(FRAGMENTS_ENV) or ROOT / "build" / "parity" / "default")
 
 REPOS = {  # folder -> (upstream, commit); README.md lists them for users who clone their own copies
     "TD3": ("github.com/sfujim/TD3", "34770ccdcb51df6f6c7d85c1ba7e40d71b940d16"),
@@ -242,9 +246,10 @@ class Parity:
 
 def record(file: str, piece: str, compared, iterations: int, worst: float, tol: float, note: str = "") -> None:
     """One row of results/parity.md, written as a fragment the session end collects (works under xdist)."""
-    FRAGMENTS.mkdir(parents=True, exist_ok=True)
+    folder = fragments_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
     row = dict(test=test, file=file, piece=piece, compared=list(compared), iterations=int(iterations), worst=float(worst),
                tol=float(tol), note=note)
     name = "".join(c if c.isalnum() else "_" for c in f"{file}__{piece}")[:150]
-    (FRAGMENTS / f"{name}.json").write_text(json.dumps(row))
+    (folder / f"{name}.json").write_text(json.dumps(row))
