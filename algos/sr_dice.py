@@ -37,21 +37,36 @@ SR_DICE class); rewards clipped to [-1, 1] (the authors' buffer stores clipped r
 ground truth; transitions ended by the 27k-step cap dropped. Estimates use 10k samples (their 100 x 100).
 
 Ground truth (eval.csv's `truth`; config.json's replay_buffer.truth): (1 - gamma) x the mean over --eval-episodes
-(100) episodes of sum_t gamma^t r_t with the noisy target policy, on envs seeded --truth-seed + i, each
-episode stopped at its end or once gamma^t < 1e-4 (envs.gym.discounted_value). The metric: per seed and
-estimator, log10 of the squared error (estimate - truth)^2 (`log_se_<estimator>`), at every estimate.
+(100) episodes of sum_t gamma^t r_t with the evaluated policy itself (continuous: the noisy target policy;
+dqn-atari: the greedy DDQN policy, no random actions), on envs seeded --truth-seed + i, each episode stopped
+at its end or once gamma^t < 1e-4 (envs.gym.discounted_value). Their Atari ground-truth routine (atari/main.py
+eval_policy) also takes random actions 10% of the time while their estimators evaluate the greedy policy; the
+truth here is the value of the policy the estimators evaluate, so the error measures the estimators alone.
+The metric: per seed and estimator, log10 of the squared error (estimate - truth)^2 (`log_se_<estimator>`),
+at every estimate.
 
 Deviations and notes:
 - Deep SR shares phi and psi with SR-DICE of the same seed, and its w the same 2048-transition batch as W
   (the authors train the two in separate runs): their estimates are correlated, each follows its procedure.
 - The authors' Atari SR-DICE estimate is 1/(1 - gamma) E_D[<phi, W> r] (the un-normalised value) while
   their Atari Deep TD reports (1 - gamma) E[Q]; here every estimate is the normalised value.
+- The authors' Atari Deep SR estimate (atari/Deep_SR.py) takes the mean of psi(s0, a0) over the start states
+  and the features before the product with w: (1 - gamma) mean(w) mean(psi), not the (1 - gamma)
+  E_s0[<psi, w>] of their continuous Deep SR and of the method. Here (1 - gamma) E_s0[<psi, w>];
+  --original-atari-deep-sr reproduces theirs (off by default).
+- The authors' Atari buffer keeps the start states of the last 1,000 episodes only, and a batch that asks
+  for more start states than it holds gets all of them; here every episode's start state is kept and
+  batches are sampled with replacement.
+- The authors' Atari buffer builds s' from the next stored frame, so the last stored transition of every
+  episode gets the next episode's first frame as the newest frame of s' (the decoder's target; at a capped
+  episode's last kept transition, also the bootstrapped state); here every transition has its own s'.
 - The authors' eval_policy (continuous main.py) divides the discounted return by episodes x timesteps;
   its ground truth is not used (the issue's (1 - gamma) normalisation is).
 - Start states are the first observation of every dataset episode (the authors store each reset's state,
   including one after the last episode that has no transition).
 - Time-limit ends bootstrap (the authors' done_bool is 0 at the time limit); an Atari capped transition
-  is dropped as in their Atari buffer.
+  is dropped as in their Atari buffer, and so is the dataset's last transition when the collection's step
+  budget cut its episode (stored as truncated; their buffer keeps it).
 - Every random draw (batches, policy noise) comes from each seed's JAX key; seeds are vmapped.
 - --total-timesteps counts estimation iterations (the authors' 250,001-iteration loop evaluates at k = 0,
   1000, ..., 250000 after the update; here at 0 before any update, then after every 1000).
@@ -161,6 +176,9 @@ class Args(runs.RunArgs):
     drop_capped: Optional[bool] = None
     """drop the dataset's truncated transitions; unset: dqn-atari yes (the authors' Atari buffer), else they
     bootstrap"""
+    original_atari_deep_sr: bool = False
+    """dqn-atari: Deep SR's estimate as the authors' atari/Deep_SR.py computes it, (1 - gamma) mean(w) x
+    mean(psi(s0, a0)) (psi averaged before the product); off: (1 - gamma) E_s0[<psi(s0, a0), w>]"""
 
 
 def resolve_presets(args: Args) -> Args:
@@ -189,6 +207,9 @@ def check_args(args: Args) -> None:
     if args.truth_tol >= 1.0:
         raise UserError(f"--truth-tol must be in (0, 1), got {args.truth_tol}")
     estimators_of(args)
+    if args.original_atari_deep_sr and suite_of(args.env_id) != "atari":
+        raise UserError("--original-atari-deep-sr reproduces the authors' atari/Deep_SR.py estimate; it applies to "
+                        f"dqn-atari: envs only, not {args.env_id}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,8 +391,10 @@ def deep_sr_loss(w, latent, reward):
     return mse(inner(latent, w), reward)
 
 
-def deep_sr_estimate(w, start_psi, discount):
-    """(1 - gamma) E_s0[<psi(s0, a0), w>]."""
+def deep_sr_estimate(w, start_psi, discount, original_atari=False):
+    """(1 - gamma) E_s0[<psi(s0, a0), w>]; ``original_atari``: the authors' Atari form (1 - gamma) mean(w) mean(psi)."""
+    if original_atari:
+        return (1.0 - discount) * jnp.mean(w) * jnp.mean(start_psi)
     return (1.0 - discount) * jnp.mean(inner(start_psi, w))
 
 
@@ -556,7 +579,8 @@ def make_agent(args: Args, obs_shape: tuple, action_dim: int, target, atari: boo
             lat = ed_net.apply(learner.ed, obs, action, method=EncoderDecoder.latent)
             out["sr_dice"] = sr_dice_estimate(learner.W, lat, reward)
         if "deep_sr" in names:
-            out["deep_sr"] = deep_sr_estimate(learner.w, psi_net.apply(learner.psi, s0, a0), gamma)
+            out["deep_sr"] = deep_sr_estimate(learner.w, psi_net.apply(learner.psi, s0, a0), gamma,
+                                              args.original_atari_deep_sr)
         if "deep_td" in names:
             out["deep_td"] = deep_td_estimate(q_net.apply(learner.q, s0, a0), gamma)
         return learner._replace(key=key), out

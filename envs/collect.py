@@ -25,6 +25,7 @@ The recipes follow D4RL (and BCQ for ``imperfect``):
   action with probability ``--ope-random`` (0.2), else the policy's action plus N(0, ``--ope-noise``^2)
   (0.2 of max_action), 50k transitions; discrete (a DDQN run), the ``behavioural`` mixture with no
   low-noise episodes and a random action with probability ``--ope-random`` (0.1, their Atari setting),
+  else the greedy action (``--eval-eps`` 0, their Atari eval_eps: random actions exactly 0.1 of the steps),
   1M transitions. Every episode's first observation is its start state (algos/sr_dice.py reads them).
 
 Discrete-action envs (``random`` and ``behavioural``) store integer actions and their observations
@@ -106,7 +107,8 @@ class Args:
     """sr-dice (continuous): std of the Gaussian noise on the policy's action, in units of max_action (expl_noise)"""
     eval_eps: Optional[float] = None
     """behavioural: epsilon of the policy's epsilon-greedy action (and of its measured return); unset: the run's
-    evaluation epsilon, the authors' 0.001 on dqn-atari: and 0 elsewhere"""
+    evaluation epsilon, the authors' 0.001 on dqn-atari: and 0 elsewhere; sr-dice (discrete): unset 0, the
+    SR-DICE Atari code's eval_eps, so that a step is random with probability exactly --ope-random"""
     eval_episodes: int = 10
     """episodes that measure each policy's return (and the random return) for the metadata"""
     ref_min_score: Optional[float] = None
@@ -461,7 +463,9 @@ def collect(args: Args) -> str:
     if frames and args.d4rl_out:
         raise UserError(f"--d4rl-out: {env_id} stacks {probe.frame_history} frames; a D4RL file would hold every "
                         "stack whole, so these datasets are Minari only (one frame per step)")
-    if (args.recipe == "behavioural" or discrete_ope) and args.eval_eps is None:
+    if discrete_ope and args.eval_eps is None:  # sfujim/SR-DICE atari/main.py: eval_eps 0, random w.p. 0.1 - 0
+        args.eval_eps = 0.0
+    if args.recipe == "behavioural" and args.eval_eps is None:
         args.eval_eps = runs_[0].eval_eps if runs_[0].eval_eps is not None else \
             0.001 if env_id.startswith("dqn-atari:") else 0.0
     if args.recipe == "behavioural" and args.rand_action_p < args.eval_eps:

@@ -69,6 +69,8 @@ def test_estimates_and_error_hand_values():
     assert float(sd.sr_dice_estimate(f([1.0, 1.0]), f([[1.0, 3.0], [2.0, 0.0]]), f([2.0, -1.0]))) == 1.5
     # Deep SR: (1 - 0.9) * mean over start states and dims of psi * w = 0.1 * mean([2, 4, 6, 8]) = 0.5
     assert float(sd.deep_sr_estimate(f([1.0, 2.0]), f([[2.0, 2.0], [6.0, 4.0]]), 0.9)) == pytest.approx(0.5)
+    # --original-atari-deep-sr (the authors' atari/Deep_SR.py): 0.1 * mean(w) * mean(psi) = 0.1 * 1.5 * 3.5
+    assert float(sd.deep_sr_estimate(f([1.0, 2.0]), f([[2.0, 2.0], [6.0, 4.0]]), 0.9, True)) == pytest.approx(0.525)
     assert float(sd.deep_sr_loss(f([2.0, 0.0]), f([[1.0, 5.0]]), f([3.0]))) == pytest.approx(4.0)  # (1 - 3)^2
     assert float(sd.td_target(f([1.0, 1.0]), f([10.0, 10.0]), f([1.0, 0.0]), 0.9)[0]) == pytest.approx(10.0)
     assert float(sd.deep_td_estimate(f([10.0, 30.0]), 0.9)) == pytest.approx(2.0)
@@ -88,33 +90,74 @@ def _tiny_agent(**kw):
     return agent, agent.init(jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])), data
 
 
-def test_phases_freeze_phi_then_psi_and_targets_follow_their_schedule():
-    agent, learner, data = _tiny_agent()
-    before = jax.device_get(learner)  # host copies: the chunks donate the learner
-    learner, _ = agent.sr_chunk(learner, data, 1)  # Polyak 0.005 after every iteration
-    for name in ("ed", "ed_opt"):  # phi is frozen in phase 2
-        for a, b in zip(jax.tree.leaves(getattr(before, name)), jax.tree.leaves(getattr(learner, name))):
-            np.testing.assert_array_equal(a, b)
-    for p, t, t0 in zip(*(jax.tree.leaves(x) for x in (learner.psi, learner.psi_target, before.psi_target))):
-        np.testing.assert_allclose(t, 0.005 * p + 0.995 * t0, rtol=1e-6, atol=1e-7)
-    after_sr = jax.device_get(learner)
+def _host(learner):
+    """An owned host copy (the chunks donate their learner; a device_get view could alias a donated buffer)."""
+    return jax.tree.map(np.array, jax.device_get(learner))
+
+
+def _perturbed(learner, name, layers):
+    """The learner with 0.5 added to the kernels of ``layers`` of network ``name`` (ed, psi)."""
+    params = jax.tree.map(np.array, getattr(learner, name))
+    for layer in layers:
+        params["params"][layer]["kernel"] += 0.5
+    return learner._replace(**{name: params})
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_phases_train_their_own_state_and_read_the_frozen_ones():
+    """Each phase moves its own state and leaves every other bit for bit, while the frozen networks still feed it:
+    a changed encoder of phi changes the SR update (phase 2) and the W and w updates (phase 3), a changed psi
+    changes W's update only, and changed decoders or reward head change nothing after phase 1. psi's target
+    follows Polyak with tau (0.25 here: the relation is sharp in float32), or hard copies every
+    target_update_freq iterations (tau 1)."""
+    agent, learner, data = _tiny_agent(tau=0.25)
+    decoders = ("s1", "s2", "a1", "a2", "reward")
+    # Phase 1 trains phi and its decoders only
+    start = _host(learner)
+    learner, _ = agent.ed_chunk(learner, data, 2)
+    after_ed = _host(learner)
+    assert not _same(start.ed, after_ed.ed) and int(after_ed.ed_opt[0].count[0]) == 2
+    for name in ("psi", "psi_target", "psi_opt", "W", "W_opt", "w", "w_opt", "q", "q_target", "q_opt"):
+        assert _same(getattr(start, name), getattr(after_ed, name)), name
+
+    # Phase 2 trains psi only, Polyak 0.25 after the step; phi's encoder feeds it, its decoders do not
+    learner, _ = agent.sr_chunk(learner, data, 1)
+    after_sr = _host(learner)
+    assert not _same(after_ed.psi, after_sr.psi)
+    for p, t, t0 in zip(*(jax.tree.leaves(x) for x in (after_sr.psi, after_sr.psi_target, after_ed.psi_target))):
+        np.testing.assert_allclose(t, 0.25 * p + 0.75 * t0, rtol=0, atol=1e-6)  # Adam moves p by ~3e-4
+    for name in ("ed", "ed_opt", "W", "w", "q", "q_target"):
+        assert _same(getattr(after_ed, name), getattr(after_sr, name)), name
+    assert not _same(agent.sr_chunk(_perturbed(after_ed, "ed", ["e1"]), data, 1)[0].psi, after_sr.psi)
+    assert _same(agent.sr_chunk(_perturbed(after_ed, "ed", decoders), data, 1)[0].psi, after_sr.psi)
+
+    # Phase 3 trains W, w and deep TD's Q; phi and psi stay, and feed W (both) and w (phi only)
     learner, metrics = agent.ope_chunk(learner, data, 3)
+    after_ope = _host(learner)
     assert set(metrics) == {"w_loss", "deep_sr_loss", "td_loss"}
-    for name in ("ed", "psi", "psi_target"):  # phi and psi are frozen in phase 3
-        for a, b in zip(jax.tree.leaves(getattr(after_sr, name)), jax.tree.leaves(getattr(learner, name))):
-            np.testing.assert_array_equal(a, b)
-    assert not np.allclose(learner.W, 1.0) and not np.allclose(learner.w, 1.0)  # both moved from ones
+    for name in ("W", "w", "q"):
+        assert not _same(getattr(after_sr, name), getattr(after_ope, name)), name
+    for name in ("ed", "ed_opt", "psi", "psi_target", "psi_opt", "sr_iterations"):
+        assert _same(getattr(after_sr, name), getattr(after_ope, name)), name
+    for name, layers, moves in (("ed", ["e1"], {"W", "w"}), ("psi", ["Linear_0"], {"W"}), ("ed", decoders, set())):
+        out = agent.ope_chunk(_perturbed(after_sr, name, layers), data, 3)[0]
+        for k in ("W", "w", "q"):
+            assert _same(getattr(out, k), getattr(after_ope, k)) == (k not in moves), (name, layers, k)
+
     # hard copies every 3 iterations (tau 1, the Atari schedule): the target equals the online net at 3, not at 2
     agent, learner, data = _tiny_agent(tau=1.0, target_update_freq=3, estimators="deep_td")
     learner, _ = agent.sr_chunk(learner, data, 2)
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)))
+    assert not _same(learner.psi, learner.psi_target)
     learner, _ = agent.sr_chunk(learner, data, 1)
-    for a, b in zip(jax.tree.leaves(learner.psi), jax.tree.leaves(learner.psi_target)):
-        np.testing.assert_array_equal(a, b)
+    assert _same(learner.psi, learner.psi_target)
     # one estimator alone (deep TD) trains only its own state
-    learner = jax.device_get(learner)
+    learner = _host(learner)
     out, metrics = agent.ope_chunk(learner, data, 2)
     assert set(metrics) == {"td_loss"} and np.array_equal(out.W, learner.W) and np.array_equal(out.w, learner.w)
+    assert not _same(out.q, learner.q)
     assert set(agent.estimate(out, data)[1]) == {"deep_td"}
 
 
@@ -327,6 +370,7 @@ def test_pipeline_td3_collect_estimate(tmp_path, capsys):
     # one-line errors, nothing written
     for argv, needle in ((["--estimators", "sr_dice,fqe"], "--estimators"),
                          (["--discount", "1.0"], "--discount must be in (0, 1)"),
+                         (["--original-atari-deep-sr"], "dqn-atari: envs only"),
                          (["--policy", str(tmp_path / "nowhere")], "nowhere")):
         results = tmp_path / "err"
         with pytest.raises(SystemExit) as e:
@@ -367,7 +411,8 @@ def test_atari_pipeline_ddqn_collect_estimate(tmp_path):
     collect.main(["--recipe", "sr-dice", "--checkpoint", str(tmp_path / "pong"), "--steps", "400", "--num-envs", "2",
                   "--eval-episodes", "1", "--dataset-id", "test/pong/sr-dice-v0"])
     facts = json.loads(minari.load_dataset("test/pong/sr-dice-v0").storage.metadata["fujimoto_jax"])
-    assert (facts["ope_random"], facts["eval_eps"], facts["frames"]["history"]) == (0.1, 0.001, 4)
+    # random actions with probability exactly 0.1, else greedy (eval_eps 0: the SR-DICE Atari code's)
+    assert (facts["ope_random"], facts["eval_eps"], facts["frames"]["history"]) == (0.1, 0.0, 4)
     out = sd.train(sd.Args(dataset="minari:test/pong/sr-dice-v0", num_seeds=2, encoder_iterations=20,
                            sr_iterations=20, total_timesteps=40, eval_freq=20, eval_episodes=2, eval_batch_size=64,
                            eval_start_batch_size=8, results_dir=str(tmp_path), run_name="ope"))
