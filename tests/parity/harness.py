@@ -178,6 +178,58 @@ def t64(x):
     return torch.tensor(a, dtype=torch.float64 if a.dtype.kind == "f" else None)
 
 
+# ---------------------------------------------------------------- shared test plumbing
+
+@contextlib.contextmanager
+def patched(*triples):
+    """Set (owner, name, value) attributes for the block, restoring them in `finally`."""
+    saved = [(o, n, getattr(o, n)) for o, n, _ in triples]
+    try:
+        for o, n, v in triples:
+            setattr(o, n, v)
+        yield
+    finally:
+        for o, n, v in saved:
+            setattr(o, n, v)
+
+
+def random_buffer(mod, size: int, obs_dim: int, act_dim: int, seed: int = 1):
+    """`mod.Buffer(obs, action, reward, next_obs, terminated)` of random float64 transitions, 10% terminal."""
+    rng = np.random.default_rng(seed)
+    return mod.Buffer(jnp.asarray(rng.normal(size=(size, obs_dim))), jnp.asarray(rng.uniform(-1, 1, (size, act_dim))),
+                      jnp.asarray(rng.normal(size=size)), jnp.asarray(rng.normal(size=(size, obs_dim))),
+                      jnp.asarray((rng.uniform(size=size) < 0.1).astype(np.float64)))
+
+
+class StubBuffer:
+    """The authors' ReplayBuffer.sample (TD3, OurDDPG, TD3_BC, BCQ layout), returning our batch at `idx`."""
+
+    def __init__(self, data):
+        self.data, self.idx = data, None
+
+    def sample(self, batch_size):
+        assert batch_size == len(self.idx)
+        i = np.asarray(self.idx)
+        t = lambda x: t64(np.asarray(x)[i])  # noqa: E731
+        d = self.data
+        return t(d.obs), t(d.action), t(d.next_obs), t(d.reward)[:, None], 1 - t(d.terminated)[:, None]
+
+
+def argparse_defaults(path) -> dict:
+    """`--name: default` of every parser.add_argument(...) call in an authors' script, read with ast (never run)."""
+    import ast
+    out = {}
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            for kw in node.keywords:
+                if kw.arg == "default":
+                    try:
+                        out[node.args[0].value] = ast.literal_eval(kw.value)
+                    except ValueError:
+                        pass  # a default computed at run time
+    return out
+
+
 # ---------------------------------------------------------------- comparison and report
 
 def rel(ours_x, theirs_x) -> float:

@@ -22,7 +22,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import Parity, adam_moment, gym_stub, linear, load_authors, ours, rel, t64, tree_rel
+from tests.parity.harness import StubBuffer, random_buffer, Parity, adam_moment, gym_stub, linear, load_authors, ours, rel, t64, tree_rel
 
 OBS, ACT, B, SIZE, N = 11, 3, 32, 500, 10  # N: candidates per s' in the target (the authors' hard-coded 10)
 LATENT = 2 * ACT
@@ -40,27 +40,6 @@ def unstack(tree):
 def adam_init(params):
     """optax.adam's initial state of `params`, zeros on the host (its structure from eval_shape, no compile)."""
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(optax.adam(1.0).init, params))
-
-
-def random_buffer(mod, seed=1):
-    rng = np.random.default_rng(seed)
-    return mod.Buffer(jnp.asarray(rng.normal(size=(SIZE, OBS))), jnp.asarray(rng.uniform(-1, 1, (SIZE, ACT))),
-                      jnp.asarray(rng.normal(size=SIZE)), jnp.asarray(rng.normal(size=(SIZE, OBS))),
-                      jnp.asarray((rng.uniform(size=SIZE) < 0.1).astype(np.float64)))
-
-
-class StubBuffer:
-    """The authors' ReplayBuffer.sample, returning our batch at `idx`."""
-
-    def __init__(self, data):
-        self.data, self.idx = data, None
-
-    def sample(self, batch_size):
-        assert batch_size == len(self.idx)
-        i = np.asarray(self.idx)
-        t = lambda x: t64(np.asarray(x)[i])  # noqa: E731
-        d = self.data
-        return t(d.obs), t(d.action), t(d.next_obs), t(d.reward)[:, None], 1 - t(d.terminated)[:, None]
 
 
 def mlp(net, names, g=None):
@@ -170,7 +149,7 @@ def test_bcq_update_matches_authors(bcq_agent):
     BCQ, th = authors_bcq(discount=args.discount, tau=args.tau, lmbda=args.lmbda, phi=args.phi)
     assert (args.num_target_samples, args.latent_clip, args.kl_weight) == (N, 0.5, 0.5)  # the authors' constants
     learner = our_learner(bcq, th)
-    data = random_buffer(bcq)
+    data = random_buffer(bcq, SIZE, OBS, ACT)
     stub = StubBuffer(data)
     p = Parity("bcq.py", "update: VAE (posterior noise), critics on 10 clipped-prior candidates per s' (soft clipped "
                          "double Q), perturbation model, Polyak targets, Adam moments, losses")
@@ -203,7 +182,7 @@ def test_bcq_detects_a_changed_lambda(bcq_agent):
     bcq, args, agent = bcq_agent
     BCQ, th = authors_bcq(lmbda=0.75 * 1.001)
     learner = our_learner(bcq, th)
-    data = random_buffer(bcq)
+    data = random_buffer(bcq, SIZE, OBS, ACT)
     authors_train_with(th, BCQ, StubBuffer(data), np.asarray(learner.key)[0])
     s = unstack(agent.update(learner, data)[0])
     assert tree_rel(s.vae, vae_p(th.vae)) < 1e-9
@@ -241,7 +220,7 @@ def test_bcq_behavioural_ddpg_matches_authors():
     assert th.actor_optimizer.defaults["weight_decay"] == th.critic_optimizer.defaults["weight_decay"] == 0
     a, c = net(th.actor), net(th.critic)
     learner = stack(ddpg.Learner(a, a, c, c, adam_init(a), adam_init(c), jax.random.PRNGKey(0)))
-    data = random_buffer(ddpg)
+    data = random_buffer(ddpg, SIZE, OBS, ACT)
     data_s, stub = stack(data), StubBuffer(data)
     p = Parity("ddpg.py", "BCQ's behavioural DDPG (--hidden-dim 400 --hidden-dim2 300, Adam 1e-3) against "
                           "continuous_BCQ/DDPG.py: critic, actor, Polyak targets, Adam moments")

@@ -31,15 +31,6 @@ ATARI = dict(optimizer="Adam", optimizer_parameters={"lr": 6.25e-5, "eps": 1.5e-
              target_update_frequency=8e3, tau=1.0, eval_eps=1e-3, batch_size=32, discount=0.99)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small float64 nets: one torch thread spends less CPU than two spinning ones on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def authors_agent(mod, is_atari, state_dim, hp, threshold=0.3, head_scale=1.0, **override):
     """discrete_BCQ with main.py's arguments; the imitation head's last layer times `head_scale` (Q_target too)."""
     hp = {**hp, **override}

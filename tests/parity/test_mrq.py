@@ -383,15 +383,6 @@ def run_update_parity(suite):
     par.finish(k, note=note)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's second thread spins against the other processes on a shared CPU (20x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_update_gym_matches_authors():
     """Gym shapes (11-dim states, 3 actions, max_action 2), batch 32: 9 training steps, 3 bursts of 4."""
     run_update_parity("Gym")

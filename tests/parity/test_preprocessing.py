@@ -140,7 +140,7 @@ def test_dqn_atari_matches_bcq_lap_pal_wrapper(cap):
     over the last two of 4 frames. The 27k cap lowered to 100 steps on both sides ends one run (their done=True
     with a real-terminal flag of 0; ours truncated); in the other, random play loses Breakout's 5 lives at step
     217 (a termination on both sides)."""
-    from envs.atari import DQNAtariEnv, clip_reward
+    from envs.atari import clip_reward
     utils = load_authors("BCQ", "utils", subdir="discrete_BCQ", stubs={"gym": gym_stub()})
     seed, rng = 2, np.random.default_rng(2)
     theirs = utils.AtariPreprocessing(_AtariShim("Breakout", seed), max_episode_timesteps=cap)

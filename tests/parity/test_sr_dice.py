@@ -37,15 +37,6 @@ def minari_root(module_minari_root):
     return module_minari_root
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's intra-op threads spin on a shared CPU: one thread runs these small convs ~10x cheaper."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def host(learner):
     """Seed 0 of our stacked learner as host numpy arrays (no eager device ops per leaf)."""
     return jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(learner))

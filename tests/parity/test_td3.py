@@ -11,29 +11,9 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import Parity, adam_moment, linear, load_authors, ours, stack, t64, tree_rel, unstack
+from tests.parity.harness import random_buffer, StubBuffer, Parity, adam_moment, linear, load_authors, ours, stack, t64, tree_rel, unstack
 
 OBS, ACT, B, SIZE = 11, 3, 64, 500
-
-
-def random_buffer(mod, seed=1):
-    rng = np.random.default_rng(seed)
-    return mod.Buffer(jnp.asarray(rng.normal(size=(SIZE, OBS))), jnp.asarray(rng.uniform(-1, 1, (SIZE, ACT))),
-                      jnp.asarray(rng.normal(size=SIZE)), jnp.asarray(rng.normal(size=(SIZE, OBS))),
-                      jnp.asarray((rng.uniform(size=SIZE) < 0.1).astype(np.float64)))
-
-
-class StubBuffer:
-    """The authors' ReplayBuffer.sample, returning our batch at `idx`."""
-
-    def __init__(self, data):
-        self.data, self.idx = data, None
-
-    def sample(self, batch_size):
-        i = np.asarray(self.idx)
-        t = lambda x: t64(np.asarray(x)[i])  # noqa: E731
-        d = self.data
-        return t(d.obs), t(d.action), t(d.next_obs), t(d.reward)[:, None], 1 - t(d.terminated)[:, None]
 
 
 def mlp(net, names, g=None):
@@ -46,57 +26,70 @@ def adam(opt_state):
     return s.mu, s.nu, s.count
 
 
-@pytest.mark.authors("TD3")
-def test_td3_update_matches_authors():
+def td3_actor_p(a, g=None):
+    return mlp(a, ("l1", "l2", "l3"), g)
+
+
+def td3_critic_p(c, g=None):
+    p = lambda names: mlp(c, names, g)["params"]  # noqa: E731
+    return {"params": {"q1": p(("l1", "l2", "l3")), "q2": p(("l4", "l5", "l6"))}}
+
+
+def td3_pair(policy_noise=0.2):
+    """The authors' TD3 (float64, their init) and our agent and learner holding the same weights."""
     td3 = ours("td3")
     TD3 = load_authors("TD3", "TD3")
     torch.manual_seed(0)
-    th = TD3.TD3(OBS, ACT, 1.0, discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2)
+    th = TD3.TD3(OBS, ACT, 1.0, discount=0.99, tau=0.005, policy_noise=policy_noise, noise_clip=0.5, policy_freq=2)
     for m in (th.actor, th.actor_target, th.critic, th.critic_target):
         m.double()
-
-    def actor_p(a, g=None):
-        return mlp(a, ("l1", "l2", "l3"), g)
-
-    def critic_p(c, g=None):
-        p = lambda names: mlp(c, names, g)["params"]  # noqa: E731
-        return {"params": {"q1": p(("l1", "l2", "l3")), "q2": p(("l4", "l5", "l6"))}}
-
     args = td3.Args(env_id="Hopper-v4", total_timesteps=SIZE, batch_size=B)
     agent = td3.make_agent(args, OBS, ACT)
     l0, _ = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
-    a, c = actor_p(th.actor), critic_p(th.critic)
+    a, c = td3_actor_p(th.actor), td3_critic_p(th.critic)
     learner = stack(td3.Learner(a, a, c, c, optax.adam(args.actor_lr).init(a), optax.adam(args.critic_lr).init(c),
                                 l0.key[0]))
-    data = random_buffer(td3)
-    stub = StubBuffer(data)
+    data = random_buffer(td3, SIZE, OBS, ACT)
+    return th, agent, args, learner, data, StubBuffer(data)
+
+
+def td3_iteration(th, agent, learner, data, stub, update_actor):
+    """One update on both sides, the authors' fed our indices and target noise from our key schedule."""
+    _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
+    stub.idx = jax.random.randint(k_idx, (B,), 0, SIZE)
+    noise = jax.random.normal(k_noise, (B, ACT))
+    orig = torch.randn_like
+    torch.randn_like = lambda x, **kw: t64(noise)
+    try:
+        th.train(stub, B)
+    finally:
+        torch.randn_like = orig
+    learner, m = agent.update(learner, stack(data), SIZE, update_actor)
+    np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
+    return learner
+
+
+@pytest.mark.authors("TD3")
+def test_td3_update_matches_authors():
+    th, agent, args, learner, data, stub = td3_pair()
     p = Parity("td3.py", "update: critic, delayed actor, Polyak targets, Adam moments")
     iters = 8
     for it in range(1, iters + 1):
-        _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
-        stub.idx = jax.random.randint(k_idx, (B,), 0, SIZE)
-        noise = jax.random.normal(k_noise, (B, ACT))
-        orig = torch.randn_like
-        torch.randn_like = lambda x, **kw: t64(noise)
-        try:
-            th.train(stub, B)
-        finally:
-            torch.randn_like = orig
         update_actor = it % args.policy_freq == 0  # the authors' total_it % policy_freq
-        learner, m = agent.update(learner, stack(data), SIZE, update_actor)
-        np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
+        learner = td3_iteration(th, agent, learner, data, stub, update_actor)
         s = unstack(learner)
         mu_c, nu_c, n_c = adam(s.critic_opt)
         mu_a, nu_a, n_a = adam(s.actor_opt)
+        c_opt, a_opt = th.critic_optimizer, th.actor_optimizer
         p.check(it=it,
-                critic=tree_rel(s.critic, critic_p(th.critic)),
-                critic_target=tree_rel(s.critic_target, critic_p(th.critic_target)),
-                actor=tree_rel(s.actor, actor_p(th.actor)),
-                actor_target=tree_rel(s.actor_target, actor_p(th.actor_target)),
-                critic_adam=max(tree_rel(mu_c, critic_p(th.critic, adam_moment(th.critic_optimizer, "exp_avg"))),
-                                tree_rel(nu_c, critic_p(th.critic, adam_moment(th.critic_optimizer, "exp_avg_sq")))),
-                actor_adam=max(tree_rel(mu_a, actor_p(th.actor, adam_moment(th.actor_optimizer, "exp_avg"))),
-                               tree_rel(nu_a, actor_p(th.actor, adam_moment(th.actor_optimizer, "exp_avg_sq")))),
+                critic=tree_rel(s.critic, td3_critic_p(th.critic)),
+                critic_target=tree_rel(s.critic_target, td3_critic_p(th.critic_target)),
+                actor=tree_rel(s.actor, td3_actor_p(th.actor)),
+                actor_target=tree_rel(s.actor_target, td3_actor_p(th.actor_target)),
+                critic_adam=max(tree_rel(mu_c, td3_critic_p(th.critic, adam_moment(c_opt, "exp_avg"))),
+                                tree_rel(nu_c, td3_critic_p(th.critic, adam_moment(c_opt, "exp_avg_sq")))),
+                actor_adam=max(tree_rel(mu_a, td3_actor_p(th.actor, adam_moment(a_opt, "exp_avg"))),
+                               tree_rel(nu_a, td3_actor_p(th.actor, adam_moment(a_opt, "exp_avg_sq")))),
                 adam_steps=abs(int(n_c) - it) + abs(int(n_a) - it // 2))
     p.finish(iters)
 
@@ -118,7 +111,7 @@ def test_ddpg_update_matches_authors():
     a, c = actor_p(th.actor), critic_p(th.critic)
     learner = stack(ddpg.Learner(a, a, c, c, optax.adam(args.actor_lr).init(a), optax.adam(args.critic_lr).init(c),
                                  l0.key[0]))
-    data = random_buffer(ddpg)
+    data = random_buffer(ddpg, SIZE, OBS, ACT)
     stub = StubBuffer(data)
     p = Parity("ddpg.py", "update: critic, actor, Polyak targets, Adam moments")
     iters = 5
@@ -146,30 +139,6 @@ def test_ddpg_update_matches_authors():
 @pytest.mark.authors("TD3")
 def test_td3_detects_a_changed_target_noise():
     """The harness is sharp: the authors' target noise scaled by 1.0005 moves the critic far above the tolerance."""
-    td3 = ours("td3")
-    TD3 = load_authors("TD3", "TD3")
-    torch.manual_seed(0)
-    th = TD3.TD3(OBS, ACT, 1.0, policy_noise=0.2 * 1.0005)
-    for m in (th.actor, th.actor_target, th.critic, th.critic_target):
-        m.double()
-    c = {"params": {"q1": mlp(th.critic, ("l1", "l2", "l3"))["params"], "q2": mlp(th.critic, ("l4", "l5", "l6"))["params"]}}
-    a = mlp(th.actor, ("l1", "l2", "l3"))
-    args = td3.Args(env_id="Hopper-v4", total_timesteps=SIZE, batch_size=B)
-    agent = td3.make_agent(args, OBS, ACT)
-    l0, _ = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
-    learner = stack(td3.Learner(a, a, c, c, optax.adam(3e-4).init(a), optax.adam(3e-4).init(c), l0.key[0]))
-    data = random_buffer(td3)
-    stub = StubBuffer(data)
-    _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
-    stub.idx = jax.random.randint(k_idx, (B,), 0, SIZE)
-    noise = jax.random.normal(k_noise, (B, ACT))
-    orig = torch.randn_like
-    torch.randn_like = lambda x, **kw: t64(noise)
-    try:
-        th.train(stub, B)
-    finally:
-        torch.randn_like = orig
-    learner, _ = agent.update(learner, stack(data), SIZE, False)
-    c_theirs = {"params": {"q1": mlp(th.critic, ("l1", "l2", "l3"))["params"],
-                           "q2": mlp(th.critic, ("l4", "l5", "l6"))["params"]}}
-    assert tree_rel(unstack(learner).critic, c_theirs) > 1e-6
+    th, agent, _, learner, data, stub = td3_pair(policy_noise=0.2 * 1.0005)
+    learner = td3_iteration(th, agent, learner, data, stub, False)
+    assert tree_rel(unstack(learner).critic, td3_critic_p(th.critic)) > 1e-6

@@ -10,7 +10,6 @@ loader (`--dataset d4rl:<file>`, as td3_bc.py's train reads and normalises it) a
 returns it, by the authors' ReplayBuffer.convert_D4RL and normalize_states.
 """
 
-import ast
 
 import h5py
 import jax
@@ -20,18 +19,9 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import Parity, adam_moment, authors_dir, linear, load_authors, ours, rel, t64, tree_rel
+from tests.parity.harness import argparse_defaults, Parity, adam_moment, authors_dir, linear, load_authors, ours, rel, t64, tree_rel
 
 OBS, ACT, B, SIZE, ITERS = 11, 3, 64, 500, 8
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The authors' small updates run fastest on one thread (and do not fight the other tests for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def host(tree):
@@ -240,17 +230,6 @@ def test_td3_bc_actions_are_mapped_onto_unit_bounds():
     assert np.abs(theirs.action).max() > 1.5
     np.testing.assert_array_equal(mine.action, theirs.action / 2.0)
     np.testing.assert_array_equal(mine.obs, theirs.state)
-
-
-def argparse_defaults(path):
-    """`--name: default` of every parser.add_argument(...) call in the authors' script, read with ast."""
-    out = {}
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
-            for kw in node.keywords:
-                if kw.arg == "default":
-                    out[node.args[0].value] = ast.literal_eval(kw.value)
-    return out
 
 
 @pytest.mark.authors("TD3_BC")

@@ -23,7 +23,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import Parity, adam_moment, linear, load_authors, ours, rel, stack, t64, tree_rel, unstack
+from tests.parity.harness import patched, Parity, adam_moment, linear, load_authors, ours, rel, stack, t64, tree_rel, unstack
 
 OBS, ACT, B, SIZE, FILLED = 11, 3, 64, 500, 460  # slots FILLED.. are empty: priority 0, never sampled
 BETA_END = 3_000_000  # PER: sampled batches after which the authors' beta is 1 (0.4 + 2e-7 * 3e6)
@@ -33,34 +33,12 @@ def authors():
     return load_authors("LAP-PAL", "utils", "LAP_TD3", "PAL_TD3", "PER_TD3", subdir="continuous")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The authors' small float64 updates on one thread: torch's thread pool spins for 10x the CPU on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @functools.cache
 def make(file):
     """(module, Args, Agent) of our file at the test sizes, built once: its jitted update compiles once per variant."""
     mod = ours(file)
     args = mod.Args(env_id="Hopper-v4", total_timesteps=SIZE, batch_size=B)
     return mod, args, mod.make_agent(args, OBS, ACT)
-
-
-@contextlib.contextmanager
-def patched(*triples):
-    """Set (owner, name, value) attributes for the block, restoring them in `finally`."""
-    saved = [(o, n, getattr(o, n)) for o, n, _ in triples]
-    try:
-        for o, n, v in triples:
-            setattr(o, n, v)
-        yield
-    finally:
-        for o, n, v in saved:
-            setattr(o, n, v)
 
 
 def float64_tensor(x):

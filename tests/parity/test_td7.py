@@ -18,7 +18,6 @@ counter that tags the networks with the training step; against our `Schedule` (t
 `agent.snapshot` (which networks the checkpoint copies) on the same episodes.
 """
 
-import ast
 import contextlib
 import functools
 import types
@@ -30,7 +29,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import (Parity, adam_moment, authors_dir, gym_stub, linear, load_authors, ours, param, rel,
+from tests.parity.harness import (argparse_defaults, patched, Parity, adam_moment, authors_dir, gym_stub, linear, load_authors, ours, param, rel,
                                   t64, tree_rel)
 
 OBS, ACT, B = 6, 2, 32
@@ -45,15 +44,6 @@ N_OFF, PERIODS = 400, 2  # offline dataset rows; target periods of 250 updates
 MAX_ACTION = 2.0  # the authors' online buffer stores a / max_action; ours is given a in [-1, 1]
 ENC = ("zs1", "zs2", "zs3", "zsa1", "zsa2", "zsa3")
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # their buffer.py's float()
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The authors' small updates run fastest on one thread (and do not fight the other tests for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def put(tree):
@@ -84,19 +74,6 @@ def actor_p(a, g=param):
 def critic_p(c, g=param):
     head = lambda names: {f"Linear_{i}": linear(getattr(c, n), g) for i, n in enumerate(names)}  # noqa: E731
     return {"params": {"QHead_0": head(("q01", "q1", "q2", "q3")), "QHead_1": head(("q02", "q4", "q5", "q6"))}}
-
-
-@contextlib.contextmanager
-def patched(*triples):
-    """Set (owner, name, value) attributes for the block, restoring them in `finally`."""
-    saved = [(o, n, getattr(o, n)) for o, n, _ in triples]
-    try:
-        for o, n, v in triples:
-            setattr(o, n, v)
-        yield
-    finally:
-        for o, n, v in saved:
-            setattr(o, n, v)
 
 
 @contextlib.contextmanager
@@ -485,20 +462,6 @@ def test_td7_loop_decisions_match_authors(checkpoints, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Defaults
 # ---------------------------------------------------------------------------------------------
-def argparse_defaults(path):
-    """`--name: default` of every parser.add_argument(...) call in the authors' script, read with ast."""
-    out = {}
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
-            for kw in node.keywords:
-                if kw.arg == "default":
-                    try:
-                        out[node.args[0].value] = ast.literal_eval(kw.value)
-                    except ValueError:
-                        pass
-    return out
-
-
 @pytest.mark.authors("TD7")
 def test_td7_defaults_match_authors():
     hp0, a = authors_td7().Hyperparameters(), ours("td7").Args()
