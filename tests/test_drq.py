@@ -41,7 +41,9 @@ SAME = {"batch_size": 256, "buffer_size": 1_000_000, "discount": 0.99, "target_u
         "zs_dim": 512, "za_dim": 256, "zsa_dim": 512, "pixel_augs": True, "value_hdim": 512, "value_lr": 3e-4,
         "policy_hdim": 512, "policy_lr": 3e-4, "gumbel_tau": 10.0, "num_bins": 65, "eval_episodes": 10}
 # deviation flags of each file (off by default)
-FLAGS = {"mrq": {"original_terminal_reward": False, "train_epsilon": 0.0}, "drq": {"original_infonce_mask": False}}
+FLAGS = {"mrq": {"original_terminal_reward": False, "original_terminal_next_state": False, "original_reward_scale": False,
+                 "train_epsilon": 0.0},
+         "drq": {"original_infonce_mask": False}}
 
 
 def test_hyperparameter_table_is_the_files_defaults():
@@ -181,7 +183,7 @@ def test_encoder_loss_adds_masked_info_nce_and_drops_the_done_term():
                                                                   * mask).mean()
         nce = drq.info_nce(zs, tgt, 0.1)
         expect += base + 0.1 * (nce * mask).mean()  # per sample, masked after a termination
-        expect_o += base + 0.1 * nce.mean() * mask.mean()  # the authors' [B] x [B, 1] broadcast
+        expect_o += base + 0.1 * (nce[None, :] * mask[:, None]).mean()  # the authors' [B] x [B, 1] broadcast
         nce_sum += (nce * mask).mean()
         mask = mask * nd[:, i]
     np.testing.assert_allclose(total, expect, rtol=1e-5)
