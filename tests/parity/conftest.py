@@ -1,5 +1,6 @@
 """Parity tests: float64 for this process, the authors' code from AUTHORS_DIR, results/parity.md at the end."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +12,21 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 from tests.parity import harness  # noqa: E402
+
+TORCH_MISSING = "torch is missing: `make parity` installs it (pip install torch==2.13.0, the `parity` extra)"
+
+
+class _SkippedModule(pytest.Module):
+    """A test module that is not imported (it imports torch) and skips with one line."""
+
+    def collect(self):
+        pytest.skip(TORCH_MISSING)
+
+
+if importlib.util.find_spec("torch") is None:
+    def pytest_pycollect_makemodule(module_path, parent):
+        return _SkippedModule.from_parent(parent, path=module_path)
+
 
 REPORT_MD = harness.ROOT / "results" / "parity.md"
 REPORT_JSON = harness.ROOT / "results" / "parity.json"
@@ -24,10 +40,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _torch_and_authors(request):
     """Skip with one line when torch or the authors' repository of the test (its `authors` mark) is missing."""
-    try:
-        import torch
-    except ImportError:
-        pytest.skip("torch is missing: `make parity` installs it (pip install torch==2.13.0, the `parity` extra)")
+    import torch
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)  # small float64 updates: a thread pool costs ~10x the CPU on 2 cores, for nothing
     torch.manual_seed(0)

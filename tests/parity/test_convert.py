@@ -67,3 +67,20 @@ def test_adam_moment_getter_reads_torch_state():
     mu = linear(layer, adam_moment(opt, "exp_avg"))
     # After one step exp_avg = (1 - beta1) * grad; grad of sum(W x + b) is x per row and 1 for the bias.
     assert tree_rel(mu, {"kernel": jnp.full((3, 2), 0.1), "bias": jnp.full(2, 0.1)}) < 1e-12
+
+
+def test_parity_tests_skip_with_one_line_without_the_authors_code(tmp_path):
+    """AUTHORS_DIR without the repository a test needs: one skip line naming the folder, the clone and the commit."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.parity.harness import ROOT
+    env = {**os.environ, "AUTHORS_DIR": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-rs",
+                          "tests/parity/test_td3.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    skips = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    expected = f"AUTHORS_DIR={tmp_path} has no TD3/: clone github.com/sfujim/TD3 there at 34770cc"
+    assert skips and all(expected in line for line in skips), out.stdout
+    assert "passed" not in out.stdout.splitlines()[-1]
