@@ -171,6 +171,21 @@ def embedding(layer, g=param) -> dict:
     return {"embedding": jnp.asarray(_np(g(layer.weight)))}
 
 
+def mlp(net, names, g=None) -> dict:
+    """Flax `Linear_<i>` entries from the torch layers `names` of `net`, in order."""
+    return {f"Linear_{i}": linear(getattr(net, n), g or param) for i, n in enumerate(names)}
+
+
+def td3_actor(a, g=None) -> dict:
+    """The TD3-repo actor layout (l1, l2, l3), shared by TD3, TD3_BC and OurDDPG."""
+    return {"params": mlp(a, ("l1", "l2", "l3"), g)}
+
+
+def td3_critic(c, g=None) -> dict:
+    """The TD3-repo twin critic layout (l1-l3 for Q1, l4-l6 for Q2), as flax `q1` / `q2`."""
+    return {"params": {"q1": mlp(c, ("l1", "l2", "l3"), g), "q2": mlp(c, ("l4", "l5", "l6"), g)}}
+
+
 def t64(x):
     """A JAX/NumPy array as a float64 torch tensor (ints stay ints)."""
     import torch
@@ -205,7 +220,7 @@ class StubBuffer:
     """The authors' ReplayBuffer.sample (TD3, OurDDPG, TD3_BC, BCQ layout), returning our batch at `idx`."""
 
     def __init__(self, data):
-        self.data, self.idx = data, None
+        self.data, self.idx = jax.device_get(data), None
 
     def sample(self, batch_size):
         assert batch_size == len(self.idx)

@@ -22,7 +22,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import StubBuffer, random_buffer, Parity, adam_moment, gym_stub, linear, load_authors, ours, rel, t64, tree_rel
+from tests.parity.harness import mlp, td3_actor as actor_p, td3_critic as critic_p, StubBuffer, random_buffer, Parity, adam_moment, gym_stub, linear, load_authors, ours, rel, t64, tree_rel
 
 OBS, ACT, B, SIZE, N = 11, 3, 32, 500, 10  # N: candidates per s' in the target (the authors' hard-coded 10)
 LATENT = 2 * ACT
@@ -40,18 +40,6 @@ def unstack(tree):
 def adam_init(params):
     """optax.adam's initial state of `params`, zeros on the host (its structure from eval_shape, no compile)."""
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(optax.adam(1.0).init, params))
-
-
-def mlp(net, names, g=None):
-    return {f"Linear_{i}": linear(getattr(net, n), **({"g": g} if g else {})) for i, n in enumerate(names)}
-
-
-def actor_p(a, g=None):
-    return {"params": mlp(a, ("l1", "l2", "l3"), g)}
-
-
-def critic_p(c, g=None):
-    return {"params": {"q1": mlp(c, ("l1", "l2", "l3"), g), "q2": mlp(c, ("l4", "l5", "l6"), g)}}
 
 
 def vae_p(v, g=None):

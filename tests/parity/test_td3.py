@@ -11,28 +11,15 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import random_buffer, StubBuffer, Parity, adam_moment, linear, load_authors, ours, stack, t64, tree_rel, unstack
+from tests.parity.harness import mlp, td3_actor, td3_critic, random_buffer, StubBuffer, Parity, adam_moment, load_authors, ours, stack, t64, tree_rel, unstack
 
 OBS, ACT, B, SIZE = 11, 3, 64, 500
-
-
-def mlp(net, names, g=None):
-    return {"params": {f"Linear_{i}": linear(getattr(net, n), **({"g": g} if g else {})) for i, n in enumerate(names)}}
 
 
 def adam(opt_state):
     """(mu, nu, count) of optax.adam's state."""
     s = opt_state[0]
     return s.mu, s.nu, s.count
-
-
-def td3_actor_p(a, g=None):
-    return mlp(a, ("l1", "l2", "l3"), g)
-
-
-def td3_critic_p(c, g=None):
-    p = lambda names: mlp(c, names, g)["params"]  # noqa: E731
-    return {"params": {"q1": p(("l1", "l2", "l3")), "q2": p(("l4", "l5", "l6"))}}
 
 
 def td3_pair(policy_noise=0.2):
@@ -46,7 +33,7 @@ def td3_pair(policy_noise=0.2):
     args = td3.Args(env_id="Hopper-v4", total_timesteps=SIZE, batch_size=B)
     agent = td3.make_agent(args, OBS, ACT)
     l0, _ = agent.init(jnp.stack([jax.random.PRNGKey(0)]))
-    a, c = td3_actor_p(th.actor), td3_critic_p(th.critic)
+    a, c = td3_actor(th.actor), td3_critic(th.critic)
     learner = stack(td3.Learner(a, a, c, c, optax.adam(args.actor_lr).init(a), optax.adam(args.critic_lr).init(c),
                                 l0.key[0]))
     data = random_buffer(td3, SIZE, OBS, ACT)
@@ -82,14 +69,14 @@ def test_td3_update_matches_authors():
         mu_a, nu_a, n_a = adam(s.actor_opt)
         c_opt, a_opt = th.critic_optimizer, th.actor_optimizer
         p.check(it=it,
-                critic=tree_rel(s.critic, td3_critic_p(th.critic)),
-                critic_target=tree_rel(s.critic_target, td3_critic_p(th.critic_target)),
-                actor=tree_rel(s.actor, td3_actor_p(th.actor)),
-                actor_target=tree_rel(s.actor_target, td3_actor_p(th.actor_target)),
-                critic_adam=max(tree_rel(mu_c, td3_critic_p(th.critic, adam_moment(c_opt, "exp_avg"))),
-                                tree_rel(nu_c, td3_critic_p(th.critic, adam_moment(c_opt, "exp_avg_sq")))),
-                actor_adam=max(tree_rel(mu_a, td3_actor_p(th.actor, adam_moment(a_opt, "exp_avg"))),
-                               tree_rel(nu_a, td3_actor_p(th.actor, adam_moment(a_opt, "exp_avg_sq")))),
+                critic=tree_rel(s.critic, td3_critic(th.critic)),
+                critic_target=tree_rel(s.critic_target, td3_critic(th.critic_target)),
+                actor=tree_rel(s.actor, td3_actor(th.actor)),
+                actor_target=tree_rel(s.actor_target, td3_actor(th.actor_target)),
+                critic_adam=max(tree_rel(mu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg"))),
+                                tree_rel(nu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg_sq")))),
+                actor_adam=max(tree_rel(mu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg"))),
+                               tree_rel(nu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg_sq")))),
                 adam_steps=abs(int(n_c) - it) + abs(int(n_a) - it // 2))
     p.finish(iters)
 
@@ -102,8 +89,8 @@ def test_ddpg_update_matches_authors():
     th = OurDDPG.DDPG(OBS, ACT, 1.0, discount=0.99, tau=0.005)
     for m in (th.actor, th.actor_target, th.critic, th.critic_target):
         m.double()
-    actor_p = lambda a, g=None: mlp(a, ("l1", "l2", "l3"), g)  # noqa: E731
-    critic_p = lambda c, g=None: mlp(c, ("l1", "l2", "l3"), g)  # noqa: E731
+    actor_p = td3_actor
+    critic_p = lambda c, g=None: {"params": mlp(c, ("l1", "l2", "l3"), g)}  # noqa: E731  (one critic)
 
     args = ddpg.Args(env_id="Hopper-v4", total_timesteps=SIZE, batch_size=B)
     agent = ddpg.make_agent(args, OBS, ACT)
@@ -141,4 +128,4 @@ def test_td3_detects_a_changed_target_noise():
     """The harness is sharp: the authors' target noise scaled by 1.0005 moves the critic far above the tolerance."""
     th, agent, _, learner, data, stub = td3_pair(policy_noise=0.2 * 1.0005)
     learner = td3_iteration(th, agent, learner, data, stub, False)
-    assert tree_rel(unstack(learner).critic, td3_critic_p(th.critic)) > 1e-6
+    assert tree_rel(unstack(learner).critic, td3_critic(th.critic)) > 1e-6

@@ -19,7 +19,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import argparse_defaults, Parity, adam_moment, authors_dir, linear, load_authors, ours, rel, t64, tree_rel
+from tests.parity.harness import td3_actor as actor_p, td3_critic as critic_p, StubBuffer, argparse_defaults, Parity, adam_moment, authors_dir, load_authors, ours, rel, t64, tree_rel
 
 OBS, ACT, B, SIZE, ITERS = 11, 3, 64, 500, 8
 
@@ -27,30 +27,6 @@ OBS, ACT, B, SIZE, ITERS = 11, 3, 64, 500, 8
 def host(tree):
     """Seed 0 of a seed-stacked pytree, as numpy (no eager JAX op per leaf)."""
     return jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(tree))
-
-
-def mlp(net, names, g=None):
-    return {f"Linear_{i}": linear(getattr(net, n), **({"g": g} if g else {})) for i, n in enumerate(names)}
-
-
-def actor_p(a, g=None):
-    return {"params": mlp(a, ("l1", "l2", "l3"), g)}
-
-
-def critic_p(c, g=None):
-    return {"params": {"q1": mlp(c, ("l1", "l2", "l3"), g), "q2": mlp(c, ("l4", "l5", "l6"), g)}}
-
-
-class StubBuffer:
-    """The authors' ReplayBuffer.sample, returning our rows at `idx`."""
-
-    def __init__(self, data):
-        self.data, self.idx = jax.device_get(data), None
-
-    def sample(self, batch_size):
-        t = lambda x: t64(np.asarray(x)[self.idx])  # noqa: E731
-        d = self.data
-        return t(d.obs), t(d.action), t(d.next_obs), t(d.reward)[:, None], 1 - t(d.terminated)[:, None]
 
 
 @pytest.mark.authors("TD3_BC")
