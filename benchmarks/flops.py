@@ -239,7 +239,8 @@ def main() -> None:
                      f"{r['matmul']} | {r['matmul_gflop_per_s']:.1f} | {r['fraction']:.2f} |")
     lines += ["", "MR.Q and DR.Q: the same columns per jitted piece in results/bench/mrq_cpu.md and drq_cpu.md. "
               "Convolutional updates (DQN family, discrete BCQ) are compared with the dense matmul of their 3136 -> "
-              "512 layer; their convolutions run at a lower rate on a CPU."]
+              "512 layer; most of their FLOPs are convolutions, which XLA:CPU runs at a lower rate (MR.Q's pixel encoder: "
+              "results/bench/mrq_cpu.md)."]
     _write_md(out, lines)
 
 
