@@ -109,7 +109,7 @@ summary: setup
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,minatar,offline,cluster]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,minatar,offline,ogbench,cluster]"
 	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
 
 clean:
