@@ -20,7 +20,7 @@ policy is the best under Q1 of n perturbed VAE samples. Each iteration, in this 
 The offline loop is the one of td3_bc.py: the dataset stored once on the device for all seeds (each
 samples its own indices), the updates run in lax.scan chunks of eval_freq between evaluations (10
 episodes on envs seeded seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the
-dataset has references.
+dataset has references, and a success column (the success rate over the episodes) on OGBench data.
 
 Parity: tests/parity/test_bcq.py runs the repo's BCQ.train beside `update` in float64 on the same
 weights, batch and random draws (VAE, critics, perturbation model, targets, Adam moments and losses
@@ -87,9 +87,11 @@ LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the VAE encoder's log_std clamp
 class Args(runs.RunArgs):
     # Experiment (the run folder's flags come from runs.RunArgs)
     dataset: str = ""
-    """offline data: minari:<dataset id> or d4rl:<path to .hdf5> (make one with python -m envs.collect)"""
+    """offline data: minari:<dataset id>, d4rl:<path to .hdf5> or ogbench:<single-task name or .npz> (make one
+    with python -m envs.collect)"""
     env_id: str = ""
-    """env of the evaluations: a gymnasium id (Hopper-v4); default: a Minari dataset's own env"""
+    """env of the evaluations: a gymnasium id (Hopper-v4) or an ogbench: id; default: a Minari or OGBench
+    dataset's own env"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -447,7 +449,7 @@ def train(args: Args) -> dict:
         host_metrics = jax.device_get(metrics)
         run.check_finite(host_metrics, step)
         last_eval = evaluator(stochastic_policy(agent, learner, eval_keys(seeds, step)))
-        run.evaluation(offline.eval_rows(data, seeds, step, last_eval), host_metrics)
+        run.evaluation(offline.eval_rows(data, seeds, step, last_eval, evaluator.successes), host_metrics)
 
     with run.progress_bar(t0):
         if t0 == 0:

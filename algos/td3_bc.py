@@ -13,12 +13,14 @@ Usage:  python algos/td3_bc.py --dataset minari:fujimoto-jax/hopper/medium-v0 --
 the state normalisation by the dataset's mean and std (+ 1e-3), and the offline loop: no env
 stepping, the dataset stored once on the device for all seeds (each samples its own indices), the
 updates run in lax.scan chunks of eval_freq between evaluations (10 episodes on envs seeded
-seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the dataset has references.
+seed + 100). eval.csv has a normalized_score column (D4RL's x 100) when the dataset has references, and
+a success column (the success rate over the episodes) on OGBench data (--dataset ogbench:...).
 
 Deviations and notes (none changes the algorithm on D4RL's tasks, whose actions lie in [-1, 1]):
 - Data as `d4rl.qlearning_dataset` gives it (envs/offline.py, timeouts="drop"): the transition of
   a time-limit end is dropped and every other one bootstraps unless terminal. For a Minari dataset
-  the truncated last step of an episode is dropped the same way.
+  the truncated last step of an episode is dropped the same way. OGBench data keeps OGBench's own
+  convention: a trajectory's last transition bootstraps, a goal state does not.
 - Actions are mapped from the env's bounds onto [-1, 1] (the identity for D4RL's MuJoCo tasks), and
   the noise scales are in units of max_action, as in td3.py. The BC term is therefore measured in
   [-1, 1] units: on an env whose bounds are not +-1 it weighs 1 / max_action^2 times what the repo's
@@ -59,9 +61,11 @@ ALGO = "td3_bc"
 class Args(runs.RunArgs):
     # Experiment (the run folder's flags come from runs.RunArgs)
     dataset: str = ""
-    """offline data: minari:<dataset id> or d4rl:<path to .hdf5> (make one with python -m envs.collect)"""
+    """offline data: minari:<dataset id>, d4rl:<path to .hdf5> or ogbench:<single-task name or .npz> (make one
+    with python -m envs.collect)"""
     env_id: str = ""
-    """env of the evaluations: a gymnasium id (Hopper-v4); default: a Minari dataset's own env"""
+    """env of the evaluations: a gymnasium id (Hopper-v4) or an ogbench: id; default: a Minari or OGBench
+    dataset's own env"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -320,7 +324,7 @@ def train(args: Args) -> dict:
         host_metrics = jax.device_get(metrics)
         run.check_finite(host_metrics, step)
         last_eval = evaluator(lambda o: agent.policy(learner.actor, (o - mean) / std))
-        run.evaluation(offline.eval_rows(data, seeds, step, last_eval), host_metrics)
+        run.evaluation(offline.eval_rows(data, seeds, step, last_eval, evaluator.successes), host_metrics)
 
     with run.progress_bar(t0):
         if t0 == 0:

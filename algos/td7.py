@@ -65,7 +65,8 @@ priorities starting at 1 for every transition, no policy checkpoints (the curren
 evaluated), no env stepping, no state normalisation. The dataset is stored once on the device for
 all seeds (each has its own priorities and indices) and the updates run in lax.scan chunks between
 evaluations. Data as `d4rl.qlearning_dataset` gives it (envs/offline.py, timeouts="drop"): the
-transition of a time-limit end is dropped, every other one bootstraps unless terminal.
+transition of a time-limit end is dropped, every other one bootstraps unless terminal (OGBench data,
+--dataset ogbench:..., keeps its trajectory ends, which bootstrap, and eval.csv gains a success column).
 --total-timesteps then counts training steps (default 1M; the repo's default is 5M, and the
 length behind the paper's offline table is unverified, docs/facts.md#td7-offline) and must be a
 multiple of --target-update-rate, as must --eval-freq, so every scanned chunk holds whole target
@@ -99,7 +100,8 @@ ALGO = "td7"
 class Args(runs.RunArgs):
     # Experiment (the run folder's flags come from runs.RunArgs)
     env_id: str = "Hopper-v4"
-    """continuous-control env: a gymnasium id (Hopper-v4) or dmc:<domain>-<task> (DeepMind Control states)"""
+    """continuous-control env: a gymnasium id (Hopper-v4) or dmc:<domain>-<task> (DeepMind Control states); with
+    --offline also an ogbench: id, and by default the dataset's own env"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -116,7 +118,8 @@ class Args(runs.RunArgs):
     offline: bool = False
     """train on --dataset instead of an env (no policy checkpoints, no env steps); --env-id is the evaluation env"""
     dataset: str = ""
-    """--offline data: minari:<dataset id> or d4rl:<path to .hdf5> (make one with python -m envs.collect)"""
+    """--offline data: minari:<dataset id>, d4rl:<path to .hdf5> or ogbench:<single-task name or .npz> (make one
+    with python -m envs.collect)"""
     lmbda: float = 0.1
     """--offline: weight of the behaviour-cloning term, scaled by mean |Q(s, pi(s))|"""
     # TD3
@@ -649,7 +652,7 @@ def train_offline(run: runs.Run) -> dict:
         host_metrics = jax.device_get(metrics)
         run.check_finite(host_metrics, step)
         last_eval = evaluator(lambda o: agent.policy(learner.actor, learner.fixed_encoder, o))
-        rows = offline.eval_rows(data, seeds, step, last_eval)
+        rows = offline.eval_rows(data, seeds, step, last_eval, evaluator.successes)
         run.evaluation([{**r, "policy_updates": step} for r in rows], host_metrics)
 
     with run.progress_bar(t0):

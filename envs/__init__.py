@@ -4,10 +4,13 @@ One ``--env-id`` convention across suites: gymnasium ids as they are (``Hopper-v
 ``dmc:<domain>-<task>`` (DeepMind Control, proprioceptive states), ``dmc-pixels:<domain>-<task>``
 (DeepMind Control, 84x84 pixels), ``atari:<Game>`` (``ALE/<Game>-v5``, MR.Q's preprocessing),
 ``dqn-atari:<Game>`` (the same ALE settings, the DQN-era preprocessing of discrete BCQ and LAP/PAL:
-zero-padded frame stacks, raw rewards that the algorithms clip with ``envs.atari.clip_reward``) and
-``minatar:<game>`` (MinAtar, 10x10 states, extra ``minatar``); see ``envs/dmc.py``, ``envs/atari.py``
-and ``envs/minatar.py`` for their preprocessing. Pixel and discrete-action envs are only accepted by
-algorithms that ask for them (``make_env(..., pixels_ok=True, discrete_ok=True)``).
+zero-padded frame stacks, raw rewards that the algorithms clip with ``envs.atari.clip_reward``),
+``minatar:<game>`` (MinAtar, 10x10 states, extra ``minatar``) and
+``ogbench:<env>-<play|noisy>-singletask-task<k>-v0`` (OGBench's single-task manipulation envs, extra
+``ogbench``; their ``info["success"]`` gives ``Evaluator.successes``); see ``envs/dmc.py``,
+``envs/atari.py``, ``envs/minatar.py`` and ``envs/ogbench.py`` for their preprocessing. Pixel and
+discrete-action envs are only accepted by algorithms that ask for them (``make_env(..., pixels_ok=True,
+discrete_ok=True)``).
 
 The contract every algorithm relies on (pinned by ``tests/test_envs.py``):
 
@@ -18,7 +21,8 @@ The contract every algorithm relies on (pinned by ``tests/test_envs.py``):
   episode ends the *true final observation* as ``next_obs``, while ``obs`` already holds the
   first observation of the next episode. A time-limit end (``truncated``) must bootstrap, a
   termination must not: store ``terminated``, never ``terminated | truncated``;
-* evaluation is deterministic, on separate envs seeded ``seed + 100``.
+* evaluation is deterministic, on separate envs seeded ``seed + 100``; ``Evaluator.successes`` holds
+  the per-seed success rate where the env reports ``info["success"]`` (NaN elsewhere).
 """
 
 from envs.gym import EnvStep, Evaluator, SeedEnvs, make_env

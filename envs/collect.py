@@ -27,6 +27,12 @@ The recipes follow D4RL (and BCQ for ``imperfect``):
   low-noise episodes and a random action with probability ``--ope-random`` (0.1, their Atari setting),
   else the greedy action (``--eval-eps`` 0, their Atari eval_eps: random actions exactly 0.1 of the steps),
   1M transitions. Every episode's first observation is its start state (algos/sr_dice.py reads them).
+* ``ogbench-play`` / ``ogbench-noisy`` (``--env-id ogbench:<env>-<play|noisy>-singletask-task<k>-v0``, env
+  cube-single, cube-double, scene, puzzle-3x3 or puzzle-4x4): OGBench's manipulation datasets from the
+  scripted oracles packaged in ``ogbench`` (envs/ogbench_data.py), ``--episodes`` (1,000) episodes of 1,001
+  steps plus a tenth as validation, in OGBench's own ``.npz`` layout at ``--out`` (default
+  ``$OGBENCH_DATA_DIR`` or ``~/.ogbench/data``, ``<env>-<type>-v0.npz`` and ``-val.npz``); read with
+  ``--dataset ogbench:...``. Not Minari: the rest of this text is about the other recipes.
 
 Discrete-action envs (``random`` and ``behavioural``) store integer actions and their observations
 in the env's dtype (uint8 images stay uint8, never JPEG-encoded). A frame-stacked env (dqn-atari:,
@@ -57,12 +63,13 @@ from typing import Optional
 
 import numpy as np
 
-from envs import offline, runs
+from envs import offline, ogbench_data, runs
 from envs.gym import Evaluator, SeedEnvs, _scale_action
 from envs.runs import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect", "behavioural", "sr-dice")
+RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect", "behavioural", "sr-dice",
+           *ogbench_data.RECIPES)
 POLICY_ALGOS = ("td3", "td7", "ddpg", "ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")
 DISCRETE_ALGOS = ("ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")  # their policies act in Discrete spaces: behavioural
 
@@ -70,12 +77,14 @@ DISCRETE_ALGOS = ("ddqn", "ddqn_lap", "ddqn_pal", "ddqn_per")  # their policies 
 @dataclass
 class Args:
     recipe: str
-    """random | medium | expert | medium-replay | medium-expert | imperfect | behavioural | sr-dice"""
+    """random | medium | expert | medium-replay | medium-expert | imperfect | behavioural | sr-dice | ogbench-play |
+    ogbench-noisy"""
     checkpoint: tuple[str, ...] = ()
     """run folder(s) with a checkpoint (--save-model): one for medium/expert/medium-replay/imperfect/behavioural/
     sr-dice, medium then expert for medium-expert"""
     env_id: str = ""
-    """env to collect on; default: the checkpoint's (required for random)"""
+    """env to collect on; default: the checkpoint's (required for random and the ogbench recipes:
+    ogbench:<env>-<play|noisy>-singletask-task<k>-v0)"""
     steps: Optional[int] = None
     """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer); unset: 1M as
     D4RL's datasets and the discrete BCQ paper's buffers (behavioural), 100k for imperfect as the BCQ paper's,
@@ -117,6 +126,13 @@ class Args:
     """reference expert return for the normalised score (D4RL tasks use D4RL's)"""
     author: str = "fujimoto-jax"
     """dataset author recorded by Minari"""
+    # OGBench recipes (envs/ogbench_data.py)
+    episodes: Optional[int] = None
+    """ogbench recipes: training episodes of 1,001 steps (the val file gets a tenth, at least 1); unset: 1000, as
+    OGBench's datasets"""
+    out: str = ""
+    """ogbench recipes: the training file, <name>.npz (the val file is <name>-val.npz beside it); default
+    $OGBENCH_DATA_DIR (else ~/.ogbench/data)/<env>-<play|noisy>-v0.npz, where --dataset ogbench:<id> looks"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +416,10 @@ def measure(env_id: str, policy, episodes: int, seed: int, copies: int = 1, eps:
 def check(args: Args) -> None:
     if args.recipe not in RECIPES:
         raise UserError(f"--recipe {args.recipe!r}: choose one of {', '.join(RECIPES)}")
+    if args.episodes is not None or args.out:
+        given = "--episodes" if args.episodes is not None else "--out"
+        raise UserError(f"--recipe {args.recipe} does not take {given} (the ogbench recipes do; use --steps, "
+                        "--dataset-id or --d4rl-out)")
     need = {"random": (0, 0), "medium-expert": (2, 2)}.get(args.recipe, (1, 1))
     if not need[0] <= len(args.checkpoint) <= need[1]:
         what = {0: "no --checkpoint", 1: "one --checkpoint", 2: "two --checkpoint run folders (medium, then expert)"}
@@ -427,7 +447,9 @@ def check(args: Args) -> None:
 
 
 def collect(args: Args) -> str:
-    """Write the dataset; returns its Minari id."""
+    """Write the dataset; returns its Minari id (the ogbench recipes: the path of their training file)."""
+    if args.recipe in ogbench_data.RECIPES:
+        return ogbench_data.collect(args)
     check(args)
     if args.d4rl_out:
         runs.require("h5py", "--d4rl-out", "offline")

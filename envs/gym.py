@@ -34,12 +34,13 @@ from envs.workers import check_workers, pool_for
 
 
 SUITE_PREFIXES = ("gymnasium ids as they are (Hopper-v4), dmc:<domain>-<task>, dmc-pixels:<domain>-<task>, "
-                  "atari:<Game>, dqn-atari:<Game>, minatar:<game>")
-_PREFIXED = ("dmc:", "dmc-pixels:", "atari:", "dqn-atari:", "minatar:")
+                  "atari:<Game>, dqn-atari:<Game>, minatar:<game>, ogbench:<env>-<play|noisy>-singletask-task<k>-v0")
+_PREFIXED = ("dmc:", "dmc-pixels:", "atari:", "dqn-atari:", "minatar:", "ogbench:")
 
 
 def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
-    """gymnasium id, or a prefixed DeepMind Control / Atari / MinAtar id (envs/dmc.py, atari.py, minatar.py)."""
+    """gymnasium id, or a prefixed DeepMind Control / Atari / MinAtar / OGBench id (envs/dmc.py, atari.py,
+    minatar.py, ogbench.py)."""
     if env_id.startswith(("dmc:", "dmc-pixels:")):
         from envs.dmc import DMCEnv
         return DMCEnv(env_id, **kwargs)
@@ -52,6 +53,9 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
     if env_id.startswith("minatar:"):
         from envs.minatar import MinAtarEnv
         return MinAtarEnv(env_id, **kwargs)
+    if env_id.startswith("ogbench:"):
+        from envs.ogbench import OGBenchEnv
+        return OGBenchEnv(env_id, **kwargs)
     _check_gym_id(env_id)
     with warnings.catch_warnings():  # the papers' -v4 MuJoCo versions are used on purpose
         warnings.filterwarnings("ignore", message=".*is out of date.*")
@@ -60,6 +64,9 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
 
 def _check_gym_id(env_id: str):
     """A UserError for an id that is neither prefixed (dmc:, atari:, ...) nor registered with gymnasium."""
+    if env_id.startswith("ogbench:"):  # checked by name only (no import): antmaze & co. are refused here
+        from envs.ogbench import parse_id
+        parse_id(env_id)
     if env_id.startswith(_PREFIXED):
         return
     if env_id.startswith("HBench-"):  # DR.Q's HumanoidBench ids: no silent fallback to something else
@@ -321,6 +328,10 @@ class Evaluator(_Spaces):
     ``eval_seed`` (so every evaluation sees the same initial states). Seeds step together so the
     policy is called once per step for all of them.
 
+    ``successes`` ([N], after each call): per seed, the mean over its episodes of ``info["success"]`` at
+    the episode's last step (OGBench's success rate, as its evaluation reads the final info), NaN for a
+    seed whose env reported no success (every suite but ogbench:) or that was not evaluated.
+
     ``workers`` as for ``SeedEnvs``: with W > 1 contiguous blocks of seeds step in W processes
     (the video, if any, is recorded by the first), with the same returns bit for bit.
     """
@@ -331,6 +342,7 @@ class Evaluator(_Spaces):
         if episodes < 1:
             raise UserError(f"--eval-episodes must be >= 1, got {episodes}")
         self.eval_seeds, self.episodes = [int(s) for s in eval_seeds], episodes
+        self.successes = np.full(len(self.eval_seeds), np.nan)
         self.workers = check_workers(workers, len(self.eval_seeds))
         self._pool = None
         if self.workers > 1:
@@ -351,7 +363,7 @@ class Evaluator(_Spaces):
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], active: np.ndarray | None = None) -> np.ndarray:
         """``policy``: ``[N, *obs_shape]`` -> ``[N, action_dim]`` in [-1, 1] (``[N]`` indices if discrete).
-        Returns ``[N]`` mean returns.
+        Returns ``[N]`` mean returns (and sets ``successes``).
 
         ``active`` ([N] bool, default all) evaluates only those seeds; the others get NaN.
         """
@@ -371,7 +383,9 @@ class Evaluator(_Spaces):
             for k, ((o, _), _) in zip(todo, advanced):
                 obs[self._blocks[k]] = o
             todo = [k for k, ((_, finished), _) in zip(todo, advanced) if not finished]
-        return np.concatenate([r for r, _ in self._pool.call("_result", [()] * self.workers)])
+        results = self._pool.call("_result", [()] * self.workers, ("successes",))
+        self.successes = np.concatenate([attrs["successes"] for _, attrs in results])
+        return np.concatenate([r for r, _ in results])
 
     # One evaluation as three steps, so that a worker process can run it for its block of seeds.
     def _begin(self, active: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -381,6 +395,8 @@ class Evaluator(_Spaces):
                               for env, s, a in zip(self.envs, self.eval_seeds, active)])
         self._done_eps = np.where(active, 0, self.episodes).astype(np.int64)
         self._totals = np.zeros(len(self.envs), np.float64)
+        self._success_sum = np.zeros(len(self.envs), np.float64)
+        self._success_eps = np.zeros(len(self.envs), np.int64)  # episodes whose last step reported a success
         return self._obs, not np.any(self._done_eps < self.episodes)
 
     def _advance(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -388,9 +404,12 @@ class Evaluator(_Spaces):
         for i, env in enumerate(self.envs):
             if done_eps[i] >= self.episodes:
                 continue
-            o, r, term, trunc, _ = env.step(self.to_env_action(action[i]))
+            o, r, term, trunc, info = env.step(self.to_env_action(action[i]))
             totals[i] += r
             if term or trunc:
+                if "success" in info:
+                    self._success_sum[i] += float(info["success"])
+                    self._success_eps[i] += 1
                 done_eps[i] += 1
                 if done_eps[i] < self.episodes:
                     o, _ = env.reset()
@@ -398,6 +417,8 @@ class Evaluator(_Spaces):
         return obs, not np.any(done_eps < self.episodes)
 
     def _result(self) -> np.ndarray:
+        reported = self._active & (self._success_eps > 0)
+        self.successes = np.where(reported, self._success_sum / np.maximum(self._success_eps, 1), np.nan)
         return np.where(self._active, self._totals / self.episodes, np.nan)
 
     def close(self):

@@ -1,14 +1,19 @@
-"""Offline datasets: one ``--dataset`` flag, two formats, the same flat transitions.
+"""Offline datasets: one ``--dataset`` flag, three formats, the same flat transitions.
 
 * ``minari:<dataset id>``: a local Minari dataset (under ``MINARI_DATASETS_PATH``, else Minari's
   default root ``~/.minari/datasets``): per-episode observations of length T+1, actions, rewards,
   terminations and truncations. Every transition has its true next observation.
 * ``d4rl:<path to .hdf5>``: a D4RL file with the keys observations, actions, rewards, terminals,
   timeouts (optional next_observations).
+* ``ogbench:<single-task name>`` (``cube-single-play-singletask-task2-v0``: the file
+  ``<envs.ogbench.dataset_dir()>/cube-single-play-v0.npz``, env ``ogbench:`` + the name) or
+  ``ogbench:<path to .npz>`` (env from ``--env-id``, else the env id ``envs.collect`` recorded in the
+  file): an OGBench dataset in OGBench's own layout, with its ``-val.npz`` split beside it, read by
+  ``ogbench.make_env_and_datasets`` itself (see "OGBench" below).
 
-Both give ``Transitions``: obs, action (mapped from the env's bounds onto [-1, 1], as the
+All give ``Transitions``: obs, action (mapped from the env's bounds onto [-1, 1], as the
 algorithms act), reward, next_obs, terminated. A termination never bootstraps. Time-limit ends
-follow the algorithm (``timeouts``):
+of Minari and D4RL data follow the algorithm (``timeouts``); OGBench data has its own convention:
 
 * ``"drop"``: ``d4rl.qlearning_dataset`` exactly (TD3+BC and TD7 load their data with it). The
   transition flagged as a timeout is dropped, every other one bootstraps unless terminal, the
@@ -20,6 +25,11 @@ follow the algorithm (``timeouts``):
 * ``"bootstrap"``: the time-limit transition is kept with terminated = 0 and its true final
   observation (BCQ stores its own buffer that way). A D4RL file needs ``next_observations`` for
   that; without it those transitions are dropped, and the loader says how many.
+* OGBench (``timeouts`` ignored): OGBench's regular dataset. A trajectory of T rows (1,001 in the
+  generated sets) gives T - 1 transitions (its last row has no next observation); the reward is the
+  single-task relabelling (satisfied subtasks minus their count, of the state s_t: the env's
+  ``success_timing='pre'``) and ``terminated = 1 - masks``: only a goal state does not bootstrap, a
+  trajectory's last transition does (the truncation contract).
 
 Bad data (missing keys, length mismatches, NaN/inf, dimensions that do not match ``--env-id``,
 actions outside the env's bounds) raises ``UserError`` with one line naming the key.
@@ -111,17 +121,23 @@ def normalization(obs: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.nd
 # ---------------------------------------------------------------------------------------------
 # The flag
 # ---------------------------------------------------------------------------------------------
+KINDS = "minari:<dataset id> or d4rl:<path to .hdf5>, or ogbench:<single-task name or path to .npz>"
+
+
 def parse(spec: str) -> tuple[str, str]:
     kind, sep, rest = spec.partition(":")
-    if not sep or kind not in ("minari", "d4rl") or not rest:
-        raise UserError(f"--dataset {spec!r}: expected minari:<dataset id> or d4rl:<path to .hdf5>")
+    if not sep or kind not in ("minari", "d4rl", "ogbench") or not rest:
+        raise UserError(f"--dataset {spec!r}: expected {KINDS}")
     return kind, rest
 
 
 def env_id_of(spec: str) -> Optional[str]:
     """The env id a Minari dataset was collected on (its env spec, else the env id envs.collect
-    recorded: suites without a gymnasium spec, dmc: or dqn-atari:), else None."""
+    recorded: suites without a gymnasium spec, dmc: or dqn-atari:), an OGBench dataset's (``ogbench:`` +
+    its single-task name, or the env id envs.collect recorded in the .npz), else None."""
     kind, rest = parse(spec)
+    if kind == "ogbench":
+        return _ogbench_source(spec).env_id
     if kind != "minari":
         return None
     dataset = _minari_open(rest)
@@ -145,6 +161,8 @@ def collection_facts(spec: str) -> dict:
     import json
     kind, rest = parse(spec)
     try:
+        if kind == "ogbench":
+            return _ogbench_source(spec).facts
         if kind == "minari":
             return _collect_facts(_minari_open(rest))
         import h5py
@@ -163,6 +181,8 @@ def dataset_actions(spec: str) -> Optional[str]:
     """"discrete" or "continuous": the kind of the dataset's actions (a Minari dataset's action space, a
     D4RL file's actions key: integers of shape [N] are discrete), None when it cannot be told here."""
     kind, rest = parse(spec)
+    if kind == "ogbench":
+        return "continuous"  # OGBench's manipulation envs act in [-1, 1]^5
     if kind == "minari":
         space = _minari_open(rest).spec.action_space
         import gymnasium as gym
@@ -196,17 +216,22 @@ def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
     import envs
     kind, rest = parse(spec)
     check_action_kind(spec, "continuous")
+    if kind == "ogbench":  # the files and the env's name first: no env is built for a refused dataset
+        source = _ogbench_source(spec, env_id)
+        oid = _check_ogbench_env(spec, source, env_id)
     env = envs.make_env(env_id)
     try:
         low, high = np.asarray(env.action_space.low, np.float64), np.asarray(env.action_space.high, np.float64)
         obs_dim = env.observation_space.shape[0]
         max_steps = env.spec.max_episode_steps if env.spec is not None else None
+        if kind == "ogbench":  # relabelled by this env (its task)
+            data = _load_ogbench(spec, source, oid, env)
     finally:
         env.close()
     if kind == "d4rl":
         data = _load_d4rl(rest, timeouts, max_steps)
         data.ref = d4rl_reference(env_id)
-    else:
+    elif kind == "minari":
         data = _load_minari(rest, timeouts)
     data.source = spec
     where = f"--dataset {spec}"
@@ -224,7 +249,8 @@ def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
         j = int(np.argmax(worst))
         raise UserError(f"{where}: actions lie outside {env_id}'s bounds (dimension {j} reaches "
                         f"{data.action[np.argmax(np.abs(unit[:, j])), j]:.4g}, bounds [{low[j]:.4g}, {high[j]:.4g}])")
-    data.action = np.clip(unit, -1.0, 1.0).astype(np.float32)
+    # OGBench's actions are [-1, 1] already: kept bit for bit (the map is exact only up to rounding)
+    data.action = np.clip(data.action if kind == "ogbench" else unit, -1.0, 1.0).astype(np.float32)
     return data
 
 
@@ -400,6 +426,191 @@ def _load_minari(dataset_id: str, timeouts: str) -> Transitions:
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Transitions(cat["obs"], cat["action"], cat["reward"], cat["next_obs"], cat["terminated"], ref=ref,
                        episode_returns=np.asarray(returns), info=info, start_obs=cat["start_obs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# OGBench (.npz in OGBench's layout, read by ogbench itself)
+# ---------------------------------------------------------------------------------------------
+OGBENCH_KEYS = ("observations", "actions", "terminals", "qpos", "qvel")  # + button_states (scene, puzzles)
+
+
+@dataclass
+class _OGBenchSource:
+    path: str  # the train split
+    val_path: str  # OGBench's rule: the path with .npz -> -val.npz
+    env_id: Optional[str]  # the dataset's own env: ogbench: + its single-task name, or the one collect recorded
+    named: bool  # given as a single-task name (the name fixes the task), not as a path
+    facts: dict  # envs.collect's metadata (key fujimoto_jax), {} for another file
+
+
+def _npz_facts(path: str) -> dict:
+    """The JSON envs.collect stores under the .npz key fujimoto_jax (a 0-d unicode array), else {}."""
+    import json
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "fujimoto_jax" not in f.files:
+                return {}
+            facts = json.loads(str(f["fujimoto_jax"][()]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}  # the loader says why
+    return facts if isinstance(facts, dict) else {}
+
+
+def _collect_command(dataset_type: str, env_id: Optional[str], out: Optional[str]) -> str:
+    env_id = env_id or f"ogbench:<env>-{dataset_type}-singletask-task1-v0"
+    return (f"python -m envs.collect --recipe ogbench-{dataset_type} --env-id {env_id}"
+            + (f" --out {out}" if out else ""))
+
+
+def _ogbench_source(spec: str, env_id: Optional[str] = None) -> _OGBenchSource:
+    """Where ``ogbench:<X>`` lies and which env it names; one line when a file is missing (with the
+    command that makes it). ``env_id`` (--env-id, if given) only completes that command."""
+    from envs import ogbench as og
+    _, rest = parse(spec)
+    where = f"--dataset {spec}"
+    named = not ("/" in rest or rest.endswith(".npz"))
+    if named:  # a single-task name: the shared file of its dataset in dataset_dir()
+        try:
+            oid = og.parse_id(rest)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        path, own = os.path.join(og.dataset_dir(), f"{oid.dataset_name}.npz"), og.PREFIX + rest
+    else:
+        path, own = os.path.expanduser(rest), None
+        if not path.endswith(".npz"):
+            raise UserError(f"{where}: an OGBench dataset is an .npz file (with its -val.npz beside it)")
+    val_path = path.replace(".npz", "-val.npz")  # as ogbench.make_env_and_datasets derives it
+    facts = _npz_facts(path) if os.path.isfile(path) else {}
+    recorded = facts.get("env_id")
+    if not named and isinstance(recorded, str):
+        own = recorded
+    for p, what in ((path, "no such file"), (val_path, "no val split")):
+        if not os.path.isfile(p):
+            known = own or (env_id if env_id and env_id.startswith(og.PREFIX) else None)
+            dataset_type = og.parse_id(known).dataset_type if known and _parses(known) else "play"
+            raise UserError(f"{where}: {what} {p} (make the dataset with: "
+                            f"{_collect_command(dataset_type, known, None if named else path)})")
+    return _OGBenchSource(path, val_path, own, named, facts)
+
+
+def _parses(env_id: str) -> bool:
+    from envs import ogbench as og
+    try:
+        og.parse_id(env_id)
+        return True
+    except UserError:
+        return False
+
+
+def _check_ogbench_env(spec: str, source: _OGBenchSource, env_id: str):
+    """The env of the evaluations must be the dataset's: same OGBench env and dataset type (any of the five
+    tasks for a file, as the tasks share their data; the named one for a single-task name)."""
+    from envs import ogbench as og
+    where = f"--dataset {spec}"
+    if not env_id.startswith(og.PREFIX):
+        raise UserError(f"{where}: OGBench data is evaluated on its own env, an ogbench: id "
+                        f"({source.env_id or 'ogbench:<env>-<type>-singletask-task<k>-v0'}), not --env-id {env_id}")
+    oid = og.parse_id(env_id)
+    recorded = source.facts.get("env_id")
+    checks = [(source.env_id, "names" if source.named else "was collected on", source.named)]
+    if source.named and isinstance(recorded, str):
+        checks.append((recorded, "was collected on", False))
+    for own, verb, same_task in checks:
+        if own is None:
+            continue
+        if not _parses(own):
+            raise UserError(f"{where}: {verb} {own!r}, not an OGBench single-task id")
+        theirs = og.parse_id(own)
+        if (theirs.env, theirs.dataset_type) != (oid.env, oid.dataset_type) or (same_task and theirs.task != oid.task):
+            raise UserError(f"{where}: {verb} {theirs.env_id}, but --env-id is {oid.env_id}")
+    return oid
+
+
+def _npz_headers(where: str, path: str) -> dict:
+    """{key: (shape, dtype)} of an .npz's arrays, from their headers only (nothing decompressed beyond them)."""
+    import zipfile
+    fmt = np.lib.format
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with z.open(name) as f:
+                    version = fmt.read_magic(f)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                out[name[:-4]] = (tuple(shape), np.dtype(dtype))
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{where}: {path} is not a readable .npz file ({e})") from None
+    return out
+
+
+def _check_ogbench_file(where: str, path: str, env_id: str, dims: dict) -> None:
+    """OGBench's keys, one row count, the env's dimensions (another env's data fails here), terminals that
+    end the last trajectory (OGBench's loader aligns next observations on them)."""
+    heads = _npz_headers(where, path)
+    n = None
+    for key, dim in dims.items():
+        if key not in heads:
+            raise UserError(f"{where}: {path} has no key {key!r} (an OGBench dataset of {env_id} holds "
+                            f"{', '.join(dims)})")
+        shape, dtype = heads[key]
+        if dtype.kind not in "fiub" or len(shape) != (1 if key == "terminals" else 2):
+            raise UserError(f"{where}: {path} key {key!r} has shape {shape} and dtype {dtype}")
+        if n is not None and shape[0] != n:
+            raise UserError(f"{where}: {path} key {key!r} has {shape[0]} rows but 'observations' has {n}")
+        n = shape[0] if n is None else n
+        if dim is not None and shape[1] != dim:
+            raise UserError(f"{where}: {path} holds another env's data: {key} of {shape[1]} dims, but {env_id} "
+                            f"has {dim}")
+    with np.load(path, allow_pickle=False) as f:
+        terminals = np.asarray(f["terminals"])
+    if n < 2 or not np.all((terminals == 0) | (terminals == 1)) or terminals[-1] != 1:
+        raise UserError(f"{where}: {path} key 'terminals' must be 0/1 with 1 on the last row of each trajectory "
+                        f"({n} rows, last {terminals[-1] if n else None})")
+
+
+def _load_ogbench(spec: str, source: _OGBenchSource, oid, env) -> Transitions:
+    """Read both splits through ``ogbench.make_env_and_datasets`` (its loading and single-task relabelling, on
+    ``env``'s task) after checking the files against ``env``."""
+    from envs import ogbench as og
+    where = f"--dataset {spec}"
+    _, info = env.reset(seed=0)
+    dims = dict(zip(OGBENCH_KEYS, (env.observation_space.shape[0], env.action_space.shape[0], None,
+                                   len(info["qpos"]), len(info["qvel"]))))  # row widths; terminals are 1-D
+    if "button_states" in info:
+        dims["button_states"] = len(info["button_states"])
+    for path in (source.path, source.val_path):
+        _check_ogbench_file(where, path, oid.env_id, dims)
+    ogbench = og._import_ogbench(f"--dataset {spec}")
+    try:
+        train, val = ogbench.make_env_and_datasets(oid.name, dataset_path=source.path, dataset_only=True,
+                                                   cur_env=env)
+    except Exception as e:  # a damaged archive raises many types
+        raise UserError(f"{where}: OGBench cannot read it ({type(e).__name__}: {e})") from None
+    for key in ("observations", "actions", "next_observations"):
+        _check_finite(where, key, train[key])
+    ends = np.nonzero(train["terminals"])[0]  # the last transition of each trajectory
+    terminated = (1.0 - train["masks"]).astype(np.float32)
+    facts = source.facts
+    info = {"format": "ogbench", "path": source.path, "val_path": source.val_path, "task": oid.task,
+            "trajectories": len(ends), "goal_transitions": int(terminated.sum()),
+            "val_transitions": len(val["rewards"]), "val_trajectories": int(np.sum(val["terminals"])),
+            "timeouts": "trajectory ends bootstrap (1 - OGBench's masks)", "collect": facts or None,
+            "ogbench_version": _version("ogbench")}
+    return Transitions(train["observations"], train["actions"], train["rewards"].astype(np.float32),
+                       train["next_observations"], terminated, info=info,
+                       start_obs=train["observations"][np.r_[0, ends[:-1] + 1]])
+
+
+def _version(package: str) -> Optional[str]:
+    from importlib import metadata
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,12 +801,11 @@ def _load_minari_frames(dataset_id: str, timeouts: str, obs_shape: tuple, obs_dt
 # ---------------------------------------------------------------------------------------------
 def resolve_env(args) -> None:
     """Before the run folder is named: --dataset is required, and --env-id defaults to a Minari
-    dataset's own env (a D4RL file does not record one)."""
+    dataset's own env or an OGBench dataset's (a D4RL file does not record one)."""
     if args.resume:
         return
     if not args.dataset:
-        raise UserError("--dataset is required: minari:<dataset id> or d4rl:<path to .hdf5> "
-                        "(make one with python -m envs.collect)")
+        raise UserError(f"--dataset is required: {KINDS} (make one with python -m envs.collect)")
     if not args.env_id:
         env_id = env_id_of(args.dataset)
         if not env_id:
@@ -603,16 +813,26 @@ def resolve_env(args) -> None:
         args.env_id = env_id
 
 
+def is_ogbench(data) -> bool:
+    return data.info.get("format") == "ogbench"
+
+
 def eval_header(data: Transitions, base: list) -> list:
-    """eval.csv gains a normalized_score column when the dataset has reference scores."""
-    return base + ["normalized_score"] if data.ref else base
+    """eval.csv gains a normalized_score column when the dataset has reference scores, and a success
+    column (the success rate over the evaluation episodes, OGBench's score) for OGBench data."""
+    return base + (["normalized_score"] if data.ref else []) + (["success"] if is_ogbench(data) else [])
 
 
-def eval_rows(data: Transitions, seeds, step: int, returns) -> list[dict]:
+def eval_rows(data: Transitions, seeds, step: int, returns, successes=None) -> list[dict]:
+    """One row per seed; ``successes`` ([N], ``envs.Evaluator.successes``) fills the success column."""
     rows = [{"seed": s, "step": step, "return": r} for s, r in zip(seeds, returns)]
     if data.ref:
         for row in rows:
             row["normalized_score"] = f"{float(normalized_score(row['return'], data.ref)):.4g}"
+    if is_ogbench(data):
+        successes = np.full(len(rows), np.nan) if successes is None else successes
+        for row, rate in zip(rows, successes):
+            row["success"] = f"{float(rate):.4g}"
     return rows
 
 
