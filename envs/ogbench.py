@@ -6,7 +6,7 @@ with its reward (number of satisfied subtasks minus their count) and termination
 state before the action (OGBench's ``success_timing='pre'`` for single-task envs), and its time limit (a
 truncation: cube-single 200 steps). ``info["success"]`` at an episode's last step is its success, which
 ``envs.Evaluator.successes`` averages into OGBench's success rate. Without ``-task<k>`` OGBench's default
-task is meant (``task1`` for every manipulation env). The dataset type does not change the env; it names
+task is meant (``DEFAULT_TASK``: task2 for cube and scene, task4 for puzzle). The dataset type does not change the env; it names
 the data (``--dataset ogbench:...``, envs/offline.py).
 
 The datasets are OGBench's ``.npz`` layout (``<env>-<type>-v0.npz`` and ``-val.npz``), generated here by
@@ -31,6 +31,8 @@ from envs.runs import UserError, require
 PREFIX = "ogbench:"
 # The manipulation envs whose data OGBench's packaged oracles generate (ogbench.manipspace.oracles).
 MANIPULATION = ("cube-single", "cube-double", "scene", "puzzle-3x3", "puzzle-4x4")
+# The task of an id without -task<k>: ogbench 1.2.2's own defaults (cube_env.py, scene_env.py, puzzle_env.py).
+DEFAULT_TASK = {"cube": 2, "scene": 2, "puzzle": 4}
 DATASET_TYPES = ("play", "noisy")
 # Envs whose datasets need expert policies (or SAC runs) that cannot be downloaded here.
 NEEDS_EXPERTS = ("antmaze", "humanoidmaze", "antsoccer", "pointmaze")
@@ -41,7 +43,7 @@ _ID = re.compile(r"^(?P<env>[a-z0-9x-]+?)-(?P<type>[a-z]+)-singletask(?:-task(?P
 class OGBenchId:
     env: str  # cube-single
     dataset_type: str  # play
-    task: int  # 1..5 (OGBench's default task is 1)
+    task: int  # 1..5 (OGBench's default: DEFAULT_TASK)
 
     @property
     def name(self) -> str:
@@ -73,7 +75,7 @@ def parse_id(env_id: str) -> OGBenchId:
         raise UserError(f"{env_id!r}: unknown OGBench env {m['env']!r}; the suite covers {', '.join(MANIPULATION)}")
     if m["type"] not in DATASET_TYPES:
         raise UserError(f"{env_id!r}: unknown dataset type {m['type']!r}; expected one of {', '.join(DATASET_TYPES)}")
-    return OGBenchId(m["env"], m["type"], int(m["task"] or 1))
+    return OGBenchId(m["env"], m["type"], int(m["task"] or DEFAULT_TASK[m["env"].split("-")[0]]))
 
 
 def dataset_dir() -> str:

@@ -406,3 +406,16 @@ def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path):
     with open(os.path.join(out["run_dir"], "config.json")) as f:
         dataset = json.load(f)["replay_buffer"]["dataset"]
     assert (dataset["format"], dataset["transitions"], dataset["val_transitions"]) == ("ogbench", 87, 29)
+
+
+@pytest.mark.parametrize("env", ["cube-single", "scene", "puzzle-3x3"])
+def test_id_without_task_is_ogbench_default_task(env):
+    """An id without -task<k> means the task OGBench itself picks (its env, reset, is the oracle)."""
+    import ogbench
+    from envs.ogbench import parse_id
+    raw = ogbench.make_env_and_datasets(f"{env}-play-singletask-v0", env_only=True)
+    try:
+        raw.reset(seed=0)
+        assert parse_id(f"ogbench:{env}-play-singletask-v0").task == raw.unwrapped._reward_task_id
+    finally:
+        raw.close()
