@@ -94,11 +94,17 @@ def _offline(name):
         rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n), rng.normal(size=(n, OBS)),
         np.zeros(n))))
     args = m.Args(env_id="Hopper-v4")
+    if name == "driftql":  # the code's defaults (no preset row): N = 32, Laplace, 4 x 512
+        args, _ = m.resolve_presets(m.Args(env_id="Hopper-v4", preset="none"))
     agent = m.make_agent(args, OBS, ACT)
     learner = agent.init(_seed_keys())
     if name == "td3_bc":
         return (agent.update, (learner, data, True), lambda s: agent.update(s, data, True)[0], learner,
                 (args.batch_size, 256, 256), "critic + actor with BC + targets (an actor iteration)")
+    if name == "driftql":  # the dominant matmul: a 512 x 512 layer of the generator on batch x N candidate rows
+        return (agent.update, (learner, data), lambda s: agent.update(s, data)[0], learner,
+                (args.batch_size * args.drift_ngen, args.hidden_dim, args.hidden_dim),
+                f"generator on {args.batch_size} x {args.drift_ngen} candidates + drift + critic ensemble + Polyak")
     return (agent.update, (learner, data), lambda s: agent.update(s, data)[0], learner, (args.batch_size, 750, 750),
             "VAE + critic on 10 candidates + perturbation actor + targets")
 
@@ -166,6 +172,7 @@ CASES = {
     "td7.py --offline": lambda: _td7(offline=True),
     "td3_bc.py": lambda: _offline("td3_bc"),
     "bcq.py": lambda: _offline("bcq"),
+    "driftql.py": lambda: _offline("driftql"),
     "ddqn.py": lambda: _ddqn("ddqn"),
     "ddqn_lap.py": lambda: _ddqn("ddqn_lap"),
     "ddqn_pal.py": lambda: _ddqn("ddqn_pal"),

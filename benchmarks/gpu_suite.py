@@ -1,5 +1,5 @@
 """`make bench-gpu`: env steps/s of TD3, TD7 and MR.Q (Gym and DMC pixels) with 1, 10 and 32 seeds, in
-one command that fits 8 minutes on one accelerator (issue 16).
+one command that fits 8 minutes on one accelerator (issue 16), then DriftQL's offline updates/s (issue 27).
 
 Every (algo, seeds) config runs in its own process (one at a time; the parent never touches the
 accelerator): the algorithm file's real `train` (env stepping, buffer writes, updates, acting) for
@@ -43,6 +43,15 @@ about 7 s per process for Python, imports, device and env start:
     mrq-pixels    1:  150  10:  100  32:  100    50 /  15 /   6   45 + 55 + 85        = 185
                                                                                 total ~ 467 s
 
+DriftQL (offline, issue 27) comes last: `algos/driftql.py`'s own `train` on a D4RL-format file of 1M
+random Hopper-v4 transitions (benchmarks/offline.py's), at the paper's sizes (4 x 512, N = 32, batch 256,
+--preset none), one scanned chunk of --eval-freq updates to compile, then one timed chunk (the file's
+`updates_per_s`); 1 / 10 / 32 seeds time 1000 / 300 / 100 updates. One update is about 46 GFLOP per seed
+(results/bench/flops_cpu.md); the paper reads about 23.5 min per 1M updates of one run off its Fig. 4
+(one RTX 4090, antmaze-large), which the report sets beside ours. Estimated 15 + 20 + 30 s of process:
+past the 470 s budget of the estimates above, so it is skipped with a note unless the others finish early;
+`--algos driftql` runs it alone (about a minute), `--budget 560` runs everything.
+
 so the figures of the goals (TD3 and TD7 at 10 seeds) come early, and the configs run in that
 order: a config that has less than --min-left seconds left is skipped with a note, and each runs
 under min(--config-timeout, time left), so the suite never overruns --budget. --steps-scale scales
@@ -83,23 +92,28 @@ from envs import runs  # noqa: E402  (imports jax, but starts no backend: the pa
 
 # algo -> (algorithm file, env)
 ALGOS = {"td3": ("td3", "Hopper-v4"), "td7": ("td7", "Hopper-v4"), "mrq": ("mrq", "Hopper-v4"),
-         "mrq-pixels": ("mrq", "dmc-pixels:walker-walk")}
+         "mrq-pixels": ("mrq", "dmc-pixels:walker-walk"), "driftql": ("driftql", "Hopper-v4")}
+OFFLINE = ("driftql",)  # updates/s on a dataset, no env steps
 SEEDS = [1, 10, 32]
 # timed steps by seed count (the largest key <= seeds applies), warm-up steps, MR.Q target period
 TIMED = {"td3": {1: 2000, 10: 2000, 32: 1000}, "td7": {1: 1000, 10: 600, 32: 400},
-         "mrq": {1: 500, 10: 500, 32: 250}, "mrq-pixels": {1: 150, 10: 100, 32: 100}}
-WARMUP = {"td3": 500, "td7": 500, "mrq": 300, "mrq-pixels": 100}
+         "mrq": {1: 500, 10: 500, 32: 250}, "mrq-pixels": {1: 150, 10: 100, 32: 100},
+         "driftql": {1: 1000, 10: 300, 32: 100}}  # DriftQL: timed updates (and the compiling chunk's)
+WARMUP = {"td3": 500, "td7": 500, "mrq": 300, "mrq-pixels": 100, "driftql": 0}
+OFFLINE_DATASET = 1_000_000  # transitions of DriftQL's dataset (--tiny: 10,000)
 PERIOD = {"mrq": 250, "mrq-pixels": 50}
 RUN_STEPS = {"td3": 1_000_000, "td7": 1_000_000}  # replay size of a real run; MR.Q: its suite preset
 # --tiny: a CPU smoke of the command
 TINY_SEEDS = [1, 2]
-TINY_TIMED = {"td3": 200, "td7": 150, "mrq": 40, "mrq-pixels": 4}
-TINY_WARMUP = {"td3": 100, "td7": 100, "mrq": 30, "mrq-pixels": 10}
+TINY_TIMED = {"td3": 200, "td7": 150, "mrq": 40, "mrq-pixels": 4, "driftql": 4}
+TINY_WARMUP = {"td3": 100, "td7": 100, "mrq": 30, "mrq-pixels": 10, "driftql": 0}
 TINY_PERIOD = {"mrq": 10, "mrq-pixels": 2}
 TINY_SIZES = {"td3": dict(hidden_dim=32, batch_size=32),
               "td7": dict(zs_dim=32, enc_hdim=32, critic_hdim=32, actor_hdim=32, batch_size=32),
-              "mrq": dict(zs_dim=32, za_dim=16, zsa_dim=32, enc_hdim=32, value_hdim=32, policy_hdim=32, batch_size=32)}
+              "mrq": dict(zs_dim=32, za_dim=16, zsa_dim=32, enc_hdim=32, value_hdim=32, policy_hdim=32, batch_size=32),
+              "driftql": dict(hidden_dim=32, batch_size=32, drift_ngen=4)}
 GOALS = {"td3": 10.0, "td7": 30.0}  # minutes for 10 seeds x 1M steps
+PAPER_DRIFTQL_MIN = 23.5  # DriftQL paper, Fig. 4 (read off): minutes per 1M updates of one run, N = 32, one RTX 4090
 RESULT = "GPU_SUITE_RESULT "
 
 
@@ -107,10 +121,28 @@ RESULT = "GPU_SUITE_RESULT "
 # Helpers shared with benchmarks/compile_cache.py
 # ---------------------------------------------------------------------------------------------
 class NoEval:
-    """Stands in for envs.Evaluator: builds no env, evaluates nothing, every return reads 0."""
+    """Stands in for envs.Evaluator: steps no env, evaluates nothing, every return reads 0 (success: NaN). The
+    offline files read the env's dimensions from it: those build the env once, on demand."""
 
     def __init__(self, env_id, eval_seeds, episodes, *args, **kwargs):
-        self.n = len(eval_seeds)
+        import numpy as np
+        self.n, self.env_id = len(eval_seeds), env_id
+        self.successes = np.full(self.n, np.nan)
+
+    def _dims(self):
+        import gymnasium as gym
+        env = gym.make(self.env_id)
+        dims = (int(env.observation_space.shape[0]), int(env.action_space.shape[0]))
+        env.close()
+        return dims
+
+    @property
+    def obs_dim(self) -> int:
+        return self._dims()[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self._dims()[1]
 
     def __call__(self, policy, active=None):
         import numpy as np
@@ -141,7 +173,13 @@ def timed_steps(algo: str, seeds: int, scale: float = 1.0, tiny: bool = False) -
 
 def args_for(module, algo: str, env_id: str, seeds: int, steps: int, warmup: int, tiny: bool, results_dir: str,
              env_workers: int | None = None, pixel_slots: int | None = None, extra: dict | None = None):
-    """The algorithm's Args for `warmup` random steps and then about `steps` timed ones (see each file's window)."""
+    """The algorithm's Args for `warmup` random steps and then about `steps` timed ones (see each file's window);
+    DriftQL: a compiling chunk and a timed chunk of `steps` updates each on the dataset in `extra`."""
+    if algo in OFFLINE:
+        kw = dict(env_id=env_id, num_seeds=seeds, eval_episodes=1, results_dir=results_dir, preset="none",
+                  total_timesteps=2 * steps, eval_freq=steps)
+        kw.update({**(TINY_SIZES[algo] if tiny else {}), **(extra or {})})
+        return module.Args(**kw)
     kw = dict(env_id=env_id, num_seeds=seeds, learning_starts=warmup, eval_episodes=1, results_dir=results_dir)
     if algo == "td3":
         total = warmup + 2 * module.Args.policy_freq + 1 + steps  # its window opens once every variant has run
@@ -187,37 +225,49 @@ def tree_mb(tree) -> float:
 # ---------------------------------------------------------------------------------------------
 def child(cfg: dict) -> dict:
     import jax
+    import numpy as np
 
     algo, seeds = cfg["algo"], cfg["seeds"]
     file, env_id = ALGOS[algo]
     module = load_algo(file)
-    if not cfg["tiny"]:
+    if not cfg["tiny"] and algo not in OFFLINE:
         run_size_replay(module, algo)
     fields = {f.name for f in dataclasses.fields(module.Args)}
     backend = jax.default_backend()
     workers = None
-    if "env_workers" in fields:
+    if "env_workers" in fields and algo not in OFFLINE:
         if cfg["env_workers"] is not None:
             workers = cfg["env_workers"] or None
         elif backend != "cpu" and seeds > 1:
             workers = min(seeds, max(1, (os.cpu_count() or 2) // 2))
     with tempfile.TemporaryDirectory() as tmp:
+        extra = None
+        if algo in OFFLINE:  # the dataset: 1M random transitions of Hopper-v4's shapes as a D4RL file
+            from benchmarks.offline import write_dataset
+            size = 10_000 if cfg["tiny"] else OFFLINE_DATASET
+            extra = {"dataset": "d4rl:" + write_dataset(os.path.join(tmp, "hopper_random_numbers.hdf5"), size)}
         args = args_for(module, algo, env_id, seeds, cfg["steps"], cfg["warmup"], cfg["tiny"], tmp, workers,
-                        cfg["pixel_slots"])
+                        cfg["pixel_slots"], extra)
         t_train = time.time()
         out = module.train(args)
         train_s = time.time() - t_train
     device = jax.local_devices()[0]
     stats = device.memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    replay = out.get("replay", out.get("buffer"))
-    replay_mb = tree_mb(replay) + (tree_mb(out["priorities"]) if "priorities" in out else 0.0)
-    sps = out["train_loop_steps_per_s"]
-    ups = out.get("train_loop_updates_per_s")
+    if algo in OFFLINE:  # the dataset is the replay: on the device once, shared by the seeds
+        data = out["dataset"]
+        replay_mb = sum(np.asarray(getattr(data, k)).nbytes for k in ("obs", "action", "reward", "next_obs",
+                                                                      "terminated")) / 1e6
+        sps, ups = None, out["updates_per_s"]
+    else:
+        replay = out.get("replay", out.get("buffer"))
+        replay_mb = tree_mb(replay) + (tree_mb(out["priorities"]) if "priorities" in out else 0.0)
+        sps = out["train_loop_steps_per_s"]
+        ups = out.get("train_loop_updates_per_s")
     return {
         "algo": algo, "env_id": env_id, "num_seeds": seeds, "timed_steps": cfg["steps"], "warmup": cfg["warmup"],
         "loop_steps_per_s": sps, "seed_steps_per_s": sps * seeds if sps else None,
-        "loop_updates_per_s": ups, "train_rate_per_s": min(sps, ups) if sps and ups else sps,
+        "loop_updates_per_s": ups, "train_rate_per_s": min(sps, ups) if sps and ups else sps or ups,
         "compile_s": out["compile_s"], "peak_bytes": peak, "peak_mb_per_seed": peak / seeds / 1e6 if peak else None,
         "replay_mb_per_seed": replay_mb / seeds, "env_workers": getattr(args, "env_workers", "no flag"),
         "masked_update_fraction": (out.get("masking") or {}).get("masked_update_fraction"),
@@ -278,6 +328,21 @@ def goal_lines(rows: list[dict]) -> list[str]:
     return lines or ["- no TD3/TD7 rate measured"]
 
 
+def driftql_lines(rows: list[dict]) -> list[str]:
+    """DriftQL's time per 1M updates of each seed beside the paper's (one run per process on an RTX 4090)."""
+    lines = []
+    for r in rows:
+        if r["algo"] != "driftql" or not r.get("loop_updates_per_s"):
+            continue
+        n, rate = r["num_seeds"], r["loop_updates_per_s"]
+        took = 1e6 / rate / 60
+        lines.append(f"- DriftQL, {n} seed{'s' * (n > 1)} x 1M updates at {rate:.1f} updates/s per seed "
+                     f"({rate * n:,.0f} seed-updates/s): {took:.1f} min, {took / n:.1f} min per seed-run; the paper, "
+                     f"one run on an RTX 4090: about {PAPER_DRIFTQL_MIN} min (Fig. 4, read off), "
+                     f"{took / n / PAPER_DRIFTQL_MIN:.2f}x that per seed")
+    return lines
+
+
 def write_report(rows: list[dict], notes: list[str], opts, out_dir: str) -> str:
     ok = [r for r in rows if "error" not in r and "device" in r]
     device = ok[0]["device"] if ok else {"platform": "unknown", "kind": "unknown", "count": None}
@@ -315,8 +380,11 @@ def write_report(rows: list[dict], notes: list[str], opts, out_dir: str) -> str:
               "the two; the goals use the slower, a lower bound). "
               "Compile: the first training step (TD7: first call of each update variant), cold. Peak: the device's "
               "peak_bytes_in_use / seeds (n/a: the backend reports none). Process: wall time of the whole process. "
-              "Evaluation stubbed out.", "",
-              "| algo | env | seeds | timed steps | loop steps/s (each seed) | seed-steps/s | TD7 updates/s (each seed) "
+              "Evaluation stubbed out. DriftQL is offline: no env steps, its timed steps are updates of one scanned "
+              "chunk after a first chunk of as many (its compile s includes them), on 1M random transitions of "
+              "Hopper-v4's shapes, its replay the dataset (shared by the seeds).", "",
+              "| algo | env | seeds | timed steps | loop steps/s (each seed) | seed-steps/s | updates/s (each seed; TD7, "
+              "DriftQL) "
               "| compile s | peak device MB per seed | replay MB per seed | env workers | process s | note |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -331,6 +399,9 @@ def write_report(rows: list[dict], notes: list[str], opts, out_dir: str) -> str:
                      f"{r['process_s']:.0f} | |")
     lines += ["", "Goals of issue 16 (training loop at the measured rate; compilation, warm-up and evaluation left out):", ""]
     lines += goal_lines(ok)
+    if drift := driftql_lines(ok):
+        lines += ["", "DriftQL (issue 27), the training loop's updates/s after its compiling chunk (paper sizes unless --tiny), against "
+                  "the paper's compute figure:", ""] + drift
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     with open(f"{stem}.md", "w") as f:

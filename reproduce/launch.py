@@ -10,8 +10,12 @@ At the end results/SUMMARY.md is regenerated (reproduce.summarize).
 Offline runs train on a dataset (grid.Dataset). A collected one is written once per scale to
 <root>/datasets (a Minari root: MINARI_DATASETS_PATH of the collection and of its runs) by
 `python -m envs.collect`, as soon as its source run is done; the source keeps its checkpoint until
-every dataset that needs it is written. External D4RL files are looked up under --d4rl-dir. A
-dataset that cannot be had makes its runs "unavailable", with what to do.
+every dataset that needs it is written. An OGBench dataset (recipe ogbench-play / ogbench-noisy)
+needs no source: `python -m envs.collect --recipe ogbench-<type> --env-id <its env's task1 id>
+--episodes N --out <root>/datasets/ogbench/<env>-<type>-v0.npz` writes it (and its -val.npz) once,
+before any run on it, and every algorithm and every task of that env reads the same file
+(`--dataset ogbench:<that path> --env-id <the run's task>`). External D4RL files are looked up under
+--d4rl-dir. A dataset that cannot be had makes its runs "unavailable", with what to do.
 
 `--backend slurm` (the `cluster` extra: submitit) submits each pending task as a submitit job
 instead, with --partition, --time-min, --gpus-per-job and --cpus-per-job; the runs that can start
@@ -105,8 +109,8 @@ def run_state(run: Run, root: str) -> State:
         return State("conflict", f"unreadable {config_path}: {e}")
     exact = {"env_id": run.env_id, "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes, **parse_flags(run.args)}
     diff = {k: (args.get(k, "<absent>"), v) for k, v in exact.items() if not _same(args.get(k), v)}
-    if run.dataset and _dataset_key(str(args.get("dataset"))) != _dataset_key(dataset_spec(run.dataset)):
-        diff["dataset"] = (args.get("dataset", "<absent>"), dataset_spec(run.dataset))
+    if run.dataset and _dataset_key(str(args.get("dataset"))) != _dataset_key(dataset_spec(run.dataset, root=root)):
+        diff["dataset"] = (args.get("dataset", "<absent>"), dataset_spec(run.dataset, root=root))
     diff.update({k: (args.get(k), v) for k, v in (("total_timesteps", run.steps), ("num_seeds", run.seeds))
                  if not isinstance(args.get(k), int) or args[k] < v})  # a larger run serves a smaller grid
     if diff:
@@ -149,7 +153,7 @@ def _same(on_disk, wanted) -> bool:
 def command(run: Run, root: str, state: State, d4rl_dir: str = D4RL_DIR) -> list[str]:
     if state.kind == "resume":
         return [sys.executable, algo_path(run.algo), "--resume", run.run_dir(root)]
-    data = ["--dataset", dataset_spec(run.dataset, d4rl_dir)] if run.dataset else []
+    data = ["--dataset", dataset_spec(run.dataset, d4rl_dir, root)] if run.dataset else []
     return [sys.executable, algo_path(run.algo), *data, "--env-id", run.env_id, "--num-seeds", str(run.seeds),
             "--total-timesteps", str(run.steps), "--eval-freq", str(run.eval_freq),
             "--eval-episodes", str(run.eval_episodes), "--save-model",
@@ -160,7 +164,7 @@ def process_env(root: str, dataset: Dataset | None = None) -> dict:
     """The children's environment: the repo importable; a collected dataset's Minari root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    if dataset is not None and dataset.collected:
+    if dataset is not None and dataset.collected and not dataset.ogbench:  # an OGBench file is named by its path
         env["MINARI_DATASETS_PATH"] = datasets_root(root)
     return env
 
@@ -176,14 +180,27 @@ def d4rl_path(ds: Dataset, d4rl_dir: str = D4RL_DIR) -> str:
     return os.path.join(d4rl_dir, ds.d4rl)  # an absolute ds.d4rl stays itself
 
 
-def dataset_spec(ds: Dataset, d4rl_dir: str = D4RL_DIR) -> str:
-    """The algorithms' --dataset value."""
+def ogbench_paths(ds: Dataset, root: str) -> tuple[str, str]:
+    """(train, val) files of an OGBench dataset: one pair per env and dataset type, shared by its tasks."""
+    stem = os.path.join(datasets_root(root), "ogbench", ds.ogbench_file)
+    return f"{stem}.npz", f"{stem}-val.npz"
+
+
+def dataset_spec(ds: Dataset, d4rl_dir: str = D4RL_DIR, root: str | None = None) -> str:
+    """The algorithms' --dataset value (an OGBench file's path needs the run root)."""
+    if ds.ogbench:
+        if root is None:
+            raise ValueError(f"dataset {ds.name}: an OGBench file's path needs the run root")
+        return f"ogbench:{ogbench_paths(ds, root)[0]}"
     return f"d4rl:{d4rl_path(ds, d4rl_dir)}" if ds.d4rl else f"minari:{ds.minari_id}"
 
 
 def _dataset_key(spec: str) -> str:
-    """A D4RL file is the same dataset wherever --d4rl-dir puts it."""
-    return "d4rl:" + os.path.basename(spec[5:]) if spec.startswith("d4rl:") else spec
+    """A D4RL file is the same dataset wherever --d4rl-dir puts it, an OGBench file wherever its root is."""
+    for prefix in ("d4rl:", "ogbench:"):
+        if spec.startswith(prefix) and (prefix == "d4rl:" or "/" in spec or spec.endswith(".npz")):
+            return prefix + os.path.basename(spec[len(prefix):])
+    return spec
 
 
 def minari_dir(ds: Dataset, root: str) -> str:
@@ -193,7 +210,10 @@ def minari_dir(ds: Dataset, root: str) -> str:
 
 
 def is_collected(ds: Dataset, root: str) -> bool:
-    """Complete: envs.collect writes its facts (key fujimoto_jax) into metadata.json last."""
+    """Complete: envs.collect writes its facts (key fujimoto_jax) into metadata.json last; an OGBench
+    dataset's train and val files are each renamed into place whole (envs.collect writes them atomically)."""
+    if ds.ogbench:
+        return all(os.path.isfile(p) for p in ogbench_paths(ds, root))
     try:
         with open(os.path.join(minari_dir(ds, root), "data", "metadata.json")) as f:
             return "fujimoto_jax" in json.load(f)
@@ -212,6 +232,9 @@ def external_missing(ds: Dataset, root: str, d4rl_dir: str) -> str:
 
 
 def collect_command(ds: Dataset, root: str) -> list[str]:
+    if ds.ogbench:  # the file of the env: its task1 id (the data does not depend on the task)
+        return [sys.executable, "-m", "envs.collect", "--recipe", ds.recipe, "--env-id", ds.collection.env,
+                "--episodes", str(ds.episodes), "--seed", str(ds.seed), "--out", ogbench_paths(ds, root)[0]]
     cmd = [sys.executable, "-m", "envs.collect", "--recipe", ds.recipe, "--env-id", ds.env,
            "--dataset-id", ds.minari_id, "--seed", str(ds.seed)]
     if ds.steps:
@@ -289,6 +312,14 @@ def prepare(task: Run | Dataset, root: str, d4rl_dir: str, say) -> tuple[list[st
     run has a checkpoint. An incomplete dataset is removed and an unresumable run set aside first."""
     name = task_name(task)
     if isinstance(task, Dataset):
+        if task.ogbench:  # a killed collection may have renamed the train file and not the val file
+            for partial in ogbench_paths(task, root):
+                if os.path.exists(partial):
+                    os.remove(partial)
+                    say(f"[grid] {name}: removed the incomplete dataset file {os.path.relpath(partial, ROOT)}")
+            os.makedirs(os.path.dirname(ogbench_paths(task, root)[0]), exist_ok=True)  # envs.collect wants the folder
+            label = f"{task.recipe} dataset, {task.episodes:,} episodes"
+            return collect_command(task, root), process_env(root, task), log_path(task, root), label
         partial = minari_dir(task, root)
         if os.path.exists(partial):  # left by a killed collection: envs.collect never overwrites
             shutil.rmtree(partial)
@@ -415,7 +446,7 @@ def plan(runs: list[Run], every: list[Run], root: str, d4rl_dir: str) -> tuple[d
     sources = {r.name: r for r in every}
     collects: dict[str, tuple[Dataset, State]] = {}
     for r in runs:
-        ds = r.dataset
+        ds = r.dataset and r.dataset.collection  # OGBench: the tasks of an env share one collection
         if ds is None or r.name not in active:
             continue
         if ds.collected:
@@ -457,14 +488,16 @@ def launch(scale: str, root: str | None = None, grid_dir: str = GRID_DIR, jobs: 
     say(f"[grid] scale '{scale}': {len(runs)} runs under {os.path.relpath(root, ROOT)}")
     for r in runs:
         st = states[r.name]
-        after = r.dataset and r.dataset.name in collects and collects[r.dataset.name][1].kind != "done"
-        detail = f": {st.detail}" if st.detail else (f", after collect {r.dataset.name}" if after else "")
+        coll = r.dataset and r.dataset.collection.name
+        after = coll and coll in collects and collects[coll][1].kind != "done"
+        detail = f": {st.detail}" if st.detail else (f", after collect {coll}" if after else "")
         say(f"  {r.name:40s} {r.seeds:>2d} seeds x {r.steps:>9,d} steps  [{st.kind}{detail}]  ({', '.join(r.papers)})")
     for ds, st in collects.values():
-        what = f"{ds.recipe}, " + (f"{ds.steps:,} transitions" if ds.steps else "whole replay buffer") \
+        what = f"{ds.recipe}, " + (f"{ds.episodes:,} episodes of OGBench's oracle" if ds.ogbench else
+                                   f"{ds.steps:,} transitions" if ds.steps else "whole replay buffer") \
             + (f" of {' + '.join(ds.sources)}" if ds.sources else "")
         detail = f": {st.detail}" if st.detail else ""
-        say(f"  {'collect ' + ds.name:40s} {what} -> {dataset_spec(ds)}  [{st.kind}{detail}]")
+        say(f"  {'collect ' + ds.name:40s} {what} -> {dataset_spec(ds, root=root)}  [{st.kind}{detail}]")
     if cluster:
         groups = job_groups(runs, states, collects, cluster, queued, say)
         for tasks, after in groups:
@@ -520,7 +553,7 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
                 return State("unavailable", f"its source {', '.join(failed)} failed (see {root}/logs)")
             active = {name_of(t) for t in pending if isinstance(t, Run)} | set(running)
             return collect_state(task, root, sources, active)
-        ds = task.dataset
+        ds = task.dataset and task.dataset.collection
         if ds is None or not ds.collected or is_collected(ds, root):
             return State("todo")
         if ds in pending or f"collect:{ds.name}" in running:
@@ -692,12 +725,12 @@ def job_groups(runs, states, collects, cluster: Cluster, queued: dict, say) -> l
     submitit-local backend, runs that need a collection are unavailable (its jobs cannot wait)."""
     pending = {ds.name for ds, st in collects.values() if st.kind in ("todo", "wait", "queued")}
     ready = [r for r in runs if states[r.name].kind in ACTIVE]
-    first = [r for r in ready if not (r.dataset and r.dataset.name in pending)]
+    first = [r for r in ready if not (r.dataset and r.dataset.collection.name in pending)]
     groups = [(first, [])] if first else []
     for ds, st in list(collects.values()):
         if ds.name not in pending:
             continue
-        on_it = [r for r in ready if r.dataset and r.dataset.name == ds.name]
+        on_it = [r for r in ready if r.dataset and r.dataset.collection.name == ds.name]
         if cluster.backend != "slurm":
             why = f"the {cluster.backend} backend cannot make jobs wait for a collection"
             collects[ds.name] = (ds, State("unavailable", why))

@@ -78,7 +78,7 @@ def test_repo_grids_load_and_merge_shared_runs():
         s = p.scales["full"]
         for algo in s.algos:
             for env in s.envs:
-                assert full[f"{algo}/{env}"].steps >= max(s.budgets) and full[f"{algo}/{env}"].seeds >= s.seeds
+                assert full[f"{algo}/{env}"].steps >= max(s.budgets_for(env)) and full[f"{algo}/{env}"].seeds >= s.seeds
 
 
 def test_repo_offline_grids():
@@ -87,14 +87,15 @@ def test_repo_offline_grids():
     from minari.dataset.minari_dataset import parse_dataset_id
 
     from envs import collect
-    assert grid.RECIPES == collect.RECIPES and grid.SOURCE_ALGOS == collect.POLICY_ALGOS
+    assert grid.RECIPES + grid.OGBENCH_RECIPES == collect.RECIPES and grid.SOURCE_ALGOS == collect.POLICY_ALGOS
     papers = {p.id: p for p in grid.load_papers()}
     for pid in ("td3_bc", "bcq", "td7_offline", "discrete_bcq", "sr_dice"):
         assert summarize.load_reference(os.path.join(grid.ROOT, papers[pid].reference)) == []
     quick = {r.name: r for r in grid.expand(list(papers.values()), "quick")}
     offline = {n: r for n, r in quick.items() if r.dataset}
     assert set(offline) == {"td3_bc/hopper-medium", "bcq/hopper-medium", "td7/hopper-medium",
-                            "discrete_bcq/minatar-breakout-behavioural", "sr_dice/pendulum-sr-dice"}
+                            "discrete_bcq/minatar-breakout-behavioural", "sr_dice/pendulum-sr-dice",
+                            *(f"{a}/cube-single-play-task2-quick" for a in ("driftql", "td3_bc", "td7"))}
     ope = quick["sr_dice/pendulum-sr-dice"]  # evaluates the quick TD3 of the LAP/PAL grid, 1,000 truth episodes
     assert (ope.dataset.recipe, ope.dataset.source, ope.dataset.steps, ope.eval_episodes) == \
         ("sr-dice", "td3/Pendulum-v1", 50_000, 1_000) and "td3/Pendulum-v1" in quick

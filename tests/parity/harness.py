@@ -40,6 +40,7 @@ REPOS = {  # folder -> (upstream, commit); README.md lists them for users who cl
     "TD7": ("github.com/sfujim/TD7", "c1c280d"),
     "MRQ": ("github.com/facebookresearch/MRQ", "8a44a7d"),
     "DR.Q": ("github.com/dmksjfl/DR.Q", "cc307a5"),
+    "driftql": ("github.com/DT6A/driftql", "1ad1bbc"),
 }
 
 
