@@ -848,12 +848,15 @@ def evaluate_saved(algo: str, args, Args, policy_from: Callable, evaluator_kwarg
     evaluator = Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
                           **(evaluator_kwargs(saved) if evaluator_kwargs else {}))
     returns = evaluator(policy_from(saved, evaluator, ckpt))
+    successes = evaluator.successes  # NaN where the env reports no success (only OGBench's do)
     evaluator.close()
     t = ckpt.host.get("t")
     step = {str(s): int(x) for s, x in zip(seeds, t)} if isinstance(t, np.ndarray) else ckpt.step  # seeds apart (TD7)
     write_eval_report(args.checkpoint, int(np.max(t)) if isinstance(t, np.ndarray) else ckpt.step, {
         "env": saved.env_id, "step": step, "episodes": args.eval_episodes,
-        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns))})
+        "returns": {str(s): float(r) for s, r in zip(seeds, returns)}, "mean": float(np.mean(returns)),
+        **({"successes": {str(s): float(x) for s, x in zip(seeds, successes)}, "success_mean": float(np.mean(successes))}
+           if not np.all(np.isnan(successes)) else {})})
     return returns
 
 

@@ -389,7 +389,7 @@ def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path):
     from algos import td3_bc, td7
     if name == "td3_bc":
         args = td3_bc.Args(dataset=f"ogbench:{NAME2}", total_timesteps=2, eval_freq=2, eval_episodes=1,
-                           batch_size=8, hidden_dim=8, results_dir=str(tmp_path), run_name="run")
+                           batch_size=8, hidden_dim=8, results_dir=str(tmp_path), run_name="run", save_model=True)
         out = td3_bc.train(args)
     else:
         args = td7.Args(offline=True, dataset=f"ogbench:{NAME2}", env_id="", total_timesteps=2, eval_freq=2,
@@ -406,6 +406,11 @@ def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path):
     with open(os.path.join(out["run_dir"], "config.json")) as f:
         dataset = json.load(f)["replay_buffer"]["dataset"]
     assert (dataset["format"], dataset["transitions"], dataset["val_transitions"]) == ("ogbench", 87, 29)
+    if name == "td3_bc":  # --eval-only replays the last evaluation and reports its success rate too
+        td3_bc.evaluate_checkpoint(td3_bc.Args(eval_only=True, checkpoint=out["run_dir"], eval_episodes=1))
+        with open(os.path.join(out["run_dir"], "eval_only_step2.json")) as f:
+            report = json.load(f)
+        assert report["successes"] == {"0": float(rows[-1]["success"])}, report
 
 
 @pytest.mark.parametrize("env", ["cube-single", "scene", "puzzle-3x3"])
