@@ -55,7 +55,9 @@ Deviations and notes:
 - D4RL data goes through envs/offline.py (timeouts="drop": d4rl.qlearning_dataset, as the code's masks); the
   evaluations run gymnasium's MuJoCo -v4 envs. The D4RL antmaze and Adroit rows of PRESETS are data only (auto
   also maps Minari's D4RL/<env>/<name> ids to them), no suite here evaluates those envs, and the code's antmaze
-  reward r - 1 is not applied.
+  reward r - 1 is not applied. Auto also maps Minari's own mujoco/<env>/<name> ids (Minari's regenerated
+  locomotion data, not D4RL's files) to the D4RL row of the same name. OGBench's noisy datasets have no row
+  (the paper reports play datasets only): they run on the code defaults, logged as "preset none".
 - The code's one Adam also holds (zero-gradient) moments of the target critic; here the Adam state covers the
   actor and critic only, the same numbers.
 - On GPUs JAX runs float32 matmuls at its default precision (TF32 where the GPU has it), as the authors' JAX code

@@ -97,12 +97,12 @@ def test_driftql_quick_grid():
     quick = {r.name: r for r in grid.expand(grid.load_papers(), "quick") if r.env == QUICK}
     assert set(quick) == {f"{a}/{QUICK}" for a in ("driftql", "td3_bc", "td7")}
     for r in quick.values():
-        assert (r.seeds, r.steps, r.eval_freq, r.eval_episodes) == (3, 1_000, 250, 10)
+        assert (r.seeds, r.steps, r.eval_freq, r.eval_episodes) == (3, 750, 250, 10)
         assert r.env_id == "ogbench:cube-single-play-singletask-task2-v0"
         assert (r.dataset.episodes, r.dataset.reference) == (100, "cube-single-play-singletask-task2-v0")
         assert r.steps // r.eval_freq >= 3
     note = grid.load_paper(DRIFTQL).scales["quick"].note
-    assert "REDUCED" in note and "1,000 updates instead of 1M" in note and "10 evaluation episodes instead of 50" in note
+    assert "REDUCED" in note and "750 updates instead of 1M" in note and "10 evaluation episodes instead of 50" in note
     assert quick[f"td7/{QUICK}"].steps % 250 == 0 and quick[f"td7/{QUICK}"].eval_freq % 250 == 0  # TD7's target period
     assert quick[f"td7/{QUICK}"].args == ("--offline",)
     assert quick[f"driftql/{QUICK}"].args == ("--preset", "cube-single-play")
@@ -123,7 +123,7 @@ def test_quick_grid_commands(tmp_path):
         cmd = launch.command(runs[algo], root, launch.State("todo"))
         assert cmd[1] == os.path.join(grid.ROOT, "algos", f"{algo}.py")
         assert cmd[2:] == ["--dataset", f"ogbench:{path}", "--env-id", "ogbench:cube-single-play-singletask-task2-v0",
-                           "--num-seeds", "3", "--total-timesteps", "1000", "--eval-freq", "250", "--eval-episodes", "10",
+                           "--num-seeds", "3", "--total-timesteps", "750", "--eval-freq", "250", "--eval-episodes", "10",
                            "--save-model", "--results-dir", os.path.join(root, algo), "--run-name", QUICK, *extra]
         env = launch.process_env(root, runs[algo].dataset)
         assert env.get("MINARI_DATASETS_PATH") == os.environ.get("MINARI_DATASETS_PATH")  # a path, not a Minari root
@@ -390,9 +390,9 @@ def test_summary_of_the_repo_quick_grid(tmp_path):
     against the paper's task2 numbers say why they are not compared, FQL and ReBRAC rows have no run, and the
     quick scale's note says what was cut."""
     quick = tmp_path / "quick"
-    steps = [0, 250, 500, 750, 1000]
+    steps = [0, 250, 500, 750]
     for algo in ("driftql", "td3_bc", "td7"):
-        fake_run(quick, algo, QUICK, [[0] * 5] * 3, steps, success=[[0, 0, 0.1, 0.2, 0.3]] * 3,
+        fake_run(quick, algo, QUICK, [[0] * 4] * 3, steps, success=[[0, 0.1, 0.2, 0.3]] * 3,
                  env_id="ogbench:cube-single-play-singletask-task2-v0")
     out = tmp_path / "out"
     rows = summarize.summarize(roots={"quick": str(quick)}, out_md=str(out / "SUMMARY.md"),
@@ -400,13 +400,13 @@ def test_summary_of_the_repo_quick_grid(tmp_path):
     mine = {(r["algo"], r["reference_env"]): r for r in rows if r["paper"] == "driftql"}
     assert set(mine) == {(a, "cube-single-play-singletask-task2-v0") for a in ("driftql", "fql", "rebrac")}
     assert mine[("driftql", "cube-single-play-singletask-task2-v0")]["verdict"] == \
-        "not comparable (budget 1M not reached: the run ends at 1k; dataset of 100 episodes, the paper's 1,000)"
+        "not comparable (budget 1M not reached: the run ends at 750; dataset of 100 episodes, the paper's 1,000)"
     assert mine[("fql", "cube-single-play-singletask-task2-v0")]["verdict"] == \
         "no run: there is no algos/fql.py in this repo"
     text = (out / "SUMMARY.md").read_text().split("### DriftQL (Houssaini et al., NeurIPS 2026)")[1].split("\n### ")[0]
     assert "REDUCED for the CPU" in text
     for algo in ("driftql", "td3_bc", "td7"):  # last 3 evaluations: (10 + 20 + 30) / 3
-        assert f"| {algo} | {QUICK} | 1k | 3 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | not in eval.csv | 30.0 [30.0, 30.0] | " \
+        assert f"| {algo} | {QUICK} | 750 | 3 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | not in eval.csv | 30.0 [30.0, 30.0] | " \
                "20.0 [20.0, 20.0] | not comparable (dataset of 100 episodes, the paper's 1,000) |" in text
 
 
