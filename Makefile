@@ -49,7 +49,8 @@ test: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
-# DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume).
+# DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, DriftQL's learning test, the launcher
+# generating OGBench data and training DriftQL and TD3+BC on it).
 # 12 tests in 658-768 s on 2 CPU cores (fresh clones, 2026-12-06). `make parity`: 73 tests in 174-198 s there (cold cache).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
