@@ -736,6 +736,9 @@ class Run:
         scalars = {f"eval/return_seed{s}": float(v) for s, v in returns.items()}
         if len(steps) == 1:
             scalars["eval/return_mean"] = float(np.mean(list(returns.values())))
+        successes = {r["seed"]: float(r["success"]) for r in rows if "success" in r}  # OGBench's success rate
+        successes = {k: v for k, v in successes.items() if not np.isnan(v)}
+        scalars.update({f"eval/success_seed{s}": v for s, v in successes.items()})
         scalars.update({f"losses/{k}_mean": float(np.mean(v)) for k, v in metrics.items()})
         if self.tb:
             for k, v in scalars.items():
@@ -746,7 +749,9 @@ class Run:
             self.progress.update(self._task, evals="eval " + " ".join(f"{v:.0f}" for v in returns.values()))
         self.print(f"step {'/'.join(map(str, steps)):>8s}  eval return per seed: "
                    + " ".join(f"{returns[s]:9.2f}" if s in returns else "        -" for s in self.seeds)
-                   + f"  (mean {np.mean(list(returns.values())):.2f})")
+                   + f"  (mean {np.mean(list(returns.values())):.2f})"
+                   + (f"; success rate per seed: {' '.join(f'{v:.2f}' for v in successes.values())} "
+                      f"(mean {np.mean(list(successes.values())):.2f})" if successes else ""))
 
     def close(self) -> None:
         for f in self.files.values():

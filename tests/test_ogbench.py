@@ -385,7 +385,7 @@ def test_cli_errors_exit_2_and_write_nothing(data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["td3_bc", "td7"])
-def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path):
+def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path, capsys):
     from algos import td3_bc, td7
     if name == "td3_bc":
         args = td3_bc.Args(dataset=f"ogbench:{NAME2}", total_timesteps=2, eval_freq=2, eval_episodes=1,
@@ -401,6 +401,9 @@ def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path):
         header, rows = reader.fieldnames, list(reader)
     assert "success" in header and "normalized_score" not in header
     assert [int(r["step"]) for r in rows] == [0, 2] and {r["env"] for r in rows} == {ENV2}
+    logged = " ".join(capsys.readouterr().out.split())  # each evaluation's log line gives the success rate too
+    assert logged.count("success rate per seed: ") == 2, logged
+    assert f"success rate per seed: {float(rows[-1]['success']):.2f} (mean " in logged, logged
     for r in rows:  # one episode: its success is 0 or 1, and a success ends it early with a return above -200
         assert r["success"] in ("0", "1") and (r["success"] == "1") == (float(r["return"]) > -200.0), r
     with open(os.path.join(out["run_dir"], "config.json")) as f:
