@@ -51,7 +51,8 @@ test: setup
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
 # DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, DriftQL's learning test, the launcher
 # generating OGBench data and training DriftQL and TD3+BC on it).
-# 12 tests in 658-768 s on 2 CPU cores (fresh clones, 2026-12-06). `make parity`: 73 tests in 174-198 s there (cold cache).
+# 14 tests in 665-682 s on 2 CPU cores (2026-12-06, the second a fresh clone). `make parity`: 81 tests in 193 s there
+# (cold cache); a fresh clone's .ci/run took 29m19s in all (make test 864 s with the install).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
@@ -94,7 +95,8 @@ bench-gpu: setup-gpu
 # skips completed runs and resumes killed ones. JOBS=N runs N processes at once. Then results/SUMMARY.md.
 # reproduce = the papers' budgets and seeds (days on this CPU; meant for a GPU).
 # reproduce-quick = the reduced grid, hours on 2 CPU cores (DR.Q's quick run alone took 25 min, the LAP/PAL and
-# discrete BCQ grids about 50 min, SR-DICE's about 13 min; each run's time is in results/SUMMARY.md's runs tables).
+# discrete BCQ grids about 50 min, SR-DICE's about 13 min, DriftQL's
+# on generated OGBench data about 19 min; each run's time is in results/SUMMARY.md's runs tables).
 JOBS ?= 1
 reproduce: setup
 	$(BIN)/python -m reproduce.launch --scale full --jobs $(JOBS) $(ARGS)
