@@ -56,7 +56,7 @@ from typing import Optional
 
 import numpy as np
 
-from envs.runs import UserError, require
+from envs.runs import UserError, require, versions
 
 # D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE), the same for -v0/-v1/-v2
 # of each locomotion task; keyed by the gymnasium env family. See docs/facts.md#d4rl-normalised-scores.
@@ -443,20 +443,6 @@ class _OGBenchSource:
     facts: dict  # envs.collect's metadata (key fujimoto_jax), {} for another file
 
 
-def _npz_facts(path: str) -> dict:
-    """The JSON envs.collect stores under the .npz key fujimoto_jax (a 0-d unicode array), else {}."""
-    import json
-    import zipfile
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "fujimoto_jax" not in f.files:
-                return {}
-            facts = json.loads(str(f["fujimoto_jax"][()]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return {}  # the loader says why
-    return facts if isinstance(facts, dict) else {}
-
-
 def _collect_command(dataset_type: str, env_id: Optional[str], out: Optional[str]) -> str:
     env_id = env_id or f"ogbench:<env>-{dataset_type}-singletask-task1-v0"
     return (f"python -m envs.collect --recipe ogbench-{dataset_type} --env-id {env_id}"
@@ -481,7 +467,7 @@ def _ogbench_source(spec: str, env_id: Optional[str] = None) -> _OGBenchSource:
         if not path.endswith(".npz"):
             raise UserError(f"{where}: an OGBench dataset is an .npz file (with its -val.npz beside it)")
     val_path = path.replace(".npz", "-val.npz")  # as ogbench.make_env_and_datasets derives it
-    facts = _npz_facts(path) if os.path.isfile(path) else {}
+    facts = og.npz_metadata(path) if os.path.isfile(path) else {}
     recorded = facts.get("env_id")
     if not named and isinstance(recorded, str):
         own = recorded
@@ -599,18 +585,10 @@ def _load_ogbench(spec: str, source: _OGBenchSource, oid, env) -> Transitions:
             "trajectories": len(ends), "goal_transitions": int(terminated.sum()),
             "val_transitions": len(val["rewards"]), "val_trajectories": int(np.sum(val["terminals"])),
             "timeouts": "trajectory ends bootstrap (1 - OGBench's masks)", "collect": facts or None,
-            "ogbench_version": _version("ogbench")}
+            "ogbench_version": versions(("ogbench",))["ogbench"]}
     return Transitions(train["observations"], train["actions"], train["rewards"].astype(np.float32),
                        train["next_observations"], terminated, info=info,
                        start_obs=train["observations"][np.r_[0, ends[:-1] + 1]])
-
-
-def _version(package: str) -> Optional[str]:
-    from importlib import metadata
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

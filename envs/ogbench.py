@@ -82,6 +82,21 @@ def dataset_dir() -> str:
     return os.path.expanduser(os.environ.get("OGBENCH_DATA_DIR") or "~/.ogbench/data")
 
 
+def npz_metadata(path: str) -> dict:
+    """The JSON ``envs.collect`` stores under an .npz's key ``fujimoto_jax`` (a 0-d unicode array), {} for a
+    file without it (a hosted one) or one that cannot be read (the loader then says why)."""
+    import json
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "fujimoto_jax" not in f.files:
+                return {}
+            facts = json.loads(str(f["fujimoto_jax"][()]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
 def require_ogbench(flag: str) -> None:
     require("ogbench", flag, "ogbench")
 

@@ -39,7 +39,6 @@ import os
 import sys
 import time
 import warnings
-from typing import Optional
 
 import numpy as np
 
@@ -333,9 +332,3 @@ def write_pair(train_path: str, train: dict, val_path: str, val: dict, facts: di
         for tmp in tmps:
             if os.path.exists(tmp):
                 os.remove(tmp)
-
-
-def read_metadata(path: str) -> Optional[dict]:
-    """The ``fujimoto_jax`` metadata of a generated file (None for a file without it, e.g. a hosted one)."""
-    with np.load(path, allow_pickle=False) as f:
-        return json.loads(str(f["fujimoto_jax"][()])) if "fujimoto_jax" in f.files else None

@@ -30,6 +30,7 @@ from minari.data_collector import EpisodeBuffer
 from algos import td3
 from envs import collect, offline
 from envs.runs import UserError
+from tests.helpers import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOPPER_REF = (-20.272305, 3234.3)  # d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE of hopper
@@ -68,18 +69,6 @@ def _assert_one_line_error(spec, env_id, needles, mode="drop"):
     assert "\n" not in msg and msg.startswith(f"--dataset {spec}: "), msg
     for needle in needles:
         assert needle in msg, msg
-
-
-def _snapshot(*dirs) -> dict:
-    """Every folder and file under ``dirs`` with size and modification time."""
-    out = {}
-    for d in dirs:
-        for base, _, files in os.walk(d):
-            out[base] = None
-            for f in files:
-                st = os.stat(os.path.join(base, f))
-                out[os.path.join(base, f)] = (st.st_size, st.st_mtime_ns)
-    return out
 
 
 def _episodes(spec, seed=0, obs_dim=11, action_dim=3, bound=1.0):
@@ -484,10 +473,10 @@ def test_malformed_d4rl_file_is_one_line_naming_the_key(tmp_path, name, mutate, 
     raw = _raw()
     mutate(raw)
     path = _write_h5(tmp_path / "bad.hdf5", raw)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     for mode in ("drop", "bootstrap"):
         _assert_one_line_error(f"d4rl:{path}", "Hopper-v4", needles, mode)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_a_key_that_is_an_hdf5_group_is_a_user_error(tmp_path):
@@ -507,13 +496,13 @@ def test_unreadable_d4rl_paths(tmp_path, case):
         path.write_bytes(b"\x00not an hdf5 file\xff" * 64)
     elif case == "folder":
         path.mkdir()
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(UserError) as exc:
         offline.load(f"d4rl:{path}", "Hopper-v4")
     msg = str(exc.value)
     assert "\n" not in msg and str(path) in msg
     assert ("not a readable HDF5 file" if case == "garbage" else "no such file") in msg
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("spec", ["foo:x", "hopper.hdf5", "d4rl:", "minari:", "Minari:x"])
@@ -525,7 +514,7 @@ def test_unknown_dataset_prefix(spec):
 
 def test_missing_minari_dataset_names_the_root_and_writes_nothing(minari_root):
     _minari("test/hopper/present-v0", _episodes([(3, "term")], seed=7))
-    before = _snapshot(minari_root)
+    before = snapshot(minari_root)
     with pytest.raises(UserError) as exc:
         offline.load("minari:test/hopper/absent-v0", "Hopper-v4")
     msg = str(exc.value)
@@ -535,7 +524,7 @@ def test_missing_minari_dataset_names_the_root_and_writes_nothing(minari_root):
     assert "test/hopper/present-v0" in minari.list_local_datasets()
     with pytest.raises(UserError, match="not a Minari dataset id"):
         offline.load("minari:has space", "Hopper-v4")
-    assert _snapshot(minari_root) == before
+    assert snapshot(minari_root) == before
 
 
 def test_loading_from_a_missing_minari_root_creates_no_folder(tmp_path, monkeypatch):
@@ -565,9 +554,9 @@ def test_malformed_minari_episode(minari_root, case):
     elif case == "action-bounds":
         e["act"][0, 0] = 1.01
     spec = _minari(f"test/hopper/bad-{case}-v0", eps)
-    before = _snapshot(minari_root)
+    before = snapshot(minari_root)
     _assert_one_line_error(spec, env_id, needles)
-    assert _snapshot(minari_root) == before
+    assert snapshot(minari_root) == before
 
 
 def test_td3_bc_cli_with_a_bad_file_is_one_line_and_no_run_folder(tmp_path):
@@ -657,7 +646,7 @@ def _collect_error(capsys, argv) -> str:
 
 def test_collect_flag_errors(capsys, tmp_path, minari_root):
     (tmp_path / "empty_run").mkdir()
-    before = _snapshot(minari_root, tmp_path)
+    before = snapshot(minari_root, tmp_path)
     cases = [
         (["--recipe", "bogus", "--env-id", "Pendulum-v1"], ["--recipe 'bogus'", "medium-replay"]),
         (["--recipe", "medium"], ["--recipe medium takes one --checkpoint, got 0"]),
@@ -678,7 +667,7 @@ def test_collect_flag_errors(capsys, tmp_path, minari_root):
         err = _collect_error(capsys, argv)
         for needle in needles:
             assert needle in err, (argv, err)
-    assert _snapshot(minari_root, tmp_path) == before
+    assert snapshot(minari_root, tmp_path) == before
 
 
 def test_collect_refuses_an_existing_dataset_id_and_d4rl_path(capsys, tmp_path, minari_root):
@@ -686,7 +675,7 @@ def test_collect_refuses_an_existing_dataset_id_and_d4rl_path(capsys, tmp_path, 
             env="Pendulum-v1")
     existing = tmp_path / "taken.hdf5"
     existing.write_bytes(b"keep me")
-    before = _snapshot(minari_root, tmp_path)
+    before = snapshot(minari_root, tmp_path)
     listed = sorted(minari.list_local_datasets())
     err = _collect_error(capsys, ["--recipe", "random", "--env-id", "Pendulum-v1", "--steps", "10",
                                   "--eval-episodes", "1", "--dataset-id", "test/pendulum/taken-v0"])
@@ -694,17 +683,17 @@ def test_collect_refuses_an_existing_dataset_id_and_d4rl_path(capsys, tmp_path, 
     err = _collect_error(capsys, ["--recipe", "random", "--env-id", "Pendulum-v1", "--steps", "10",
                                   "--eval-episodes", "1", "--d4rl-out", str(existing)])
     assert f"--d4rl-out {existing} already exists" in err
-    assert _snapshot(minari_root, tmp_path) == before and sorted(minari.list_local_datasets()) == listed
+    assert snapshot(minari_root, tmp_path) == before and sorted(minari.list_local_datasets()) == listed
     assert existing.read_bytes() == b"keep me"
     assert len(offline.load("minari:test/pendulum/taken-v0", "Pendulum-v1", "bootstrap")) == 4
 
 
 def test_collect_refuses_a_checkpoint_of_another_env(capsys, td3_runs, minari_root):
-    before = _snapshot(minari_root)
+    before = snapshot(minari_root)
     err = _collect_error(capsys, ["--recipe", "medium", "--checkpoint", td3_runs["expert"], "--env-id",
                                   "MountainCarContinuous-v0", "--steps", "10", "--eval-episodes", "1"])
     assert "was trained on Pendulum-v1, not MountainCarContinuous-v0" in err
-    assert _snapshot(minari_root) == before
+    assert snapshot(minari_root) == before
 
 
 def test_collect_d4rl_out_into_a_missing_folder(capsys, tmp_path):
@@ -758,7 +747,7 @@ def test_d4rl_file_without_timeouts_counts_steps_as_qlearning_dataset_does(tmp_p
 def test_collect_leaves_nothing_behind_when_writing_fails(monkeypatch, tmp_path, minari_root):
     """A failure (or Ctrl-C) while Minari or h5py writes removes the half-written dataset or file, so
     the next try is not refused as existing nor loaded as damaged."""
-    before = _snapshot(minari_root, tmp_path)
+    before = snapshot(minari_root, tmp_path)
 
     def fail(*a, **k):  # noqa: ARG001
         os.makedirs(os.path.join(str(minari_root), "test", "pendulum", "broken-v0", "data"))  # as Minari would
@@ -773,7 +762,7 @@ def test_collect_leaves_nothing_behind_when_writing_fails(monkeypatch, tmp_path,
     with pytest.raises(ZeroDivisionError):
         collect.main(["--recipe", "random", "--env-id", "Pendulum-v1", "--steps", "10", "--eval-episodes", "1",
                       "--d4rl-out", str(tmp_path / "x.hdf5")])
-    after = _snapshot(minari_root, tmp_path)
+    after = snapshot(minari_root, tmp_path)
     assert not [k for k in after if "broken-v0" in k or "x.hdf5" in k], after  # no dataset, no .partial
     assert {k: v for k, v in after.items() if os.path.isfile(k)} == {k: v for k, v in before.items() if os.path.isfile(k)}
 

@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from tests.helpers import snapshot
+
 pytest.importorskip("ogbench")
 
 import envs  # noqa: E402
@@ -80,17 +82,6 @@ def _fake(n_obs: int, n_qpos: int, rows: int = 6) -> list:
              "qvel": np.zeros((rows, n_qpos - 6))}]
 
 
-def _snapshot(*dirs) -> dict:
-    out = {}
-    for d in dirs:
-        for base, _, files in os.walk(d):
-            out[base] = None
-            for f in files:
-                st = os.stat(os.path.join(base, f))
-                out[os.path.join(base, f)] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """$OGBENCH_DATA_DIR with cube-single-play-v0.npz (3 trajectories, the 2nd at the goal) and -val.npz (1)."""
@@ -108,14 +99,14 @@ def data(tmp_path_factory):
 
 
 def _one_line(spec, env_id, needles, snapshot_dirs=()):
-    before = _snapshot(*snapshot_dirs)
+    before = snapshot(*snapshot_dirs)
     with pytest.raises(UserError) as exc:
         offline.load(spec, env_id)
     msg = str(exc.value)
     assert "\n" not in msg and msg.startswith(f"--dataset {spec}: "), msg
     for needle in needles:
         assert needle in msg, msg
-    assert _snapshot(*snapshot_dirs) == before
+    assert snapshot(*snapshot_dirs) == before
     return msg
 
 
@@ -420,6 +411,7 @@ def test_offline_algorithms_run_and_log_the_success_rate(name, data, tmp_path, c
 def test_id_without_task_is_ogbench_default_task(env):
     """An id without -task<k> means the task OGBench itself picks (its env, reset, is the oracle)."""
     import ogbench
+
     from envs.ogbench import parse_id
     raw = ogbench.make_env_and_datasets(f"{env}-play-singletask-v0", env_only=True)
     try:

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from envs import collect, ogbench_data
+from envs.ogbench import npz_metadata
+from tests.helpers import snapshot
 
 pytest.importorskip("ogbench")
 # OGBench's envs build float64 Box bounds on every space access (gymnasium warns each time)
@@ -38,16 +40,6 @@ def _load(path):
 
 def _meta(data):
     return json.loads(str(data["fujimoto_jax"][()]))
-
-
-def _snapshot(root):
-    out = {}
-    for base, dirs, files in os.walk(root):
-        out[base] = None
-        for name in files:
-            st = os.stat(os.path.join(base, name))
-            out[os.path.join(base, name)] = (st.st_size, st.st_mtime_ns)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +102,7 @@ def test_fields_dtypes_terminals_and_splits(cube_play):
         assert meta["versions"][pkg] == importlib.metadata.version(pkg)
     assert "not byte-identical" in meta["note"] and "statistically equivalent" in meta["note"]
     assert (meta["split"], val_meta["split"]) == ("train", "val")
-    assert ogbench_data.read_metadata(str(cube_play[0]))["env_id"] == CUBE_ID
+    assert npz_metadata(str(cube_play[0]))["env_id"] == CUBE_ID
 
 
 def test_qpos_and_qvel_rows_are_the_observed_state(cube_play):
@@ -252,18 +244,18 @@ def _error(capsys, argv) -> str:
 def test_cli_errors(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.setenv("OGBENCH_DATA_DIR", str(tmp_path))
     argv = [a.replace("OUT", str(tmp_path)) for a in argv]
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     assert needle in _error(capsys, argv)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("existing", ["x.npz", "x-val.npz"])
 def test_cli_refuses_an_existing_output(capsys, tmp_path, existing):
     (tmp_path / existing).write_bytes(b"keep")
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     err = _error(capsys, ["--recipe", "ogbench-play", "--env-id", CUBE_ID, "--out", str(tmp_path / "x.npz")])
     assert "already exists" in err and existing in err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_a_failed_write_leaves_neither_file(monkeypatch, tmp_path):
