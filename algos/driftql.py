@@ -56,7 +56,8 @@ Deviations and notes:
   evaluations run gymnasium's MuJoCo -v4 envs. The D4RL antmaze and Adroit rows of PRESETS are data only (auto
   also maps Minari's D4RL/<env>/<name> ids to them), no suite here evaluates those envs, and the code's antmaze
   reward r - 1 is not applied. Auto also maps Minari's own mujoco/<env>/<name> ids (Minari's regenerated
-  locomotion data, not D4RL's files) to the D4RL row of the same name. OGBench's noisy datasets have no row
+  locomotion data, not D4RL's files) and this project's envs.collect ids (fujimoto-jax/<env>/<recipe>) to the
+  D4RL row of the same name: settings tuned on D4RL's data, applied to other data of that kind. OGBench's noisy datasets have no row
   (the paper reports play datasets only): they run on the code defaults, logged as "preset none".
 - The code's one Adam also holds (zero-gradient) moments of the target critic; here the Adam state covers the
   actor and critic only, the same numbers.
