@@ -65,7 +65,7 @@ AUTHORS_DIR ?= $(if $(wildcard ../shared/authors),$(abspath ../shared/authors),)
 setup-parity: $(PARITY_STAMP)
 
 $(PARITY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -c requirements.lock "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c requirements.lock "torch==2.13.0" "pot>=0.9.5,<0.10"
 	@touch $(PARITY_STAMP)
 
 parity: setup-parity
@@ -84,6 +84,9 @@ bench: setup
 	$(BIN)/python benchmarks/lap_pal.py
 	$(BIN)/python benchmarks/sr_dice.py
 	$(BIN)/python benchmarks/flops.py
+	$(BIN)/python benchmarks/td3_sem.py
+	$(BIN)/python benchmarks/td3_bc_sparse.py
+	$(BIN)/python benchmarks/td3_ot.py --loop-steps 600
 
 # Issue 16's suite on the accelerator of a GPU install: env steps/s, compile time and peak device memory of TD3, TD7
 # and MR.Q (Gym, DMC pixels) with 1, 10 and 32 seeds in under 8 minutes -> results/bench/gpu_suite_<platform>.md.

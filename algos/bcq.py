@@ -92,6 +92,9 @@ class Args(runs.RunArgs):
     env_id: str = ""
     """env of the evaluations: a gymnasium id (Hopper-v4) or an ogbench: id; default: a Minari or OGBench
     dataset's own env"""
+    max_transitions: int = 0
+    """small data: keep the first N transitions of the dataset (stored order) and drop trajectories of <= 10
+    transitions (the Sparse-Reg code's protocol); 0: the whole dataset"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -139,7 +142,7 @@ class Args(runs.RunArgs):
 
 def check_args(args: Args) -> None:
     runs.check_args(args, counts=("batch_size", "hidden_dim1", "hidden_dim2", "vae_hidden_dim", "num_target_samples",
-                                  "num_act_samples"), nonneg=("phi", "kl_weight"),
+                                  "num_act_samples"), nonneg=("phi", "kl_weight", "max_transitions"),
                     positive=("actor_lr", "critic_lr", "vae_lr", "latent_clip"), unit=("discount", "tau"))
     if not 0.0 <= args.lmbda <= 1.0:
         raise runs.UserError(f"--lmbda must be in [0, 1], got {args.lmbda}")
@@ -425,7 +428,7 @@ def train(args: Args) -> dict:
     run = runs.Run(ALGO, args, Args)  # with --resume, the checkpoint's args
     args, seeds = run.args, run.seeds
     check_args(args)
-    data = offline.load(args.dataset, args.env_id, timeouts="bootstrap")
+    data = offline.load(args.dataset, args.env_id, timeouts="bootstrap", max_transitions=args.max_transitions)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
     agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices

@@ -154,6 +154,9 @@ class Args(runs.RunArgs):
     """offline data: ogbench:<single-task name or .npz>, minari:<dataset id> or d4rl:<path to .hdf5>"""
     env_id: str = ""
     """env of the evaluations: a gymnasium id (Hopper-v4) or ogbench:<...>; default: the dataset's own env"""
+    max_transitions: int = 0
+    """small data: keep the first N transitions of the dataset (stored order) and drop trajectories of <= 10
+    transitions (the Sparse-Reg code's protocol); 0: the whole dataset"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -219,7 +222,8 @@ class Args(runs.RunArgs):
 
 def check_args(args: Args) -> None:
     runs.check_args(args, counts=("batch_size", "hidden_dim", "num_layers"), nonneg=("noise_dim", "drift_batch_size",
-                    "alpha", "drift_eta", "action_clip_eps"), positive=("lr", "drift_eps"), unit=("discount", "tau"))
+                    "alpha", "drift_eta", "action_clip_eps", "max_transitions"), positive=("lr", "drift_eps"),
+                    unit=("discount", "tau"))
     for name in ("kernel", "q_agg", "q_agg_actor"):
         allowed = ("laplace", "gaussian") if name == "kernel" else ("min", "mean")
         if getattr(args, name) not in allowed:
@@ -554,7 +558,7 @@ def train(args: Args) -> dict:
     run.args, preset = resolve_presets(run.args)
     args, seeds = run.args, run.seeds
     check_args(args)
-    data = offline.load(args.dataset, args.env_id, timeouts="drop")
+    data = offline.load(args.dataset, args.env_id, timeouts="drop", max_transitions=args.max_transitions)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
     agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices

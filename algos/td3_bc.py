@@ -66,6 +66,9 @@ class Args(runs.RunArgs):
     env_id: str = ""
     """env of the evaluations: a gymnasium id (Hopper-v4) or an ogbench: id; default: a Minari or OGBench
     dataset's own env"""
+    max_transitions: int = 0
+    """small data: keep the first N transitions of the dataset (stored order) and drop trajectories of <= 10
+    transitions (the Sparse-Reg code's protocol); 0: the whole dataset"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""
     num_seeds: int = 1
@@ -103,8 +106,8 @@ class Args(runs.RunArgs):
 
 
 def check_args(args: Args) -> None:
-    runs.check_args(args, counts=("batch_size", "hidden_dim", "policy_freq"), nonneg=("policy_noise", "noise_clip"),
-                    positive=("actor_lr", "critic_lr", "alpha"), unit=("discount", "tau"))
+    runs.check_args(args, counts=("batch_size", "hidden_dim", "policy_freq"),
+                    nonneg=("policy_noise", "noise_clip", "max_transitions"), positive=("actor_lr", "critic_lr", "alpha"), unit=("discount", "tau"))
     for name in ("total_timesteps", "eval_freq"):
         if getattr(args, name) % args.policy_freq:
             raise runs.UserError(f"{runs.flag(name)} ({getattr(args, name)}) must be a multiple of --policy-freq "
@@ -299,7 +302,7 @@ def train(args: Args) -> dict:
     run = runs.Run(ALGO, args, Args)  # with --resume, the checkpoint's args
     args, seeds = run.args, run.seeds
     check_args(args)
-    data = offline.load(args.dataset, args.env_id, timeouts="drop")
+    data = offline.load(args.dataset, args.env_id, timeouts="drop", max_transitions=args.max_transitions)
     mean, std = offline.normalization(data.obs) if args.normalize else (0.0, 1.0)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)

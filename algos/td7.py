@@ -120,6 +120,9 @@ class Args(runs.RunArgs):
     dataset: str = ""
     """--offline data: minari:<dataset id>, d4rl:<path to .hdf5> or ogbench:<single-task name or .npz> (make one
     with python -m envs.collect)"""
+    max_transitions: int = 0
+    """--offline, small data: keep the first N transitions of the dataset (stored order) and drop trajectories of <= 10
+    transitions (the Sparse-Reg code's protocol); 0: the whole dataset"""
     lmbda: float = 0.1
     """--offline: weight of the behaviour-cloning term, scaled by mean |Q(s, pi(s))|"""
     # TD3
@@ -179,7 +182,7 @@ def check_args(args: Args) -> None:
     runs.check_args(args, counts=("buffer_size", "batch_size", "target_update_rate", "policy_freq",
                                   "max_eps_when_checkpointing", "zs_dim", "enc_hdim", "critic_hdim", "actor_hdim"),
                     nonneg=("learning_starts", "steps_before_checkpointing", "expl_noise", "policy_noise", "noise_clip",
-                            "alpha", "min_priority", "overlap_steps"),
+                            "alpha", "min_priority", "overlap_steps", "max_transitions"),
                     positive=("encoder_lr", "critic_lr", "actor_lr"), unit=("discount", "reset_weight"))
     if args.offline:
         if not 0 <= args.lmbda < float("inf"):
@@ -627,7 +630,7 @@ def train_offline(run: runs.Run) -> dict:
     """TD7 on a fixed dataset: scanned chunks of eval_freq training steps, then an evaluation."""
     args, seeds = run.args, run.seeds
     run.csv_headers.pop("checkpoints")  # no policy checkpoints offline
-    data = offline.load(args.dataset, args.env_id, timeouts="drop")
+    data = offline.load(args.dataset, args.env_id, timeouts="drop", max_transitions=args.max_transitions)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     run.eval_header = offline.eval_header(data, run.eval_header)
     agent = run.devices.agent(make_agent(args, evaluator.obs_dim, evaluator.action_dim))  # seeds over devices

@@ -45,6 +45,19 @@ records it in its metadata. A continuous algorithm given a discrete dataset, and
 
 ``episode_returns`` (config.json's mean_episode_return) holds the returns of the episodes the env
 ended; those that ``envs.collect`` cut at its step budget (listed in its metadata) are left out.
+
+Small data (``load(..., max_transitions=N)``: ``first_transitions``, an algorithm's --max-transitions):
+Sparse-Reg's protocol (its code SaminYeasar/sparse_reg@6ceeadb, data_utils.d4rl_subsample_trajectories
+with --buffer_size N): the first N transitions in the dataset's stored order (not a random sample), cut
+before anything else, then every trajectory of <= 10 transitions dropped (the code keeps those of more
+than 10). A trajectory is a chain of transitions whose next observation is the following transition's
+observation, ended by a termination or a break of the chain (a time limit, an episode boundary); the
+trajectory the cut runs through is kept, its last transition bootstrapping, when it is long enough. Two
+differences from the code, which reads D4RL's raw rows: N counts the loader's transitions, after its
+time-limit handling (the code counts rows, time-limit rows included: at most one row per 1,000-step
+episode on D4RL's locomotion files), and the first transition of each trajectory after the first is kept
+(the code's action-repeat loop skips it at repeat 1, a side effect we do not copy). ``N = 0``: the whole
+dataset, unchanged.
 """
 
 from __future__ import annotations
@@ -209,10 +222,13 @@ def check_action_kind(spec: str, wanted: str) -> None:
                         f"(train {other} on it)")
 
 
-def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
-    """Read ``--dataset`` and check it against the env ``env_id``: see the module docstring."""
+def load(spec: str, env_id: str, timeouts: str = "drop", max_transitions: int = 0) -> Transitions:
+    """Read ``--dataset`` and check it against the env ``env_id``: see the module docstring. ``max_transitions``
+    > 0: only the first that many transitions, short trajectories dropped (``first_transitions``)."""
     if timeouts not in ("drop", "bootstrap"):
         raise ValueError(timeouts)
+    if max_transitions < 0:
+        raise UserError(f"--max-transitions must be >= 0 (0: the whole dataset), got {max_transitions}")
     import envs
     kind, rest = parse(spec)
     check_action_kind(spec, "continuous")
@@ -251,7 +267,55 @@ def load(spec: str, env_id: str, timeouts: str = "drop") -> Transitions:
                         f"{data.action[np.argmax(np.abs(unit[:, j])), j]:.4g}, bounds [{low[j]:.4g}, {high[j]:.4g}])")
     # OGBench's actions are [-1, 1] already: kept bit for bit (the map is exact only up to rounding)
     data.action = np.clip(data.action if kind == "ogbench" else unit, -1.0, 1.0).astype(np.float32)
+    if max_transitions:
+        data = first_transitions(data, max_transitions)
+        if len(data) == 0:
+            raise UserError(f"{where}: no trajectory of more than {MIN_TRAJECTORY} transitions in its first "
+                            f"{max_transitions} (--max-transitions)")
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Small data: the first N transitions, short trajectories dropped (Sparse-Reg's protocol)
+# ---------------------------------------------------------------------------------------------
+MIN_TRAJECTORY = 10  # trajectories of at most this many transitions are dropped (the code keeps len > 10)
+
+
+def trajectory_ends(obs: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+    """[N] bool: transition i ends a trajectory (a termination, the last transition, or a next observation
+    that is not transition i + 1's observation: a time limit or an episode boundary broke the chain)."""
+    ends = terminated.astype(bool).copy()
+    if len(ends):
+        ends[:-1] |= np.any(next_obs[:-1] != obs[1:], axis=tuple(range(1, obs.ndim)))
+        ends[-1] = True
+    return ends
+
+
+def first_transitions(data: Transitions, n: int, min_len: int = MIN_TRAJECTORY) -> Transitions:
+    """The first ``n`` transitions of ``data`` in its stored order, every trajectory of <= ``min_len``
+    transitions dropped (the module docstring's "Small data"). The facts go in ``info["max_transitions"]``;
+    ``episode_returns`` becomes the reward sums of the kept trajectories that end within the cut (a transition
+    the loader dropped at a time limit is not in them), ``start_obs`` the kept trajectories' first observations."""
+    full_ends = trajectory_ends(data.obs, data.next_obs, data.terminated)
+    cut = max(0, min(n, len(data)))
+    ends = full_ends[:cut].copy()
+    ends[-1:] = True  # the cut closes the trajectory it runs through
+    stop = np.nonzero(ends)[0] + 1  # [T] one past each trajectory's last transition
+    start = stop - np.diff(np.r_[0, stop])  # [T] each trajectory's first transition
+    length = stop - start
+    kept = length > min_len
+    keep = np.repeat(kept, length)  # [cut] bool per transition
+    whole = kept & ((stop < cut) | full_ends[stop - 1])  # ended within the cut, not by it
+    rewards = np.add.reduceat(data.reward[:cut].astype(np.float64), start) if cut else np.zeros(0)
+    info = {**data.info, "max_transitions": {
+        "n": int(n), "cut": int(cut), "trajectories": int(len(length)), "trajectories_kept": int(kept.sum()),
+        "dropped_short": int(np.sum(~kept)), "dropped_transitions": int(np.sum(length[~kept])),
+        "min_length": int(min_len + 1), "transitions": int(keep.sum()), "of": int(len(data))}}
+    pick = lambda x: x[:cut][keep]  # noqa: E731
+    return Transitions(pick(data.obs), pick(data.action), pick(data.reward), pick(data.next_obs),
+                       pick(data.terminated), source=data.source, ref=data.ref,
+                       episode_returns=rewards[whole].astype(np.float64), info=info,
+                       start_obs=data.obs[start[kept]])
 
 
 def _check_finite(where: str, key: str, arr: np.ndarray) -> None:

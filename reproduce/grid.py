@@ -53,7 +53,7 @@ SCALE_KEYS = {"algos", "envs", "seeds", "budgets", "eval_freq", "eval_episodes",
               "algo_env_args", "env_budgets", "note"}
 SCALE_OPTIONAL = {"args", "env_args", "algo_args", "algo_env_args", "env_budgets", "note"}
 DATASET_KEYS = {"env", "recipe", "source", "source2", "source_args", "source_steps", "steps", "seed", "episodes",
-                "reference", "d4rl", "minari"}
+                "reference", "d4rl", "minari", "noise"}
 RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect",
            "behavioural", "sr-dice")  # envs.collect.RECIPES: the recipes that roll out saved policies
 OGBENCH_RECIPES = ("ogbench-play", "ogbench-noisy")  # envs.collect: OGBench's oracles, recipe ogbench-<dataset type>
@@ -81,6 +81,7 @@ class Dataset:
     source_steps: int = 0  # length of the dataset's own source run (0: the offline runs' steps)
     episodes: int = 0  # OGBench recipes: episodes of 1,001 steps (OGBench's official sets: 1,000)
     reference: str = ""  # the reference rows' dataset that this one stands in for (summary only)
+    noise: float | None = None  # envs.collect --noise (None: its default); 0 = a deterministic expert
 
     @property
     def collected(self) -> bool:
@@ -158,6 +159,13 @@ class Aggregate:
     baseline: str
     envs: tuple[str, ...]
     reference_env: str | None = None
+    # env of the aggregate -> the baseline's run of it, where their names differ (an imitation run on a
+    # dataset of expert states, td3_ot/pendulum-expert, against the plain td3/Pendulum-v1)
+    baseline_envs: dict = field(default_factory=dict, hash=False, compare=False)
+    ratio: bool = True  # false: head to head only (negative returns have no ratio to a baseline)
+
+    def baseline_env(self, env: str) -> str:
+        return self.baseline_envs.get(env, env)
 
 
 @dataclass(frozen=True)
@@ -230,9 +238,11 @@ def _dataset(path: str, name: str, d: dict) -> Dataset:
     ds = Dataset(name, str(d["env"]), str(d.get("recipe", "")), str(d.get("source", "")), str(d.get("source2", "")),
                  int(d.get("steps", 0)), int(d.get("seed", 0)), str(d.get("d4rl", "")), str(d.get("minari", "")),
                  source_args=tuple(source_args), source_steps=int(d.get("source_steps", 0)),
-                 episodes=int(d.get("episodes", 0)), reference=str(d.get("reference", "")))
+                 episodes=int(d.get("episodes", 0)), reference=str(d.get("reference", "")),
+                 noise=float(d["noise"]) if "noise" in d else None)
     if not ds.collected:
-        extra = sorted({"source", "source2", "source_args", "source_steps", "steps", "seed", "episodes"} & set(d))
+        extra = sorted({"source", "source2", "source_args", "source_steps", "steps", "seed", "episodes", "noise"}
+                       & set(d))
         if extra:
             _fail(path, f"{where}: {extra} describe a collection; an external dataset has only env and {kinds[0]}")
         if ds.minari and not MINARI_ID.match(ds.minari):
@@ -354,7 +364,14 @@ def load_paper(path: str) -> Paper:
         for key in ("name", "algo", "baseline", "envs"):
             if key not in a:
                 _fail(path, f"[[aggregate]] needs '{key}'")
-        aggregates.append(Aggregate(a["name"], a["algo"], a["baseline"], tuple(a["envs"]), a.get("reference_env")))
+        unknown = sorted(set(a) - {"name", "algo", "baseline", "envs", "reference_env", "baseline_envs", "ratio"})
+        if unknown:
+            _fail(path, f"[[aggregate]] unknown keys {unknown}")
+        if set(a.get("baseline_envs", {})) - set(a["envs"]):
+            _fail(path, f"[[aggregate]] baseline_envs names envs outside its envs: "
+                        f"{sorted(set(a['baseline_envs']) - set(a['envs']))}")
+        aggregates.append(Aggregate(a["name"], a["algo"], a["baseline"], tuple(a["envs"]), a.get("reference_env"),
+                                    dict(a.get("baseline_envs", {})), bool(a.get("ratio", True))))
     return Paper(meta["id"], meta["title"], meta["reference"], meta.get("protocol", ""), scales,
                  {k: float(v) for k, v in data.get("cost", {}).items()}, tuple(aggregates), path,
                  int(meta.get("year", 0)), datasets)

@@ -109,8 +109,9 @@ def run_state(run: Run, root: str) -> State:
         return State("conflict", f"unreadable {config_path}: {e}")
     exact = {"env_id": run.env_id, "eval_freq": run.eval_freq, "eval_episodes": run.eval_episodes, **parse_flags(run.args)}
     diff = {k: (args.get(k, "<absent>"), v) for k, v in exact.items() if not _same(args.get(k), v)}
-    if run.dataset and _dataset_key(str(args.get("dataset"))) != _dataset_key(dataset_spec(run.dataset, root=root)):
-        diff["dataset"] = (args.get("dataset", "<absent>"), dataset_spec(run.dataset, root=root))
+    key = DATASET_FLAG.get(run.algo, "--dataset")[2:].replace("-", "_")  # its config.json name
+    if run.dataset and _dataset_key(str(args.get(key))) != _dataset_key(dataset_spec(run.dataset, root=root)):
+        diff[key] = (args.get(key, "<absent>"), dataset_spec(run.dataset, root=root))
     diff.update({k: (args.get(k), v) for k, v in (("total_timesteps", run.steps), ("num_seeds", run.seeds))
                  if not isinstance(args.get(k), int) or args[k] < v})  # a larger run serves a smaller grid
     if diff:
@@ -150,10 +151,14 @@ def _same(on_disk, wanted) -> bool:
         return str(on_disk) == str(wanted)
 
 
+# Algorithms that read a dataset through another flag: td3_ot learns online from expert states.
+DATASET_FLAG = {"td3_ot": "--expert-dataset"}
+
+
 def command(run: Run, root: str, state: State, d4rl_dir: str = D4RL_DIR) -> list[str]:
     if state.kind == "resume":
         return [sys.executable, algo_path(run.algo), "--resume", run.run_dir(root)]
-    data = ["--dataset", dataset_spec(run.dataset, d4rl_dir, root)] if run.dataset else []
+    data = [DATASET_FLAG.get(run.algo, "--dataset"), dataset_spec(run.dataset, d4rl_dir, root)] if run.dataset else []
     return [sys.executable, algo_path(run.algo), *data, "--env-id", run.env_id, "--num-seeds", str(run.seeds),
             "--total-timesteps", str(run.steps), "--eval-freq", str(run.eval_freq),
             "--eval-episodes", str(run.eval_episodes), "--save-model",
@@ -239,6 +244,8 @@ def collect_command(ds: Dataset, root: str) -> list[str]:
            "--dataset-id", ds.minari_id, "--seed", str(ds.seed)]
     if ds.steps:
         cmd += ["--steps", str(ds.steps)]
+    if ds.noise is not None:
+        cmd += ["--noise", str(ds.noise)]
     if ds.sources:
         cmd += ["--checkpoint", *(os.path.join(root, *src.split("/")) for src in ds.sources)]
     return cmd

@@ -464,7 +464,7 @@ def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], r
     for budget in paper.scales[scale].budgets:
         envs, cols, ratios_algo, ratios_base = [], [], [], []
         for env in agg.envs:
-            a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, env))
+            a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, agg.baseline_env(env)))
             ma, mb = (a.upto(budget) if a else None), (b.upto(budget) if b else None)
             if ma is None or mb is None:
                 continue
@@ -583,7 +583,7 @@ def head_to_head_rows(scale: str, paper: Paper, agg: Aggregate, refs_by_paper: d
     stat = STATISTICS["mean_at_budget"]
     out = []
     for env in agg.envs:
-        a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, env))
+        a, b = runs.get((agg.algo, env)), runs.get((agg.baseline, agg.baseline_env(env)))
         for budget in paper.scales[scale].budgets:
             ma, mb = (a.upto(budget) if a else None), (b.upto(budget) if b else None)
             if ma is None or mb is None:
@@ -617,13 +617,17 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, 5 * cols), 3.6 * rows + 0.5), squeeze=False)
     plotted = {s for s in STATISTICS} | {SUCCESS + s for s in STATISTICS}  # returns, or OGBench's success rates
     colours = {a: f"C{i}" for i, a in
-               enumerate(sorted({r["algo"] for r in refs if r["statistic"] in plotted} | set(grid.algos)))}
+               enumerate(sorted({r["algo"] for r in refs if r["statistic"] in plotted} | set(grid.algos)
+                                | {g.baseline for g in paper.aggregates}))}
     rng = np.random.default_rng(0)
     for ax, env in zip(axes.flat, envs):
         # an env whose runs report a success rate (OGBench) is plotted in it, beside the success references
         success = any(runs[(a, env)].success is not None for a in grid.algos if (a, env) in runs)
-        for algo in grid.algos:
-            run = runs.get((algo, env))
+        # an aggregate's baseline outside the grid (td3 beside td3_ot) is drawn from its own run of the env
+        shown = [(a, runs.get((a, env))) for a in grid.algos] + [
+            (g.baseline, runs.get((g.baseline, g.baseline_env(env)))) for g in paper.aggregates
+            if env in g.envs and g.baseline not in grid.algos]
+        for algo, run in shown:
             if run is None or not len(run.steps) or (success and run.success is None):
                 continue
             m = run.success if success else run.returns
@@ -888,23 +892,24 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                           + " | ".join(cells) + " |")
             md += [""] if ours else []
             for agg in paper.aggregates:
-                md += [f"Aggregate, {agg.name}: {agg.algo} normalised by {agg.baseline} (our runs of both, same "
-                       "scale), per seed return / baseline seed-mean at the budget; IQM and mean over env x seed "
-                       "with stratified bootstrap 95% CIs (rliable); gain = 100·(mean over envs of "
-                       f"{agg.algo} mean / {agg.baseline} mean − 1).", "",
-                       "| budget | envs | seeds | IQM [95% CI] | mean [95% CI] | gain % [95% CI] | reference gain % "
-                       "| verdict |", "|---|---|---|---|---|---|---|---|"]
-                for a in aggregate_rows(scale, paper, agg, refs[paper.id], runs):
-                    if not a["envs"]:
-                        md.append(f"| {fmt_budget(a['budget'])} | none of {', '.join(agg.envs)} has both runs at "
-                                  "this budget | — | — | — | — | — | — |")
-                        continue
-                    ref = a.get("reference")
-                    md.append(f"| {fmt_budget(a['budget'])} | {', '.join(a['envs'])} | {a['seeds']} | "
-                              f"{fmt_ci(*a['iqm'])} | {fmt_ci(*a['mean'])} | {fmt_ci(*a['gain'])} | "
-                              f"{fmt(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
-                              f"{a.get('verdict', 'no reference at this budget')} |")
-                md.append("")
+                if agg.ratio:
+                    md += [f"Aggregate, {agg.name}: {agg.algo} normalised by {agg.baseline} (our runs of both, same "
+                           "scale), per seed return / baseline seed-mean at the budget; IQM and mean over env x seed "
+                           "with stratified bootstrap 95% CIs (rliable); gain = 100·(mean over envs of "
+                           f"{agg.algo} mean / {agg.baseline} mean − 1).", "",
+                           "| budget | envs | seeds | IQM [95% CI] | mean [95% CI] | gain % [95% CI] | reference gain % "
+                           "| verdict |", "|---|---|---|---|---|---|---|---|"]
+                    for a in aggregate_rows(scale, paper, agg, refs[paper.id], runs):
+                        if not a["envs"]:
+                            md.append(f"| {fmt_budget(a['budget'])} | none of {', '.join(agg.envs)} has both runs at "
+                                      "this budget | — | — | — | — | — | — |")
+                            continue
+                        ref = a.get("reference")
+                        md.append(f"| {fmt_budget(a['budget'])} | {', '.join(a['envs'])} | {a['seeds']} | "
+                                  f"{fmt_ci(*a['iqm'])} | {fmt_ci(*a['mean'])} | {fmt_ci(*a['gain'])} | "
+                                  f"{fmt(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
+                                  f"{a.get('verdict', 'no reference at this budget')} |")
+                    md.append("")
                 md += [f"Head to head, {agg.name}: per env, mean at the budget of our {agg.algo} and our "
                        f"{agg.baseline} runs [95% bootstrap CI over seeds] and the difference {agg.algo} − "
                        f"{agg.baseline} (each run's seeds resampled on their own); *higher* / *lower* when its CI "
@@ -916,7 +921,9 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                 h2h = head_to_head_rows(scale, paper, agg, refs, runs)
                 for h in h2h:
                     rd = h["reference_difference"]
-                    md.append(f"| {h['env']} | {fmt_budget(h['budget'])} | {h['seeds'][0]} / {h['seeds'][1]} | "
+                    shown = h['env'] if agg.baseline_env(h['env']) == h['env'] else \
+                        f"{h['env']} (vs {agg.baseline} on {agg.baseline_env(h['env'])})"
+                    md.append(f"| {shown} | {fmt_budget(h['budget'])} | {h['seeds'][0]} / {h['seeds'][1]} | "
                               f"{fmt_ci(*h['algo'])} | {fmt_ci(*h['baseline'])} | {fmt_ci(*h['difference'])} | "
                               f"{h['reading']} | {fmt(rd[0]) + f' ({rd[1]} − {rd[2]})' if rd else '—'} |")
                 if not h2h:

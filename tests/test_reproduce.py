@@ -786,3 +786,54 @@ def test_an_off_policy_evaluation_run_keeps_its_policy_checkpoint(monkeypatch, t
     assert launch.needed_sources([ope, bc], root) == set()
     assert launch.freed_by(ope) == ["sr_dice/pend", "td3/Pendulum-v1"] and launch.freed_by(bc) == ["td3_bc/pend"]
     assert launch.freed_by(ds) == ["td3/Pendulum-v1"]
+
+
+def test_imitation_runs_read_their_dataset_through_their_flag_and_face_the_baseline_on_its_env(tmp_path):
+    """td3_ot learns online from expert states: its run on a dataset passes --expert-dataset (not --dataset),
+    the dataset's collection passes --noise 0 (a deterministic expert), and the head-to-head table compares it
+    with td3's run of the dataset's env (baseline_envs); ratio = false drops the normalised table."""
+    datasets = ('[dataset]\npend-expert = { env = "Pendulum-v1", recipe = "expert", source = "td3/Pendulum-v1", '
+                'steps = 400, noise = 0.0 }\n')
+    d = write_grid(tmp_path / "g", "on", 'algos = ["td3"]\nenvs = ["Pendulum-v1"]\nseeds = 2\nbudgets = [400]\n'
+                   'eval_freq = 200\neval_episodes = 1\nargs = ["--learning-starts", "100"]')
+    write_grid(d, "ot", 'algos = ["td3_ot"]\nenvs = ["pend-expert"]\nseeds = 2\nbudgets = [400]\neval_freq = 200\n'
+               'eval_episodes = 1\nargs = ["--learning-starts", "100"]',
+               datasets + '[[aggregate]]\nname = "ot"\nalgo = "td3_ot"\nbaseline = "td3"\nenvs = ["pend-expert"]\n'
+               'baseline_envs = { pend-expert = "Pendulum-v1" }\nratio = false\n')
+    papers = grid.load_papers(str(d))
+    runs = {r.name: r for r in grid.expand(papers, "quick")}
+    root = str(tmp_path / "runs")
+    ot = runs["td3_ot/pend-expert"]
+    cmd = launch.command(ot, root, launch.State("todo"))
+    assert cmd[cmd.index("--expert-dataset") + 1] == f"minari:{ot.dataset.minari_id}" and "--dataset" not in cmd
+    assert cmd[cmd.index("--env-id") + 1] == "Pendulum-v1"
+    collect = launch.collect_command(ot.dataset, root)
+    assert collect[collect.index("--noise") + 1] == "0.0" and collect[collect.index("--recipe") + 1] == "expert"
+    td3 = launch.command(runs["td3/Pendulum-v1"], root, launch.State("todo"))
+    assert "--expert-dataset" not in td3 and "--dataset" not in td3
+
+    fake_run(root, "td3_ot", "pend-expert", [[-1200, -400, -200]] * 2, [0, 200, 400], env_id="Pendulum-v1",
+             eval_episodes=1, learning_starts=100, expert_dataset=f"minari:{ot.dataset.minari_id}")
+    assert launch.run_state(ot, root).kind == "done"  # its config.json names the data expert_dataset
+    fake_run(root, "td3", "Pendulum-v1", [[-1200, -900, -700]] * 2, [0, 200, 400])
+    paper = next(p for p in papers if p.id == "ot")
+    rows = summarize.head_to_head_rows("quick", paper, paper.aggregates[0], {}, summarize.load_runs(root))
+    assert [(r["env"], r["budget"], r["difference"]) for r in rows] == [("pend-expert", 400, (500, 500, 500))]
+    out = tmp_path / "out"
+    summarize.summarize(str(d), {"quick": root}, str(out / "SUMMARY.md"), str(out / "summary.csv"), str(out / "plots"))
+    text = (out / "SUMMARY.md").read_text()
+    assert "| pend-expert (vs td3 on Pendulum-v1) | 400 | 2 / 2 | -200.0 [-200.0, -200.0] | " \
+           "-700.0 [-700.0, -700.0] | 500.0 [500.0, 500.0] | higher | — |" in text
+    assert "Aggregate, ot: td3_ot normalised by td3" not in text
+
+
+@pytest.mark.parametrize("extra, match", [
+    ('[[aggregate]]\nname = "a"\nalgo = "td3"\nbaseline = "td3"\nenvs = ["Pendulum-v1"]\nbaseline_env = {}\n',
+     r"\[\[aggregate\]\] unknown keys \['baseline_env'\]"),
+    ('[[aggregate]]\nname = "a"\nalgo = "td3"\nbaseline = "td3"\nenvs = ["Pendulum-v1"]\n'
+     'baseline_envs = { Hopper-v4 = "Pendulum-v1" }\n', r"baseline_envs names envs outside its envs: \['Hopper-v4'\]"),
+])
+def test_bad_aggregate_tables_name_the_problem(tmp_path, extra, match):
+    d = write_grid(tmp_path / "g", "bad", None, extra)
+    with pytest.raises(ValueError, match=match):
+        grid.load_papers(str(d))

@@ -41,6 +41,7 @@ REPOS = {  # folder -> (upstream, commit); README.md lists them for users who cl
     "MRQ": ("github.com/facebookresearch/MRQ", "8a44a7d"),
     "DR.Q": ("github.com/dmksjfl/DR.Q", "cc307a5"),
     "driftql": ("github.com/DT6A/driftql", "1ad1bbc"),
+    "OOPS": ("github.com/weidi-chang/OOPS", "d73f51c"),
 }
 
 
