@@ -195,8 +195,8 @@ def check_args(args: Args) -> None:
                 raise runs.UserError(f"--offline: {runs.flag(name)} ({getattr(args, name)}) must be a multiple of "
                                      f"--target-update-rate ({args.target_update_rate}): the scanned chunks hold "
                                      "whole target periods")
-    elif args.dataset:
-        raise runs.UserError("--dataset is read with --offline")
+    elif args.dataset or args.max_transitions:
+        raise runs.UserError(f"{'--dataset' if args.dataset else '--max-transitions'} is read with --offline")
 
 
 # ---------------------------------------------------------------------------------------------

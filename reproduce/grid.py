@@ -59,6 +59,9 @@ RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "impe
 OGBENCH_RECIPES = ("ogbench-play", "ogbench-noisy")  # envs.collect: OGBench's oracles, recipe ogbench-<dataset type>
 SOURCE_ALGOS = ("td3", "td7", "ddpg", "ddqn", "ddqn_lap", "ddqn_pal",
                 "ddqn_per")  # envs.collect.POLICY_ALGOS: the saved policies it can roll out
+# Algorithms that learn online from a dataset (not offline on it): the flag that names it, and their steps are
+# env steps. td3_ot imitates the expert states of its dataset.
+ONLINE_DATA_ALGOS = {"td3_ot": "--expert-dataset"}
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a folder name and a Minari dataset name; never an env id
 MINARI_ID = re.compile(r"^[\w-]+(/[\w-]+)*-v\d+$")
 

@@ -47,7 +47,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from envs.runs import write_atomic
-from reproduce.grid import GRID_DIR, ROOT, SCALES, Dataset, Run, expand, load_papers
+from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, SCALES, Dataset, Run, expand, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
              "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
@@ -151,8 +151,7 @@ def _same(on_disk, wanted) -> bool:
         return str(on_disk) == str(wanted)
 
 
-# Algorithms that read a dataset through another flag: td3_ot learns online from expert states.
-DATASET_FLAG = {"td3_ot": "--expert-dataset"}
+DATASET_FLAG = ONLINE_DATA_ALGOS  # algorithms that read their dataset through another flag
 
 
 def command(run: Run, root: str, state: State, d4rl_dir: str = D4RL_DIR) -> list[str]:

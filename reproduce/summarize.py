@@ -37,7 +37,7 @@ import numpy as np
 
 from envs import runs as run_contract
 from envs.runs import git_info, write_atomic
-from reproduce.grid import GRID_DIR, ROOT, Aggregate, Paper, load_papers
+from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, Aggregate, Paper, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
              "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
@@ -624,15 +624,16 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
         # an env whose runs report a success rate (OGBench) is plotted in it, beside the success references
         success = any(runs[(a, env)].success is not None for a in grid.algos if (a, env) in runs)
         # an aggregate's baseline outside the grid (td3 beside td3_ot) is drawn from its own run of the env
-        shown = [(a, runs.get((a, env))) for a in grid.algos] + [
-            (g.baseline, runs.get((g.baseline, g.baseline_env(env)))) for g in paper.aggregates
+        shown = [(a, runs.get((a, env)), "") for a in grid.algos] + [
+            (g.baseline, runs.get((g.baseline, g.baseline_env(env))),
+             f" on {g.baseline_env(env)}" if g.baseline_env(env) != env else "") for g in paper.aggregates
             if env in g.envs and g.baseline not in grid.algos]
-        for algo, run in shown:
+        for algo, run, where in shown:
             if run is None or not len(run.steps) or (success and run.success is None):
                 continue
             m = run.success if success else run.returns
             boot = m[rng.integers(0, m.shape[0], (BOOTSTRAP, m.shape[0]))].mean(1)  # (reps, T)
-            ax.plot(run.steps, m.mean(0), color=colours[algo], label=f"{algo} (ours, {run.seeds} seeds)")
+            ax.plot(run.steps, m.mean(0), color=colours[algo], label=f"{algo}{where} (ours, {run.seeds} seeds)")
             ax.fill_between(run.steps, *np.percentile(boot, [2.5, 97.5], axis=0), color=colours[algo], alpha=0.2)
         xmax = max(int(runs[(a, env)].steps.max()) for a in grid.algos if (a, env) in runs)
         beyond = {}
@@ -654,7 +655,8 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
                     f"this run's {fmt_budget(xmax)} steps (see the table)", transform=ax.transAxes, fontsize=6,
                     va="top")
         ax.set_title(env)
-        ax.set_xlabel("gradient steps" if any(e in paper.datasets for e in grid.envs) else "env steps")
+        ax.set_xlabel("gradient steps" if any(e in paper.datasets for e in grid.envs)
+                      and not set(grid.algos) <= set(ONLINE_DATA_ALGOS) else "env steps")
         ax.set_ylabel("success rate (%)" if success else "evaluation return")
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
@@ -845,7 +847,7 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
             rows, ours = compare_rows(scale, paper, refs[paper.id], runs)
             all_rows += rows
             offline = any(e in paper.datasets for e in grid.envs)
-            unit = "gradient steps" if offline else "steps"
+            unit = "gradient steps" if offline and not set(grid.algos) <= set(ONLINE_DATA_ALGOS) else "steps"
             md += [f"### {paper.title}", "", f"Paper protocol: {paper.protocol}", "",
                    f"This scale: {', '.join(grid.algos)} on {'datasets ' if offline else ''}{', '.join(grid.envs)}; "
                    f"{grid.seeds} seeds; budgets {', '.join(fmt_budget(b) for b in grid.budgets)} {unit}"

@@ -178,6 +178,9 @@ def test_offline_flag_errors():
     ("bcq", [], "error: --dataset is required"),
     ("td7", ["--offline"], "error: --dataset is required"),
     ("td7", ["--dataset", "d4rl:x.hdf5"], "error: --dataset is read with --offline"),
+    ("td7", ["--max-transitions", "1000"], "error: --max-transitions is read with --offline"),
+    ("td3_bc", ["--dataset", "d4rl:x.hdf5", "--max-transitions", "-1"], "error: --max-transitions must be"),
+    ("bcq", ["--dataset", "d4rl:x.hdf5", "--max-transitions", "-5"], "error: --max-transitions must be"),
     ("td3_bc", ["--dataset", "hdf5:x"], "error: --dataset 'hdf5:x': expected minari:<dataset id> or d4rl:"),
 ])
 def test_offline_cli_errors_are_one_line_and_write_nothing(name, argv, needle, tmp_path, capsys):

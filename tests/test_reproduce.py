@@ -95,7 +95,19 @@ def test_repo_offline_grids():
     offline = {n: r for n, r in quick.items() if r.dataset}
     assert set(offline) == {"td3_bc/hopper-medium", "bcq/hopper-medium", "td7/hopper-medium",
                             "discrete_bcq/minatar-breakout-behavioural", "sr_dice/pendulum-sr-dice",
-                            *(f"{a}/cube-single-play-task2-quick" for a in ("driftql", "td3_bc", "td7"))}
+                            *(f"{a}/cube-single-play-task2-quick" for a in ("driftql", "td3_bc", "td7")),
+                            "td3_ot/pendulum-expert", "td3_bc/pendulum-expert-noisy",
+                            "td3_bc_sparse/pendulum-expert-noisy"}
+    # the imitation run's expert: its own TD3 source run, rolled out without noise; Sparse-Reg's data: the same
+    # TD3's D4RL-style expert data (noise 0.1), cut to its first 10k transitions by the runs
+    ot = quick["td3_ot/pendulum-expert"].dataset
+    assert (ot.recipe, ot.noise, ot.sources) == ("expert", 0.0, ("td3/Pendulum-v1+pendulum-expert",))
+    assert quick["td3/Pendulum-v1+pendulum-expert"].steps == 20_000
+    sparse = quick["td3_bc_sparse/pendulum-expert-noisy"]
+    assert sparse.dataset.sources == ot.sources and sparse.dataset.noise is None
+    assert sparse.args == ("--max-transitions", "10000")
+    assert quick["td3_bc/pendulum-expert-noisy"].args == ("--max-transitions", "10000", "--actor-lr", "1e-3",
+                                                          "--critic-lr", "1e-3")
     ope = quick["sr_dice/pendulum-sr-dice"]  # evaluates the quick TD3 of the LAP/PAL grid, 1,000 truth episodes
     assert (ope.dataset.recipe, ope.dataset.source, ope.dataset.steps, ope.eval_episodes) == \
         ("sr-dice", "td3/Pendulum-v1", 50_000, 1_000) and "td3/Pendulum-v1" in quick
@@ -108,8 +120,11 @@ def test_repo_offline_grids():
     assert parse_dataset_id(ds.minari_id) == ("fujimoto-jax-quick/hopper", "hopper-medium", 0)
     assert quick["td7/hopper-medium"].steps % 250 == 0 and quick["td7/hopper-medium"].eval_freq % 250 == 0
     full = {r.name: r for r in grid.expand(list(papers.values()), "full")}
-    td3_bc = [r for r in full.values() if r.algo == "td3_bc"]
+    td3_bc = [r for r in full.values() if r.algo == "td3_bc" and "td3_bc" in r.papers]
     assert len(td3_bc) == 15 and all(r.dataset.d4rl for r in td3_bc) and {r.seeds for r in td3_bc} == {5}
+    small = full["td3_bc_sparse/hopper-expert-v2-10k"]  # Sparse-Reg: the same D4RL file, its first 10k transitions
+    assert small.dataset.d4rl == "hopper_expert-v2.hdf5" and small.args == ("--max-transitions", "10000")
+    assert full["td3_bc/hopper-expert-v2-10k"].args[:2] == ("--max-transitions", "10000")
     assert full["td3_bc/hopper-medium-replay-v2"].dataset.d4rl == "hopper_medium_replay-v2.hdf5"
     assert full["td7/walker2d-expert-v2"].args == ("--offline",) and full["td7/Walker2d-v4"].dataset is None
     imperfect = full["bcq/hopper-imperfect"].dataset
@@ -233,8 +248,10 @@ def test_offline_runs_expand_to_dataset_commands(tmp_path):
 
 
 @pytest.mark.parametrize("datasets,envs,match", [
-    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td3/Pendulum-v1", steps = 4, noise = 1 }',
-     None, "unknown keys \\['noise'\\]"),
+    ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", source = "td3/Pendulum-v1", steps = 4, noisy = 1 }',
+     None, "unknown keys \\['noisy'\\]"),
+    ('[dataset]\npend = { env = "Pendulum-v1", d4rl = "p.hdf5", noise = 0 }', None,
+     "\\['noise'\\] describe a collection"),
     ('[dataset]\npend = { env = "Pendulum-v1" }', None, "exactly one of 'recipe'"),
     ('[dataset]\npend = { env = "Pendulum-v1", recipe = "medium", d4rl = "p.hdf5" }', None, "exactly one of 'recipe'"),
     ('[dataset]\npend = { env = "Pendulum-v1", recipe = "best", source = "td3/Pendulum-v1", steps = 4 }', None,
