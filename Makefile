@@ -86,7 +86,7 @@ bench: setup
 	$(BIN)/python benchmarks/flops.py
 	$(BIN)/python benchmarks/td3_sem.py
 	$(BIN)/python benchmarks/td3_bc_sparse.py
-	$(BIN)/python benchmarks/td3_ot.py --loop-steps 600
+	$(BIN)/python benchmarks/td3_ot.py
 
 # Issue 16's suite on the accelerator of a GPU install: env steps/s, compile time and peak device memory of TD3, TD7
 # and MR.Q (Gym, DMC pixels) with 1, 10 and 32 seeds in under 8 minutes -> results/bench/gpu_suite_<platform>.md.

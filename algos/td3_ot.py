@@ -10,18 +10,26 @@ learner's and the expert's state trajectories, no learned models, no adversarial
 one expert trajectory without actions. Every OT setting below is therefore OOPS's (code), none is verified
 against the paper body.
 
-Usage (the "imitation" setting: a deterministic expert, envs.collect's expert recipe with --noise 0):
-    python algos/td3.py --env-id Pendulum-v1 --total-timesteps 30000 --learning-starts 1000 --save-model \
-        --run-name expert
-    python -m envs.collect --recipe expert --noise 0 --checkpoint runs/expert --steps 1000 --num-envs 1
-    python algos/td3_ot.py --env-id Pendulum-v1 --expert-dataset minari:fujimoto-jax/pendulum/expert-v0
+Usage (the "imitation" setting: a deterministic expert, envs.collect's expert recipe with --noise 0; the
+expert run lands in results/runs/pendulum-expert, its dataset in Minari's folder as fujimoto-jax/pendulum/expert-v0):
+    python algos/td3.py --env-id Pendulum-v1 --total-timesteps 30000 --learning-starts 1000 --save-model --run-name pendulum-expert
+    python -m envs.collect --recipe expert --noise 0 --checkpoint results/runs/pendulum-expert --steps 1000 --num-envs 1
+    python algos/td3_ot.py --env-id Pendulum-v1 --expert-dataset minari:fujimoto-jax/pendulum/expert-v0 --learning-starts 1000
+OOPS's plain learner numbers through TD3's flags (lr 3e-4 is already TD3's; the rest of OOPS's learner is left out,
+see below):
+    python algos/td3_ot.py --env-id Hopper-v4 --expert-dataset minari:fujimoto-jax/hopper/expert-v0 \
+        --batch-size 100 --tau 0.003 --policy-noise 0.1 --expl-noise 0.2 --learning-starts 10000
 
 The delta to td3.py: the env's reward never reaches the learner. Each seed stages the episode in progress
 (a buffer of the env's max_episode_steps); at its end (termination or truncation) the episode's rewards come
 from an entropic OT plan P between its (s, s') pairs and those of one expert episode, and the episode is then
 written into the replay buffer with them. Nothing of an unfinished episode is ever sampled. All of it runs in
-the jitted, seed-vmapped step (a lax.cond on "some seed's episode ended"); each seed has its own replay
-counter, expert draws and plan.
+the jitted step: a lax.cond on "some seed's episode ended", inside it a lax.map over the seeds with a per-seed
+lax.cond, so only the seeds whose episode ended compute a plan (vmapped, the cond would turn into a select and
+every seed would pay one), and a lax.switch over learner pad lengths T/16, T/8, T/4, T/2, T, so an episode of
+m steps pays an n x (the smallest >= m) plan, not n x T (padding carries no mass: the same rewards). Each seed
+has its own replay counter, expert draws and plan. An env that runs past its time limit T stops the run with
+an error (the staging buffer holds T steps), and --buffer-size must be >= T (an episode is written whole).
 
 OT reward (per learner episode, OOPS main.py compute_ot):
 - features x = [norm(s), norm(s')] of each transition, norm(x) = (x - mean) / (3 std + 1e-8) with the expert's
@@ -38,7 +46,10 @@ OT reward (per learner episode, OOPS main.py compute_ot):
   the loop would always run 20,000 iterations (2.5 s per 200 x 200 plan on the 2-core CPU). After 1,000
   iterations the rewards are within 2e-2 (near the expert) and 5e-5 (elsewhere) of POT's converged float64
   ones, relative to their mean. --ot-iters 20000 restores OOPS's cap; --ot-tol 0 always runs --ot-iters.
-  Vmapped, a seed whose plan has converged stays frozen while the others iterate;
+  KNOWN LIMITATION: those ~2% errors sit exactly where imitation refines the policy (learner steps close to the
+  expert's, where the plan is nearly a permutation and converges slowest). For more accuracy raise --ot-iters
+  (5,000-20,000: linear in time, see benchmarks/td3_ot.py) or run in float64 (JAX_ENABLE_X64=1, where POT's 1e-9
+  is reachable: the parity test matches POT within 4e-15), at several times the cost;
 - reward of learner step j: r_j = -sum_i C_ij P_ij (code), so an episode's OT return is -<C, P>;
 - one expert episode per learner episode, drawn uniformly among --expert-episodes (code: demo_trajs[randint]);
   OOPS needs n = m (its episodes all last 1,000 steps); here n and m may differ (terminations);
@@ -46,6 +57,13 @@ OT reward (per learner episode, OOPS main.py compute_ot):
   applied in the update; 1000 is its episodes' length T, which undoes the 1/m of the plan's columns: here T is
   the env's max_episode_steps, identical for OOPS's 1,000-step tasks; our generalisation);
 - --expert-episodes 1 (paper abstract: one expert trajectory; code: n_demos 1).
+- terminations (our choice: TD3's contract): a real termination stops bootstrapping, while every OT reward is
+  <= 0, so on terminating envs (Hopper, Walker2d, Ant) ending an episode early cuts the sum of negative rewards
+  and the learner may learn to fall. OOPS never terminates: its done flag is set only at step T - 1 and its
+  bootstrap mask comes from the time input, i.e. it bootstraps through a fall. --ignore-terminations is that
+  OOPS-like behaviour (store terminated = 0; the episode still ends and is labelled).
+  Also, the scale's T factor undoes the plan's 1/m only for full-length episodes: a learner episode of m < T
+  steps has per-step rewards of size ~ T/m times a full episode's (the plan's columns sum to 1/m).
 - OOPS relabels the buffer once after its 10k random steps, when it first builds the normalisation; here the
   expert statistics exist from the start, so every episode is labelled at its end (the same rewards).
 
@@ -54,7 +72,10 @@ the reward works with any RL algorithm): a time-to-horizon input to actor and cr
 critic's target by aug_time), the bootstrap mask from that time input, a PAL-style critic loss (alpha 0.4,
 min priority 1), critics of 2 x 1024, gradient clipping 25 on the critic, states normalised for the networks by
 the random data's mean and a combined std, batch 100, tau 0.003, policy noise 0.1, exploration 0.2, 10k start
-steps, 1,000 updates per episode at its end instead of one per env step.
+steps, 1,000 updates per episode at its end instead of one per env step. The plain numbers (batch, tau, noises,
+start steps) are TD3 flags: the second usage line sets them. The architecture-level parts (time input, PAL
+loss, 2 x 1024 critic with gradient clipping, per-episode update bursts) are left out: each changes the learner
+itself, so a difference in results could no longer be put on the OT reward, which is the paper's contribution.
 
 TD3's deviations and notes (none changes the algorithm):
 - Actions live in [-1, 1]; the `envs` adapter maps them onto the env's bounds. Exploration
@@ -146,6 +167,9 @@ class Args(runs.RunArgs):
     """the expert state std used by the normalisation is clipped below at this (OOPS std_clip)"""
     reward_scale: float = 5.0
     """the learner's reward is reward_scale * T / sqrt(obs_dim) * OT reward, T the env's episode limit (OOPS)"""
+    ignore_terminations: bool = False
+    """bootstrap through real terminations (store terminated = 0; the episode still ends): OOPS-like, whose
+    bootstrap mask comes from its time input and never sees a termination (our choice: off, TD3's contract)"""
 
 
 def check_args(args: Args) -> None:
@@ -354,7 +378,7 @@ class Agent(NamedTuple):
     update: callable  # (learner, buffer, size, update_actor) -> (learner, metrics)
     step: callable  # (learner, buffer, stage, transition, end, obs, t, flags...) -> (learner, buffer, stage, action, metrics)
     capacity: int
-    label: callable  # (stage, expert index) -> (rewards [T], plan, iterations) of one seed's staged episode
+    label: callable  # (episode [T, ...], length, expert index) -> (rewards [T], iterations) of one staged episode
 
 
 def make_agent(args: Args, obs_dim: int, action_dim: int, expert: Expert = None) -> Agent:
@@ -425,33 +449,58 @@ def make_agent(args: Args, obs_dim: int, action_dim: int, expert: Expert = None)
             metrics["actor_loss"] = actor_loss
         return learner, metrics
 
-    def label(stage, e):
-        """OT rewards of one seed's staged episode against expert episode e."""
-        y = pair_features(stage.episode.obs, stage.episode.next_obs, expert.mean, expert.std)  # [T, 2 obs_dim]
-        return ot_rewards(expert.features[e], expert.lengths[e], y, stage.length, args.ot_reg, args.ot_iters,
-                          args.ot_tol)
+    # Learner pad lengths of the plan: T/16, T/8, T/4, T/2, T. A staged episode of m steps is labelled by the
+    # smallest one >= m (lax.switch), so a 30-step Hopper fall does not pay a 1,000-column plan; the padding
+    # carries no mass, so the rewards are those of the full-width plan.
+    sizes = sorted({-(-horizon // d) for d in (16, 8, 4, 2, 1)})
 
-    def finish(buffer, stage, end):
-        """One seed: if its episode ended, label it and write it to slots written, written + 1, ... (mod capacity)."""
+    def label(episode, length, e):
+        """OT rewards [T] (zero past length) and Sinkhorn iterations of one seed's staged episode
+        (Buffer of [T, ...]) against expert episode e."""
+        def bucket(size):
+            def plan(episode):
+                y = pair_features(episode.obs[:size], episode.next_obs[:size], expert.mean, expert.std)  # [size, F]
+                rewards, _, iterations = ot_rewards(expert.features[e], expert.lengths[e], y, length, args.ot_reg,
+                                                    args.ot_iters, args.ot_tol)
+                return jnp.zeros(horizon, rewards.dtype).at[:size].set(rewards), iterations
+            return plan
+        index = jnp.searchsorted(jnp.asarray(sizes), length)  # the first size >= length
+        return jax.lax.switch(index, [bucket(size) for size in sizes], episode)
+
+    def finish(stage, end):
+        """One seed: if its episode ended, its OT rewards [T] (else zeros) and its next expert-draw key."""
         key, k = jax.random.split(stage.key)
-        rewards, _, _ = label(stage, jax.random.randint(k, (), 0, expert.lengths.shape[0]))
+        e = jax.random.randint(k, (), 0, expert.lengths.shape[0])
+        rewards = jax.lax.cond(end, lambda: label(stage.episode, stage.length, e)[0],
+                               lambda: jnp.zeros(horizon, stage.episode.reward.dtype))
+        return rewards, jnp.where(end, key, stage.key)
+
+    def write(buffer, stage, rewards, end):
+        """One seed: an ended episode goes to slots written, written + 1, ... (mod capacity) with its rewards."""
         j = jnp.arange(horizon)
         slots = jnp.where(end & (j < stage.length), (stage.written + j) % capacity, capacity)  # capacity: dropped
         episode = stage.episode._replace(reward=rewards)
         buffer = jax.tree.map(lambda b, x: b.at[slots].set(x, mode="drop"), buffer, episode)
         return buffer, Stage(stage.episode, jnp.where(end, 0, stage.length),
                              jnp.where(end, stage.written + stage.length, stage.written),
-                             jnp.where(end, jnp.sum(rewards), stage.ot_return),
-                             jnp.where(end, key, stage.key))
+                             jnp.where(end, jnp.sum(rewards), stage.ot_return), stage.key)
 
     def add(buffer, stage, transition, end):
         """Stage transition ([N, ...]) at each seed's episode position; the seeds whose episode ends (end [N])
         have it labelled by OT and written to the replay buffer. Other seeds' episodes stay staged."""
-        episode = jax.tree.map(lambda s, x: jax.vmap(lambda s, x, i: s.at[i].set(x))(s, x, stage.length),
+        # mode="drop": a step past T (an env running longer than its time limit; train() stops first) writes nothing
+        episode = jax.tree.map(lambda s, x: jax.vmap(lambda s, x, i: s.at[i].set(x, mode="drop"))(s, x, stage.length),
                                stage.episode, transition)
-        stage = stage._replace(episode=episode, length=stage.length + 1)
-        # the OT runs only at steps where some seed's episode ends (vmapped, a per-seed cond would run it always)
-        return jax.lax.cond(jnp.any(end), jax.vmap(finish), lambda b, s, e: (b, s), buffer, stage, end)
+        stage = stage._replace(episode=episode, length=jnp.minimum(stage.length + 1, horizon))
+
+        def finish_all(buffer, stage):
+            # seed by seed (lax.map), each in its own lax.cond: only the seeds whose episode ended pay a plan
+            # (vmapped, the cond would become a select and run the plan for every seed)
+            rewards, keys = jax.lax.map(lambda a: finish(*a), (stage, end))  # [N, T], [N, 2]
+            return jax.vmap(write)(buffer, stage._replace(key=keys), rewards, end)
+
+        # nothing runs at steps where no seed's episode ends
+        return jax.lax.cond(jnp.any(end), finish_all, lambda b, s: (b, s), buffer, stage)
 
     def train_and_act(learner, buffer, written, obs, t, train, update_actor, random_next):
         """One training iteration if due, then the action for obs (env step t + 1), for all seeds."""
@@ -496,23 +545,29 @@ def train(args: Args) -> dict:
     args, seeds = run.args, run.seeds
     check_args(args)
     horizon = imitation.max_episode_steps(args.env_id)
+    if args.buffer_size < horizon:  # an episode is written in one piece: it must not overwrite itself
+        raise runs.UserError(f"--buffer-size must be >= {args.env_id}'s episode limit ({horizon}): a finished episode "
+                             f"is written into the replay buffer whole, got {args.buffer_size}")
     if args.learning_starts < horizon:  # every seed has a finished episode in its buffer when training starts
         raise runs.UserError(f"--learning-starts must be >= {args.env_id}'s episode limit ({horizon}): nothing is in the "
                              f"replay buffer before an episode ends, got {args.learning_starts}")
-    expert = make_expert(imitation.expert_states(args.expert_dataset, args.env_id, args.expert_episodes),
-                         args.std_clip, horizon)
+    expert_states = imitation.expert_states(args.expert_dataset, args.env_id, args.expert_episodes)
+    expert = make_expert(expert_states, args.std_clip, horizon)
     train_envs = envs.SeedEnvs(args.env_id, seeds, workers=args.env_workers)
     evaluator = envs.Evaluator(args.env_id, [s + 100 for s in seeds], args.eval_episodes, workers=args.env_workers)
     agent = run.devices.agent(make_agent(args, train_envs.obs_dim, train_envs.action_dim, expert))  # seeds over devices
     learner, buffer, stage = agent.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
     if run.checkpoint:
+        imitation.check_resume(expert_states, run.checkpoint.host)
         saved, buffer = run.checkpoint.load({"learner": learner, "action": jnp.zeros((len(seeds), train_envs.action_dim)),
                                              "stage": stage}, buffer, args)
         learner, action, stage, t0 = saved["learner"], saved["action"], saved["stage"], run.checkpoint.step
         obs = train_envs.set_state(run.checkpoint.host["envs"])
+        episode_steps = np.array(stage.length, np.int64)  # host copy of each seed's staged steps
     else:
         t0, obs = 0, train_envs.reset()
         learner, action = agent.act(learner, obs, args.learning_starts > 0)
+        episode_steps = np.zeros(len(seeds), np.int64)
     per_transition = sum(x.nbytes for x in buffer) // (args.num_seeds * agent.capacity)
     replay = {"capacity": agent.capacity, "bytes_per_transition": per_transition,
               "mb_per_seed": round(per_transition * agent.capacity / 1e6, 1)}
@@ -537,19 +592,29 @@ def train(args: Args) -> dict:
             flags = schedule(t, args.learning_starts, args.policy_freq)
             action_host = np.asarray(action)  # the one device -> host transfer per env step
             env_step = train_envs.step(action_host)
+            end = env_step.terminated | env_step.truncated
+            episode_steps += 1
+            if np.any(episode_steps > horizon):  # the staging buffer holds T steps: stop before anything is lost
+                raise runs.UserError(f"{args.env_id}: seed {seeds[int(np.argmax(episode_steps))]}'s episode ran past "
+                                     f"{horizon} steps, the env's time limit that OT staging is sized by")
+            episode_steps[end] = 0
             # the env's reward stays on the host (logged only): the staged reward is a placeholder, never sampled
+            terminated = np.zeros(len(seeds), np.float32) if args.ignore_terminations else env_step.terminated
             transition = Buffer(obs, action, np.zeros(len(seeds), np.float32), env_step.next_obs,
-                                env_step.terminated.astype(np.float32))
+                                terminated.astype(np.float32))
             obs = env_step.obs
             tc = time.time()
-            learner, buffer, stage, action, metrics = agent.step(learner, buffer, stage, transition,
-                                                                 env_step.terminated | env_step.truncated, obs, t, *flags)
+            learner, buffer, stage, action, metrics = agent.step(learner, buffer, stage, transition, end, obs, t,
+                                                                 *flags)
             if flags[0] and compile_s is None:  # the first training step compiles the update
                 compile_s = (jax.block_until_ready(action), time.time() - tc)[1]
             ot_return = np.asarray(stage.ot_return) if env_step.episodes else None  # a sync at episode ends only
             for i, ret, length in env_step.episodes:
                 run.write("train_episodes", [ALGO, args.env_id, seeds[i], t + 1, f"{ret:.6g}", length,
                                              f"{ot_return[i]:.6g}"])
+                if run.tb:  # run.episode's scalar (its CSV row lacks ot_return), and the OT return beside it
+                    run.tb.add_scalar(f"train/episode_return_seed{seeds[i]}", ret, t + 1)
+                    run.tb.add_scalar(f"train/ot_return_seed{seeds[i]}", float(ot_return[i]), t + 1)
             if sps_from is None and t >= args.learning_starts + 2 * args.policy_freq:  # every variant compiled
                 sps_from = (t, time.time())
             if (t + 1) % 200 == 0:
@@ -562,8 +627,8 @@ def train(args: Args) -> dict:
                 evaluate(t + 1)
                 if run.checkpoint_due(t + 1):  # the buffer goes in chunks: the slots written since the last save
                     run.save(t + 1, {"learner": learner, "action": action, "stage": stage},
-                             {"t": t + 1, "envs": train_envs.get_state()}, ring=buffer,
-                             written=np.asarray(stage.written).tolist())
+                             {"t": t + 1, "envs": train_envs.get_state(), "expert": expert_states.fingerprint()},
+                             ring=buffer, written=np.asarray(stage.written).tolist())
     run.close()
     train_envs.close()
     evaluator.close()

@@ -37,6 +37,15 @@ class ExpertStates:
     def lengths(self) -> list[int]:
         return [len(o) for o in self.obs]
 
+    def fingerprint(self) -> str:
+        """A short digest of the states used (a resumed run refuses another expert), as offline.Transitions'."""
+        import hashlib
+        h = hashlib.sha256()
+        for o, o2 in zip(self.obs, self.next_obs):
+            for a in (o, o2):
+                h.update(np.ascontiguousarray(a, np.float32).tobytes())
+        return h.hexdigest()[:16]
+
 
 def episode_bounds(data: offline.Transitions) -> list[tuple[int, int]]:
     """[start, end) row ranges of the episodes of flat transitions (see the module docstring)."""
@@ -78,12 +87,21 @@ def normalization(expert: ExpertStates, std_clip: float) -> tuple[np.ndarray, np
     return mean, np.maximum(std, std_clip)
 
 
+def check_resume(expert: ExpertStates, host: dict) -> None:
+    """A resumed run must imitate the expert states it started with (the same file may have been rewritten)."""
+    if host.get("expert") != expert.fingerprint():
+        raise UserError(f"--expert-dataset {expert.source} is not the expert this run was trained on "
+                        f"(fingerprint {expert.fingerprint()}, the checkpoint's {host.get('expert')})")
+
+
 def max_episode_steps(env_id: str) -> int:
-    """The env's time limit (the learner's episodes are staged in a buffer of this length); UserError without one."""
+    """The env's time limit (the learner's episodes are staged in a buffer of this length): the gymnasium spec's
+    max_episode_steps, else the adapter's own limit (envs.dmc: max_steps, 500 agent steps); UserError without one."""
     import envs
     env = envs.make_env(env_id)
     try:
         steps = env.spec.max_episode_steps if env.spec is not None else None
+        steps = steps or getattr(env.unwrapped, "max_steps", None)  # dmc: no spec, its own truncation
     finally:
         env.close()
     if not steps:

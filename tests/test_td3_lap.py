@@ -14,10 +14,10 @@ import pytest
 from scipy import stats
 
 from algos import td3_lap, td3_pal, td3_per
-from envs import runs
 from test_contract import TINY, _cli_error
 from test_learning import BUDGET, THRESHOLD
 from test_runs import _eval_rows
+from tests.helpers import killed_after_first_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS_DIM, ACT_DIM = 5, 2
@@ -250,17 +250,8 @@ def test_killed_lap_run_resumes_to_the_uninterrupted_run_priorities_included(tmp
     was never stopped."""
     cfg = dict(TINY, total_timesteps=600, buffer_size=250, num_seeds=2, policy_freq=1)  # one update variant
     full = td3_lap.train(td3_lap.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
-    saves, original = [], runs.Run.save
-
-    def crash_after_first_save(self, step, *a, **kw):
-        saves.append(step)
-        original(self, step, *a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs.Run, "save", crash_after_first_save)
-    with pytest.raises(KeyboardInterrupt):
-        td3_lap.train(td3_lap.Args(**cfg, results_dir=str(tmp_path), run_name="killed", save_model=True))
-    monkeypatch.setattr(runs.Run, "save", original)
+    saves = killed_after_first_save(monkeypatch, td3_lap.train,
+                                    td3_lap.Args(**cfg, results_dir=str(tmp_path), run_name="killed", save_model=True))
     assert saves == [300]
     resumed = td3_lap.train(td3_lap.Args(resume=str(tmp_path / "killed")))
     assert _eval_rows(tmp_path / "killed") == _eval_rows(full["run_dir"])

@@ -13,6 +13,7 @@ import pytest
 from algos import td3_ot
 from envs import imitation, runs
 from tests.conftest import CountEnv
+from tests.helpers import killed_after_first_save
 
 
 def _ot(x, y, reg=0.05, iters=1000, tol=0.0):
@@ -128,19 +129,21 @@ if "HugeRewardCountEnv-v0" not in gym.registry:
     gym.register("HugeRewardCountEnv-v0", entry_point=HugeRewardCountEnv, max_episode_steps=5)
 
 
-def _write_d4rl(path, obs_dim=3):
-    """One 5-step CountEnv expert episode (never terminating, truncated by the limit), u = 0.7."""
+def _write_d4rl(path, obs_dim=3, us=(0.7,)):
+    """5-step CountEnv expert episodes (never terminating, truncated by the limit), one per u in ``us``."""
     import h5py
     steps = np.arange(6, dtype=np.float32)
-    obs = np.stack([np.zeros(6), steps, np.full(6, 0.7)], 1).astype(np.float32)
+    eps = [np.stack([np.zeros(6), steps, np.full(6, u)], 1).astype(np.float32) for u in us]
     if obs_dim != 3:
-        obs = np.concatenate([obs, np.zeros((6, obs_dim - 3), np.float32)], 1)
+        eps = [np.concatenate([o, np.zeros((6, obs_dim - 3), np.float32)], 1) for o in eps]
+    n = 5 * len(us)
     with h5py.File(path, "w") as f:
-        f["observations"], f["next_observations"] = obs[:-1], obs[1:]
-        f["actions"] = np.full((5, 1), 2.0, np.float32)
-        f["rewards"] = np.full(5, 2.0, np.float32)
-        f["terminals"] = np.zeros(5, bool)
-        f["timeouts"] = np.array([0, 0, 0, 0, 1], bool)
+        f["observations"] = np.concatenate([o[:-1] for o in eps])
+        f["next_observations"] = np.concatenate([o[1:] for o in eps])
+        f["actions"] = np.full((n, 1), 2.0, np.float32)
+        f["rewards"] = np.full(n, 2.0, np.float32)
+        f["terminals"] = np.zeros(n, bool)
+        f["timeouts"] = np.tile([0, 0, 0, 0, 1], len(us)).astype(bool)
     return f"d4rl:{path}"
 
 
@@ -176,7 +179,97 @@ def test_staged_episodes_reach_the_buffer_only_when_finished_with_their_ot_rewar
             np.testing.assert_allclose(float(rows[[j for j, r in enumerate(rows) if int(r["seed"]) == i][k]]
                                              ["ot_return"]), np.sum(np.asarray(rewards)), rtol=1e-4)
             np.testing.assert_array_equal(buffer.obs[i, start:start + n, 1], np.arange(n))  # one whole episode
+            # CountEnv's ends: a terminating episode (obs[0] = 1) terminates at its 3rd step, the others are
+            # truncated at the 5-step limit and keep terminated = 0 (they bootstrap)
+            terminating = bool(buffer.obs[i, start, 0])
+            assert n == (3 if terminating else 5)
+            np.testing.assert_array_equal(buffer.terminated[i, sl], [0.0] * (n - 1) + [float(terminating)])
             start += n
+
+
+def _best_expert(expert, obs, next_obs):
+    """Index of the expert episode whose OT rewards equal the stored ones' ([E] candidates)."""
+    y = jnp.asarray(td3_ot.pair_features(obs, next_obs, expert.mean, expert.std))
+    return [td3_ot.ot_rewards(expert.features[e], expert.lengths[e], y, jnp.asarray(len(obs)), 0.05, 200, 1e-9)[0]
+            for e in range(len(expert.lengths))]
+
+
+def test_each_seed_draws_its_own_expert_episodes(count_args, tmp_path):
+    """A 2-episode expert (u = 0.1 and 0.9: other states, other rewards): each finished learner episode was
+    labelled by one of them; both are drawn, and the two seeds' sequences of draws differ (own keys)."""
+    spec = _write_d4rl(str(tmp_path / "two.hdf5"), us=(0.1, 0.9))
+    out = td3_ot.train(td3_ot.Args(**dict(count_args, expert_dataset=spec, expert_episodes=2, num_seeds=2,
+                                          total_timesteps=60)))
+    buffer, stage = jax.device_get(out["buffer"]), jax.device_get(out["stage"])
+    expert = td3_ot.make_expert(imitation.expert_states(spec, "CountEnv-v0", 2), 0.33, 5)
+    draws = []
+    for i in range(2):
+        seq, start = [], 0
+        while start < int(stage.written[i]):
+            n = 3 if buffer.obs[i, start, 0] else 5
+            sl = slice(start, start + n)
+            candidates = [np.asarray(r) for r in _best_expert(expert, buffer.obs[i, sl], buffer.next_obs[i, sl])]
+            assert np.abs(candidates[0] - candidates[1]).max() > 1e-3  # the two experts are told apart
+            match = [e for e, r in enumerate(candidates) if np.allclose(buffer.reward[i, sl], r, rtol=1e-5, atol=1e-7)]
+            assert len(match) == 1, (i, start)
+            seq.append(match[0])
+            start += n
+        draws.append(seq)
+    assert all(set(seq) == {0, 1} for seq in draws), draws
+    assert draws[0] != draws[1], draws
+
+
+def test_ignore_terminations_stores_no_termination_but_still_ends_episodes(count_args):
+    out = td3_ot.train(td3_ot.Args(**dict(count_args, ignore_terminations=True)))
+    buffer, stage = jax.device_get(out["buffer"]), jax.device_get(out["stage"])
+    lengths = [int(r["episode_length"]) for r in _episodes(out["run_dir"])]
+    assert 3 in lengths and 5 in lengths  # terminating episodes still end at their 3rd step
+    written = int(stage.written[0])
+    assert written == sum(lengths) and not np.any(buffer.terminated[0, :written])
+    assert np.any(buffer.obs[0, :written, 0] == 1)  # transitions of terminating episodes are in the buffer
+
+
+def test_an_episode_past_the_staging_length_stops_the_run(count_args, monkeypatch):
+    """An env running longer than the limit the staging is sized by (here: told 4, CountEnv truncates at 5)
+    stops with one clear error instead of overwriting the staged episode."""
+    monkeypatch.setattr(td3_ot.imitation, "max_episode_steps", lambda env_id: 4)
+    with pytest.raises(runs.UserError, match=r"seed 0's episode ran past 4 steps"):
+        td3_ot.train(td3_ot.Args(**dict(count_args, seed=0)))
+
+
+def test_dmc_episode_limit_comes_from_the_adapter():
+    """The DMC adapter has no gymnasium spec: its own 500 agent steps (1,000 DMC steps, action repeat 2)."""
+    pytest.importorskip("dm_control")
+    assert imitation.max_episode_steps("dmc:cartpole-balance") == 500
+
+
+def _tb_scalars(run_dir):
+    """{tag: [(step, value)]} of a tensorboardX event file (TFRecord framing: u64 length, u32 crc, data, u32 crc)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    out = {}
+    for path in glob.glob(f"{run_dir}/tb/events*"):
+        with open(path, "rb") as f:
+            data, pos = f.read(), 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_gets_the_env_and_ot_returns_of_each_episode(count_args):
+    pytest.importorskip("tensorboardX")
+    out = td3_ot.train(td3_ot.Args(**dict(count_args, tb=True)))
+    scalars = _tb_scalars(out["run_dir"])
+    rows = _episodes(out["run_dir"])
+    for column, tag in (("episode_return", "train/episode_return_seed0"), ("ot_return", "train/ot_return_seed0")):
+        assert [step for step, _ in scalars[tag]] == [int(r["step"]) for r in rows]
+        np.testing.assert_allclose([v for _, v in scalars[tag]], [float(r[column]) for r in rows], rtol=1e-5)
 
 
 def test_the_env_reward_never_reaches_the_learner(count_args, tmp_path):
@@ -195,18 +288,9 @@ def test_killed_run_resumes_to_the_uninterrupted_run(count_args, tmp_path, monke
     evaluations, learner, replay buffer and the staged episodes equal those of the run never stopped."""
     cfg = dict(count_args, total_timesteps=80, buffer_size=30, num_seeds=2, policy_freq=1)
     full = td3_ot.train(td3_ot.Args(**dict(cfg, run_name="full")))
-    saves, original = [], runs.Run.save
-
-    def crash_after_first_save(self, step, *a, **kw):
-        saves.append(step)
-        original(self, step, *a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs.Run, "save", crash_after_first_save)
     cfg["checkpoint_freq"] = 40
-    with pytest.raises(KeyboardInterrupt):
-        td3_ot.train(td3_ot.Args(**dict(cfg, run_name="killed", save_model=True)))
-    monkeypatch.setattr(runs.Run, "save", original)
+    saves = killed_after_first_save(monkeypatch, td3_ot.train,
+                                    td3_ot.Args(**dict(cfg, run_name="killed", save_model=True)))
     assert saves == [40]
     resumed = td3_ot.train(td3_ot.Args(resume=str(tmp_path / "killed")))
 
@@ -219,6 +303,16 @@ def test_killed_run_resumes_to_the_uninterrupted_run(count_args, tmp_path, monke
         for x, y in zip(jax.tree.leaves(jax.device_get(resumed[key])), jax.tree.leaves(jax.device_get(full[key]))):
             np.testing.assert_array_equal(x, y)
     assert np.all(np.asarray(full["stage"].written) > 30)  # the ring wrapped
+
+
+def test_resume_refuses_another_expert(count_args, tmp_path, capsys):
+    """The checkpoint keeps a digest of the expert's states: the same --expert-dataset path rewritten with
+    other states (u 0.7 -> 0.6) is refused with one line, exit status 2."""
+    path = count_args["expert_dataset"].split(":", 1)[1]
+    td3_ot.train(td3_ot.Args(**dict(count_args, run_name="saved", save_model=True)))
+    _write_d4rl(path, us=(0.6,))
+    err = _cli_error(capsys, ["--resume", str(tmp_path / "saved"), "--total-timesteps", "60"])
+    assert f"--expert-dataset d4rl:{path} is not the expert this run was trained on" in err, err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +338,7 @@ def _cli_error(capsys, argv):
     (["--expert-dataset", "GOOD", "--ot-iters", "0"], "--ot-iters must be >= 1, got 0"),
     (["--expert-dataset", "GOOD", "--ot-tol", "-1"], "--ot-tol must be >= 0, got -1.0"),
     (["--expert-dataset", "GOOD", "--learning-starts", "4"], "--learning-starts must be >= CountEnv-v0's episode limit (5)"),
+    (["--expert-dataset", "GOOD", "--buffer-size", "4", "--batch-size", "2"], "--buffer-size must be >= CountEnv-v0's episode limit (5)"),
 ])
 def test_bad_flags_get_one_line_and_exit_2(capsys, tmp_path, monkeypatch, flags, message):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -262,11 +357,13 @@ def test_bad_flags_get_one_line_and_exit_2(capsys, tmp_path, monkeypatch, flags,
 @pytest.mark.slow
 def test_imitates_a_pendulum_expert_from_one_state_trajectory(tmp_path, monkeypatch):
     """A TD3 expert (8,000 steps, as tests/test_learning.py), one deterministic episode of its states
-    (envs.collect --recipe expert --noise 0 --steps 200), then td3_ot for 6,000 steps on 1 seed, no env reward.
-    Threshold: mean final return over 10 evaluation episodes >= -900, where uniform random play scores about
-    -1200 and the untrained actor about -1400: only swinging the pole up from part of the start states (as the
-    expert does) gets there. Measured on the 2-core CPU machine (about 110 s): the expert scores -400 (5 episodes)
-    and -584 (3 episodes, envs.collect), the imitator -1407 at step 0 and -745 at 6,000 steps."""
+    (envs.collect --recipe expert --noise 0 --steps 200), then td3_ot for 10,000 steps on 2 seeds, no env reward.
+    Threshold: mean final return over the 2 seeds (10 evaluation episodes each) >= -800 and every seed >= -1000,
+    where uniform random play scores -1356 (envs.collect's measurement) and the untrained actor about -1400: only
+    swinging the pole up from most start states (as the expert does) gets there. Measured once on the 2-core CPU
+    machine (110 s in all, after the lax.map/bucketing change): the expert -400 (5 episodes) and -584 (3 episodes,
+    envs.collect); the imitator -1407 / -1360 at step 0, -1212 / -698 at 5,000 and -584 / -174 at 10,000 (mean
+    -379). At 6,000 steps the same seeds gave -1487 / -394: seed 0 needs the longer run."""
     from algos import td3
     from envs import collect
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -275,7 +372,8 @@ def test_imitates_a_pendulum_expert_from_one_state_trajectory(tmp_path, monkeypa
     collect.main(["--recipe", "expert", "--noise", "0", "--checkpoint", str(tmp_path / "expert"), "--steps", "200",
                   "--num-envs", "1", "--eval-episodes", "3"])
     out = td3_ot.train(td3_ot.Args(env_id="Pendulum-v1", expert_dataset="minari:fujimoto-jax/pendulum/expert-v0",
-                                   total_timesteps=6_000, learning_starts=1_000, eval_freq=6_000, eval_episodes=10,
-                                   results_dir=str(tmp_path)))
+                                   total_timesteps=10_000, learning_starts=1_000, eval_freq=5_000, eval_episodes=10,
+                                   num_seeds=2, results_dir=str(tmp_path)))
     returns = out["final_eval"]
-    assert np.mean(returns) >= -900.0, f"mean eval return {np.mean(returns):.1f} per seed {returns}"
+    assert np.mean(returns) >= -800.0 and np.min(returns) >= -1000.0, \
+        f"mean eval return {np.mean(returns):.1f} per seed {returns}"

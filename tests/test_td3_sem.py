@@ -16,6 +16,7 @@ from algos import td3_sem
 from envs import runs
 from test_contract import TINY, _cli_error
 from test_runs import _eval_rows, _flags
+from tests.helpers import killed_after_first_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS_DIM, ACT_DIM, HIDDEN, L, V = 5, 2, 32, 3, 5  # L * V = 15, unlike the hidden width: shapes tell them apart
@@ -245,17 +246,8 @@ def test_killed_run_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
     the resumed run's evaluations and final parameters (SEM layers included) equal the run never stopped."""
     cfg = dict(TINY, total_timesteps=600, buffer_size=250, num_seeds=2, sem="both", sem_groups=4, sem_dim=8)
     full = td3_sem.train(td3_sem.Args(**cfg, results_dir=str(tmp_path), run_name="full"))
-    saves, original = [], runs.Run.save
-
-    def crash_after_first_save(self, step, *a, **kw):
-        saves.append(step)
-        original(self, step, *a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs.Run, "save", crash_after_first_save)
-    with pytest.raises(KeyboardInterrupt):
-        td3_sem.train(td3_sem.Args(**cfg, results_dir=str(tmp_path), run_name="killed", save_model=True))
-    monkeypatch.setattr(runs.Run, "save", original)
+    saves = killed_after_first_save(monkeypatch, td3_sem.train,
+                                    td3_sem.Args(**cfg, results_dir=str(tmp_path), run_name="killed", save_model=True))
     assert saves == [300]
     resumed = td3_sem.train(td3_sem.Args(resume=str(tmp_path / "killed")))
     assert _eval_rows(tmp_path / "killed") == _eval_rows(full["run_dir"])
