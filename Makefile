@@ -50,7 +50,8 @@ test: setup
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
 # DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, DriftQL's learning test, the launcher
-# generating OGBench data and training DriftQL and TD3+BC on it).
+# generating OGBench data and training DriftQL and TD3+BC on it; the learning tests of td3_sem, td3_bc_sparse and
+# td3_ot: 197 s together on 2 CPU cores, 2026-12-06).
 # 14 tests in 665-682 s on 2 CPU cores (2026-12-06, the second a fresh clone). `make parity`: 81 tests in 193 s there
 # (cold cache); a fresh clone's .ci/run took 29m19s in all (make test 864 s with the install).
 test-slow: setup
@@ -99,7 +100,8 @@ bench-gpu: setup-gpu
 # reproduce = the papers' budgets and seeds (days on this CPU; meant for a GPU).
 # reproduce-quick = the reduced grid, hours on 2 CPU cores (DR.Q's quick run alone took 25 min, the LAP/PAL and
 # discrete BCQ grids about 50 min, SR-DICE's about 13 min, DriftQL's
-# on generated OGBench data about 19 min; each run's time is in results/SUMMARY.md's runs tables).
+# on generated OGBench data about 19 min, td3_sem's, td3_bc_sparse's and td3_ot's about 17 min with the 7-minute
+# TD3 expert they share; each run's time is in results/SUMMARY.md's runs tables).
 JOBS ?= 1
 reproduce: setup
 	$(BIN)/python -m reproduce.launch --scale full --jobs $(JOBS) $(ARGS)
