@@ -41,9 +41,9 @@ train: setup
 	$(BIN)/python algos/td7.py --env-id Hopper-v4 $(ARGS)
 
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially; a group of tests sharing a module fixture stays on
-# one worker; the longest files first; JAX's compilation cache on from the start): 378 tests in 980-1,084 s on 2
-# CPU cores (fresh clone, .ci/run with the install: 17m21s-19m10s, 2026-12-02; the same machine ran 371 tests in
-# 898 s the day before, and its CPU time per run varied during the day while the suite shrank).
+# one worker; the longest files first; JAX's compilation cache on from the start): 563 tests in 966 s on 2 CPU
+# cores in a fresh clone (1,020 s with the install), 530 s with a warm cache (2026-12-06; 378 tests took 980-1,084
+# s on 2026-12-02, and the machine's CPU time per run varies during the day).
 TEST_WORKERS ?= 2
 test: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
@@ -52,8 +52,8 @@ test: setup
 # DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, DriftQL's learning test, the launcher
 # generating OGBench data and training DriftQL and TD3+BC on it; the learning tests of td3_sem, td3_bc_sparse and
 # td3_ot: 197 s together on 2 CPU cores, 2026-12-06).
-# 14 tests in 665-682 s on 2 CPU cores (2026-12-06, the second a fresh clone). `make parity`: 81 tests in 193 s there
-# (cold cache); a fresh clone's .ci/run took 29m19s in all (make test 864 s with the install).
+# 17 tests in 912 s on 2 CPU cores (2026-12-06, a fresh clone). `make parity`: 87 tests in 202 s there (cold cache);
+# that fresh clone's .ci/run took 35m53s in all (make test 1,020 s with the install).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
