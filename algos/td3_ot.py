@@ -610,11 +610,7 @@ def train(args: Args) -> dict:
                 compile_s = (jax.block_until_ready(action), time.time() - tc)[1]
             ot_return = np.asarray(stage.ot_return) if env_step.episodes else None  # a sync at episode ends only
             for i, ret, length in env_step.episodes:
-                run.write("train_episodes", [ALGO, args.env_id, seeds[i], t + 1, f"{ret:.6g}", length,
-                                             f"{ot_return[i]:.6g}"])
-                if run.tb:  # run.episode's scalar (its CSV row lacks ot_return), and the OT return beside it
-                    run.tb.add_scalar(f"train/episode_return_seed{seeds[i]}", ret, t + 1)
-                    run.tb.add_scalar(f"train/ot_return_seed{seeds[i]}", float(ot_return[i]), t + 1)
+                run.episode(seeds[i], t + 1, ret, length, {"ot_return": ot_return[i]})
             if sps_from is None and t >= args.learning_starts + 2 * args.policy_freq:  # every variant compiled
                 sps_from = (t, time.time())
             if (t + 1) % 200 == 0:

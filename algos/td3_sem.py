@@ -50,11 +50,13 @@ the init (|w| <= 1/sqrt(L * V)) Adam at 3e-4 moves each weight by about 3e-4 per
 |Q| stays below about (L + 1) * (0.044 + 3e-4 k): about 19 after 7,000 updates, where Pendulum's Q-values
 reach -1,600 and Hopper's several hundred. The critic cannot fit the targets until its head has grown;
 FastTD3's distributional head (logits over a fixed support, v_min..v_max) has no such limit. Measured on
-Pendulum-v1 (2 seeds, 8,000 steps, the first 1,000 random: tests/test_td3_sem.py's budget), final returns:
+Pendulum-v1 (`python algos/td3_sem.py --env-id Pendulum-v1 --sem critic --num-seeds 2 --total-timesteps 8000
+--learning-starts 1000`, and --sem both / actor: tests/test_td3_sem.py's budget), final returns:
 --sem critic -1431 / -1449 and --sem both -1465 / -1271 (random play is about -1200), --sem actor -200 / -871,
 while td3.py passes a mean of -300 on this budget (tests/test_learning.py). A longer run lets the head catch up
-slowly: --sem critic, 2 seeds, 20,000 steps, evaluated every 5k: -1469, -1373, -1362, then -927 (-957 / -896)
-at 20k, where TD3 is near -180 from 10k on. Reward scaling was not tried.
+slowly: the same with --total-timesteps 20000 --eval-freq 5000 gave -1469, -1373, -1362, then -927 (-957 / -896)
+at 20k, where TD3 is near -180 from 10k on (results/runs/reproduce-quick/td3/Pendulum-v1). Reward scaling was not
+tried.
 
 What this file reproduces, and what it does not:
 - It is TD3 (td3.py: Algorithm 1, its schedule, noise, Adam, batch 256, one env per seed) with the SEM

@@ -39,19 +39,12 @@ class ExpertStates:
 
     def fingerprint(self) -> str:
         """A short digest of the states used (a resumed run refuses another expert), as offline.Transitions'."""
-        import hashlib
-        h = hashlib.sha256()
-        for o, o2 in zip(self.obs, self.next_obs):
-            for a in (o, o2):
-                h.update(np.ascontiguousarray(a, np.float32).tobytes())
-        return h.hexdigest()[:16]
+        return offline.digest(*(np.asarray(a, np.float32) for pair in zip(self.obs, self.next_obs) for a in pair))
 
 
 def episode_bounds(data: offline.Transitions) -> list[tuple[int, int]]:
     """[start, end) row ranges of the episodes of flat transitions (see the module docstring)."""
-    n = len(data)
-    ends = data.terminated[:-1].astype(bool) | np.any(data.next_obs[:-1] != data.obs[1:], axis=1)
-    last = np.r_[np.nonzero(ends)[0], n - 1]  # the final row of each episode
+    last = np.nonzero(offline.trajectory_ends(data.obs, data.next_obs, data.terminated))[0]  # each one's final row
     starts = np.r_[0, last[:-1] + 1]
     return list(zip(starts.tolist(), (last + 1).tolist()))
 

@@ -118,11 +118,16 @@ class Transitions:
 
     def fingerprint(self) -> str:
         """A short digest of the arrays (a resumed run refuses another dataset)."""
-        import hashlib
-        h = hashlib.sha256()
-        for a in self.arrays():
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:16]
+        return digest(*self.arrays())
+
+
+def digest(*arrays) -> str:
+    """16 hex digits of the sha256 of the arrays' bytes: a dataset's fingerprint in a checkpoint."""
+    import hashlib
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
 
 
 def normalization(obs: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:

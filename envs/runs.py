@@ -695,11 +695,17 @@ class Run:
             print(text)
 
     # Results ------------------------------------------------------------------------------------
-    def episode(self, seed: int, step: int, ret: float, length: int) -> None:
+    def episode(self, seed: int, step: int, ret: float, length: int, extra: Optional[dict] = None) -> None:
+        """One training episode: a train_episodes.csv row (``extra``: more columns, in the order of the extra
+        header names the algorithm gave ``csvs``) and TensorBoard scalars train/<name>_seed<seed>."""
         _raise_if_interrupted()
-        self.writers["train_episodes"].writerow([self.algo, self.args.env_id, seed, step, f"{ret:.6g}", length])
+        extra = extra or {}
+        self.writers["train_episodes"].writerow([self.algo, self.args.env_id, seed, step, f"{ret:.6g}", length,
+                                                 *(f"{v:.6g}" for v in extra.values())])
         if self.tb:
             self.tb.add_scalar(f"train/episode_return_seed{seed}", ret, step)
+            for name, v in extra.items():
+                self.tb.add_scalar(f"train/{name}_seed{seed}", float(v), step)
 
     def write(self, name: str, row: list) -> None:
         """Append a row to an extra CSV named in ``csvs``."""

@@ -77,9 +77,11 @@ def test_reward_is_minus_the_cost_weighted_plan_column():
     x = np.array([[0.0, 0.0], [1.0, 0.0]])
     y = np.array([[0.0, 0.0], [0.0, 4.0], [1.0, 0.0]])
     rewards, plan, _ = _ot(x, y, reg=0.1)
-    cost = np.sqrt(np.linalg.norm(x[:, None] - y[None], axis=-1))  # sqrt of the euclidean distance
+    # sqrt of the euclidean distance, by hand: |(0,0)-(0,4)| = 4 -> 2, |(1,0)-(0,4)| = sqrt(17) -> 17^(1/4)
+    cost = np.array([[0.0, 2.0, 1.0], [1.0, 17 ** 0.25, 0.0]])
+    np.testing.assert_allclose(np.asarray(td3_ot.sqrt_euclidean_cost(jnp.asarray(x), jnp.asarray(y))), cost,
+                               rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(rewards), -(cost * np.asarray(plan)).sum(0), rtol=1e-5)
-    np.testing.assert_allclose(cost[0, 1], 2.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,6 +123,29 @@ def param(p):
     return p
 
 
+def optax_adam(opt_state):
+    """(mu, nu, count) of an optax.adam state."""
+    s = opt_state[0]
+    return s.mu, s.nu, s.count
+
+
+def td3_state_rel(s, th, it: int, policy_freq: int = 2) -> dict:
+    """Relative differences of an unstacked TD3-shaped learner from the authors' TD3 object ``th`` after ``it``
+    iterations (the actor every policy_freq-th): both networks and targets, both Adam moments, the step counts."""
+    mu_c, nu_c, n_c = optax_adam(s.critic_opt)
+    mu_a, nu_a, n_a = optax_adam(s.actor_opt)
+    c_opt, a_opt = th.critic_optimizer, th.actor_optimizer
+    return dict(critic=tree_rel(s.critic, td3_critic(th.critic)),
+                critic_target=tree_rel(s.critic_target, td3_critic(th.critic_target)),
+                actor=tree_rel(s.actor, td3_actor(th.actor)),
+                actor_target=tree_rel(s.actor_target, td3_actor(th.actor_target)),
+                critic_adam=max(tree_rel(mu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg"))),
+                                tree_rel(nu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg_sq")))),
+                actor_adam=max(tree_rel(mu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg"))),
+                               tree_rel(nu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg_sq")))),
+                adam_steps=abs(int(n_c) - it) + abs(int(n_a) - it // policy_freq))
+
+
 def adam_moment(optimizer, which: str):
     """Getter for Adam's first ("exp_avg") or second ("exp_avg_sq") moment of each parameter; zeros before the
     first step, as optax starts."""

@@ -11,15 +11,9 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import mlp, td3_actor, td3_critic, random_buffer, StubBuffer, Parity, adam_moment, load_authors, ours, stack, t64, tree_rel, unstack
+from tests.parity.harness import mlp, optax_adam, td3_state_rel, td3_actor, td3_critic, random_buffer, StubBuffer, Parity, adam_moment, load_authors, ours, stack, t64, tree_rel, unstack
 
 OBS, ACT, B, SIZE = 11, 3, 64, 500
-
-
-def adam(opt_state):
-    """(mu, nu, count) of optax.adam's state."""
-    s = opt_state[0]
-    return s.mu, s.nu, s.count
 
 
 def td3_pair(policy_noise=0.2):
@@ -64,20 +58,7 @@ def test_td3_update_matches_authors():
     for it in range(1, iters + 1):
         update_actor = it % args.policy_freq == 0  # the authors' total_it % policy_freq
         learner = td3_iteration(th, agent, learner, data, stub, update_actor)
-        s = unstack(learner)
-        mu_c, nu_c, n_c = adam(s.critic_opt)
-        mu_a, nu_a, n_a = adam(s.actor_opt)
-        c_opt, a_opt = th.critic_optimizer, th.actor_optimizer
-        p.check(it=it,
-                critic=tree_rel(s.critic, td3_critic(th.critic)),
-                critic_target=tree_rel(s.critic_target, td3_critic(th.critic_target)),
-                actor=tree_rel(s.actor, td3_actor(th.actor)),
-                actor_target=tree_rel(s.actor_target, td3_actor(th.actor_target)),
-                critic_adam=max(tree_rel(mu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg"))),
-                                tree_rel(nu_c, td3_critic(th.critic, adam_moment(c_opt, "exp_avg_sq")))),
-                actor_adam=max(tree_rel(mu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg"))),
-                               tree_rel(nu_a, td3_actor(th.actor, adam_moment(a_opt, "exp_avg_sq")))),
-                adam_steps=abs(int(n_c) - it) + abs(int(n_a) - it // 2))
+        p.check(it=it, **td3_state_rel(unstack(learner), th, it))
     p.finish(iters)
 
 
@@ -109,8 +90,8 @@ def test_ddpg_update_matches_authors():
         learner, m = agent.update(learner, stack(data), SIZE)
         np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
         s = unstack(learner)
-        mu_c, nu_c, _ = adam(s.critic_opt)
-        mu_a, nu_a, _ = adam(s.actor_opt)
+        mu_c, nu_c, _ = optax_adam(s.critic_opt)
+        mu_a, nu_a, _ = optax_adam(s.actor_opt)
         p.check(it=it,
                 critic=tree_rel(s.critic, critic_p(th.critic)),
                 critic_target=tree_rel(s.critic_target, critic_p(th.critic_target)),
