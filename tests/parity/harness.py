@@ -123,6 +123,24 @@ def param(p):
     return p
 
 
+def td3_iteration(th, agent, learner, data, stub, update_actor, batch: int, size: int, action_dim: int):
+    """One TD3 update on both sides: the authors' ``th.train`` is fed our sampled indices (``stub``) and our target
+    noise (torch.randn_like patched), both drawn from our learner's key as its update draws them."""
+    import torch
+    _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
+    stub.idx = jax.random.randint(k_idx, (batch,), 0, size)
+    noise = jax.random.normal(k_noise, (batch, action_dim))
+    orig = torch.randn_like
+    torch.randn_like = lambda x, **kw: t64(noise)
+    try:
+        th.train(stub, batch)
+    finally:
+        torch.randn_like = orig
+    learner, m = agent.update(learner, stack(data), size, update_actor)
+    np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
+    return learner
+
+
 def optax_adam(opt_state):
     """(mu, nu, count) of an optax.adam state."""
     s = opt_state[0]

@@ -11,7 +11,7 @@ import optax
 import pytest
 import torch
 
-from tests.parity.harness import mlp, optax_adam, td3_state_rel, td3_actor, td3_critic, random_buffer, StubBuffer, Parity, adam_moment, load_authors, ours, stack, t64, tree_rel, unstack
+from tests.parity.harness import mlp, optax_adam, td3_iteration, td3_state_rel, td3_actor, td3_critic, random_buffer, StubBuffer, Parity, adam_moment, load_authors, ours, stack, tree_rel, unstack
 
 OBS, ACT, B, SIZE = 11, 3, 64, 500
 
@@ -34,22 +34,6 @@ def td3_pair(policy_noise=0.2):
     return th, agent, args, learner, data, StubBuffer(data)
 
 
-def td3_iteration(th, agent, learner, data, stub, update_actor):
-    """One update on both sides, the authors' fed our indices and target noise from our key schedule."""
-    _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
-    stub.idx = jax.random.randint(k_idx, (B,), 0, SIZE)
-    noise = jax.random.normal(k_noise, (B, ACT))
-    orig = torch.randn_like
-    torch.randn_like = lambda x, **kw: t64(noise)
-    try:
-        th.train(stub, B)
-    finally:
-        torch.randn_like = orig
-    learner, m = agent.update(learner, stack(data), SIZE, update_actor)
-    np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
-    return learner
-
-
 @pytest.mark.authors("TD3")
 def test_td3_update_matches_authors():
     th, agent, args, learner, data, stub = td3_pair()
@@ -57,7 +41,7 @@ def test_td3_update_matches_authors():
     iters = 8
     for it in range(1, iters + 1):
         update_actor = it % args.policy_freq == 0  # the authors' total_it % policy_freq
-        learner = td3_iteration(th, agent, learner, data, stub, update_actor)
+        learner = td3_iteration(th, agent, learner, data, stub, update_actor, B, SIZE, ACT)
         p.check(it=it, **td3_state_rel(unstack(learner), th, it))
     p.finish(iters)
 
@@ -108,5 +92,5 @@ def test_ddpg_update_matches_authors():
 def test_td3_detects_a_changed_target_noise():
     """The harness is sharp: the authors' target noise scaled by 1.0005 moves the critic far above the tolerance."""
     th, agent, _, learner, data, stub = td3_pair(policy_noise=0.2 * 1.0005)
-    learner = td3_iteration(th, agent, learner, data, stub, False)
+    learner = td3_iteration(th, agent, learner, data, stub, False, B, SIZE, ACT)
     assert tree_rel(unstack(learner).critic, td3_critic(th.critic)) > 1e-6

@@ -12,13 +12,12 @@ runs td3.py, on the same weights, indices and target noise."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 import torch
 
-from tests.parity.harness import (StubBuffer, Parity, load_authors, ours, random_buffer, stack, t64, td3_actor,
-                                  td3_critic, td3_state_rel, unstack)
+from tests.parity.harness import (StubBuffer, Parity, load_authors, ours, random_buffer, stack, td3_actor,
+                                  td3_critic, td3_iteration, td3_state_rel, unstack)
 
 OBS, ACT, B, SIZE = 11, 3, 64, 500
 
@@ -57,18 +56,7 @@ def test_td3_sem_update_without_the_sem_layer_matches_authors(sem_off):
                "actor, Polyak targets, Adam moments")
     iters = 8
     for it in range(1, iters + 1):
-        update_actor = it % args.policy_freq == 0
-        _, k_idx, k_noise = jax.random.split(learner.key[0], 3)
-        stub.idx = jax.random.randint(k_idx, (B,), 0, SIZE)
-        noise = jax.random.normal(k_noise, (B, ACT))
-        orig = torch.randn_like
-        torch.randn_like = lambda x, **kw: t64(noise)
-        try:
-            th.train(stub, B)
-        finally:
-            torch.randn_like = orig
-        learner, m = agent.update(learner, stack(data), SIZE, update_actor)
-        np.testing.assert_array_equal(np.asarray(m["idx"][0]), np.asarray(stub.idx))
+        learner = td3_iteration(th, agent, learner, data, stub, it % args.policy_freq == 0, B, SIZE, ACT)
         p.check(it=it, **td3_state_rel(unstack(learner), th, it))
     p.finish(iters, note="SEM on: no authors' code holds it (sfujim/TD3 has none; FastTD3_SEm is FastTD3, not in "
                          "AUTHORS_DIR); the layer is tested on hand values in tests/test_td3_sem.py")
