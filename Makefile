@@ -19,11 +19,12 @@ setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 
 setup-gpu: $(GPU_STAMP)
 
-# Exact versions from requirements.lock, then the project itself (editable, no dependency resolution).
+# Exact versions from requirements.lock (setuptools included: it builds the editable install), then the project
+# itself (editable, no dependency resolution).
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock "setuptools>=70.1"
+	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -118,7 +119,7 @@ lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
 	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,minatar,offline,ogbench,cluster]"
-	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --exclude fujimoto-jax > requirements.lock
+	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --all --exclude fujimoto-jax --exclude pip > requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info MUJOCO_LOG.TXT
