@@ -20,19 +20,20 @@ setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 setup-gpu: $(GPU_STAMP)
 
 # Exact versions from requirements.lock (setuptools included: it builds the editable install), then the project
-# itself (editable, no dependency resolution).
+# itself (editable, no dependency resolution). -qq: errors only (at -q, pip warns once per package about the
+# machine's pip config naming local index folders that do not exist).
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -r requirements.lock
+	$(BIN)/python -m pip install -qq --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 # jax[cuda12] of the locked version: jax-cuda12-plugin and jax-cuda12-pjrt $(JAX_VERSION) and NVIDIA's CUDA
 # wheels; the lock is a constraint, so no locked version changes. Check: python -c "import jax; print(jax.devices())".
 $(GPU_STAMP): $(STAMP)
 	@test -n "$(JAX_VERSION)" || { echo "error: no jax==VERSION line in requirements.lock" >&2; exit 2; }
-	$(BIN)/python -m pip install -q -c requirements.lock "jax[cuda12]==$(JAX_VERSION)"
+	$(BIN)/python -m pip install -qq -c requirements.lock "jax[cuda12]==$(JAX_VERSION)"
 	$(BIN)/python -c "import jax; print('jax', jax.__version__, 'devices:', jax.devices())"
 	@touch $(GPU_STAMP)
 
@@ -67,7 +68,7 @@ AUTHORS_DIR ?= $(if $(wildcard ../shared/authors),$(abspath ../shared/authors),)
 setup-parity: $(PARITY_STAMP)
 
 $(PARITY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -c requirements.lock "torch==2.13.0" "pot>=0.9.5,<0.10"
+	$(BIN)/python -m pip install -qq -c requirements.lock "torch==2.13.0" "pot>=0.9.5,<0.10"
 	@touch $(PARITY_STAMP)
 
 parity: setup-parity
@@ -114,12 +115,16 @@ reproduce-quick: setup
 summary: setup
 	$(BIN)/python -m reproduce.summarize
 
-# Re-resolve the ranges in pyproject.toml into requirements.lock (in a throw-away venv).
+# Re-resolve the ranges in pyproject.toml into requirements.lock and requirements-docs.lock (in a throw-away venv).
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q --upgrade pip
-	/tmp/fujimoto-jax-lock/bin/python -m pip install -q ".[dev,tb,video,plot,dmc,atari,minatar,offline,ogbench,cluster]"
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -qq --upgrade pip
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -qq ".[dev,tb,video,plot,dmc,atari,minatar,offline,ogbench,cluster]"
 	/tmp/fujimoto-jax-lock/bin/python -m pip freeze --all --exclude fujimoto-jax --exclude pip > requirements.lock
+	/tmp/fujimoto-jax-lock/bin/python -m pip install -qq -c requirements.lock ".[docs]"
+	{ echo "# \`make docs\`: the docs extra's exact versions, installed with requirements.lock as a constraint."; \
+	  /tmp/fujimoto-jax-lock/bin/python -m pip freeze --all --exclude fujimoto-jax --exclude pip \
+	  | grep -v -x -F -f requirements.lock; } > requirements-docs.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info MUJOCO_LOG.TXT
