@@ -13,7 +13,7 @@ JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.lock)
 # `make test` runs on the CPU even in a GPU install (CI is CPU-only); TEST_JAX_PLATFORMS= lifts that.
 TEST_JAX_PLATFORMS ?= cpu
 
-.PHONY: setup setup-gpu setup-parity train test test-slow parity bench bench-gpu reproduce reproduce-quick summary lock clean
+.PHONY: setup setup-gpu setup-parity train test test-slow parity bench bench-gpu reproduce reproduce-quick summary setup-docs docs lock clean
 
 setup: $(STAMP) $(if $(filter 1,$(GPU)),$(GPU_STAMP))
 
@@ -60,7 +60,7 @@ test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
 # The authors' code beside ours (tests/parity/): float64, the same weights, batches and random draws; writes
-# results/parity.md. AUTHORS_DIR: a folder of the authors' repositories at the commits README 'Parity' lists
+# results/parity.md. AUTHORS_DIR: a folder of the authors' repositories at the commits docs/parity.md lists
 # (default ../shared/authors when it exists; without it every parity test skips with one line saying so, as
 # without torch, where pytest's exit status 5, no test collected, counts as success).
 PARITY_STAMP := $(VENV)/.installed-parity
@@ -115,6 +115,18 @@ reproduce-quick: setup
 summary: setup
 	$(BIN)/python -m reproduce.summarize
 
+# The documentation site (mkdocs.yml, docs/, docs/hooks.py) in strict mode: a broken link, a missing anchor or a page
+# left out of the nav fails. The docs extra at the exact versions of requirements-docs.lock; the site goes to site/.
+DOCS_STAMP := $(VENV)/.installed-docs
+setup-docs: $(DOCS_STAMP)
+
+$(DOCS_STAMP): $(STAMP) requirements-docs.lock
+	$(BIN)/python -m pip install -qq -c requirements.lock -r requirements-docs.lock
+	@touch $(DOCS_STAMP)
+
+docs: setup-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Re-resolve the ranges in pyproject.toml into requirements.lock and requirements-docs.lock (in a throw-away venv).
 lock:
 	rm -rf /tmp/fujimoto-jax-lock && $(PYTHON) -m venv /tmp/fujimoto-jax-lock
@@ -127,5 +139,5 @@ lock:
 	  | grep -v -x -F -f requirements.lock; } > requirements-docs.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info MUJOCO_LOG.TXT
+	rm -rf $(VENV) .pytest_cache build site *.egg-info MUJOCO_LOG.TXT
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -94,7 +94,7 @@ def pytest_sessionfinish(session, exitstatus):
         "# Parity with the authors' code",
         "",
         "Written by `make parity` (tests/parity/): the authors' unchanged code (`AUTHORS_DIR`, the commits in",
-        "README 'Parity') and this project's file run side by side in float64 on the same initial weights, batch and",
+        "docs/parity.md) and this project's file run side by side in float64 on the same initial weights, batch and",
         "random draws. *worst* is the largest relative difference, max |ours − theirs| / max |theirs|, of any",
         "compared tensor or value over all iterations; a row passes at or below *tol*.",
         "",

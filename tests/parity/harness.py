@@ -31,7 +31,7 @@ FRAGMENTS_ENV = "FUJIMOTO_PARITY_FRAGMENTS"  # this session's fragment folder (c
 def fragments_dir() -> Path:
     return Path(os.environ.get(FRAGMENTS_ENV) or ROOT / "build" / "parity" / "default")
 
-REPOS = {  # folder -> (upstream, commit); README.md lists them for users who clone their own copies
+REPOS = {  # folder -> (upstream, commit); docs/parity.md lists them for users who clone their own copies
     "TD3": ("github.com/sfujim/TD3", "34770ccdcb51df6f6c7d85c1ba7e40d71b940d16"),
     "TD3_BC": ("github.com/sfujim/TD3_BC", "8791ad7d7656cb8396f1b3ac8c37f170b2a2dd5f"),
     "BCQ": ("github.com/sfujim/BCQ", "4876f7e"),
@@ -60,7 +60,7 @@ def missing_reason(repo: str) -> str | None:
     upstream, commit = REPOS[repo]
     if root is None:
         return (f"no authors' code: set AUTHORS_DIR to a folder holding {repo}/ ({upstream} @ {commit}); "
-                "README 'Parity' lists every repository and commit")
+                "docs/parity.md lists every repository and commit")
     if not (root / repo).is_dir():
         return f"AUTHORS_DIR={root} has no {repo}/: clone {upstream} there at {commit}"
     return None
