@@ -10,9 +10,11 @@ At the end results/SUMMARY.md is regenerated (reproduce.summarize).
 Offline runs train on a dataset (grid.Dataset). A collected one is written once per scale to
 <root>/datasets (a Minari root: MINARI_DATASETS_PATH of the collection and of its runs) by
 `python -m envs.collect`, as soon as its source run is done; the source keeps its checkpoint until
-every dataset that needs it is written. An OGBench dataset (recipe ogbench-play / ogbench-noisy)
-needs no source: `python -m envs.collect --recipe ogbench-<type> --env-id <its env's task1 id>
---episodes N --out <root>/datasets/ogbench/<env>-<type>-v0.npz` writes it (and its -val.npz) once,
+every dataset that needs it is written. The data is git-ignored; its facts (envs.collect's
+fujimoto_jax metadata: source policies and their returns, episodes, command) are copied into
+<root>/datasets.json, committed with the runs, when the collection completes (record_dataset).
+An OGBench dataset (recipe ogbench-play / ogbench-noisy) needs no source: `python -m envs.collect
+--recipe ogbench-<type> --env-id <its env's task1 id> --episodes N --out <root>/datasets/ogbench/<env>-<type>-v0.npz` writes it (and its -val.npz) once,
 before any run on it, and every algorithm and every task of that env reads the same file
 (`--dataset ogbench:<that path> --env-id <the run's task>`). External D4RL files are looked up under
 --d4rl-dir. A dataset that cannot be had makes its runs "unavailable", with what to do.
@@ -223,6 +225,61 @@ def is_collected(ds: Dataset, root: str) -> bool:
             return "fujimoto_jax" in json.load(f)
     except (OSError, ValueError):
         return False
+
+
+DATASET_FACTS = "datasets.json"  # <root>/datasets.json: committed, unlike <root>/datasets/
+
+
+def dataset_facts_key(ds: Dataset) -> str:
+    """Where envs.collect wrote a collected dataset's facts, relative to the run root (the key in datasets.json)."""
+    if ds.ogbench:
+        return f"datasets/ogbench/{ds.ogbench_file}.npz"
+    return f"datasets/{ds.minari_id}/data/metadata.json"
+
+
+def read_dataset_facts(ds: Dataset, root: str) -> dict | None:
+    """envs.collect's facts (key fujimoto_jax) of a collected dataset, from the git-ignored files; None if absent."""
+    path = os.path.join(root, *dataset_facts_key(ds).split("/"))
+    try:
+        if ds.ogbench:
+            import numpy as np
+            with np.load(path, allow_pickle=False) as f:
+                return json.loads(str(f["fujimoto_jax"][()]))
+        with open(path) as f:
+            facts = json.load(f)["fujimoto_jax"]
+        return json.loads(facts) if isinstance(facts, str) else facts
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def record_dataset(ds: Dataset, root: str) -> bool:
+    """Copy a collected dataset's facts into <root>/datasets.json, which is committed with the runs (the data
+    itself is not), so the summary reads them on any clone. Written only when they changed; True if written."""
+    if not ds.collected or (facts := read_dataset_facts(ds, root)) is None:
+        return False
+    import fcntl
+    os.makedirs(root, exist_ok=True)
+    lock = os.open(root, os.O_RDONLY)  # cluster jobs may finish collections at once: one writer at a time
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(root, DATASET_FACTS)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = {}
+        entry = {"dataset": ds.name, "facts": facts}
+        datasets = record.get("datasets", {})
+        if datasets.get(dataset_facts_key(ds)) == entry:
+            return False
+        datasets[dataset_facts_key(ds)] = entry
+        record = {"note": "envs.collect's facts (fujimoto_jax) of each collected dataset, keyed by its file under this "
+                          "folder (git-ignored datasets/); written by reproduce.launch when a collection completes",
+                  "datasets": dict(sorted(datasets.items()))}
+        write_atomic(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+        return True
+    finally:
+        os.close(lock)
 
 
 def external_missing(ds: Dataset, root: str, d4rl_dir: str) -> str:
@@ -438,7 +495,8 @@ class Progress:
 def _provenance(argv: list[str]) -> dict:
     import platform
 
-    from reproduce.summarize import git_info, versions
+    from envs.runs import git_info
+    from reproduce.summarize import versions
     return {"command": " ".join(argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
             "versions": versions(), "git": git_info()}
@@ -550,6 +608,9 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
         drop_done(names, root, every, keep_checkpoints)
 
     drop([r.name for r in runs if states[r.name].kind == "done"])
+    for ds, st in collects.values():  # collected by an earlier launch: its facts into datasets.json
+        if st.kind == "done":
+            record_dataset(ds, root)
 
     def readiness(task) -> State:
         """todo = start it now; wait; unavailable; done (a dataset that appeared meanwhile)."""
@@ -611,6 +672,8 @@ def _launch(runs, every, states, collects, scale, root, d4rl_dir, jobs, keep_che
                 ok = is_collected(task, root) if isinstance(task, Dataset) else run_state(task, root).kind == "done"
                 if ok:
                     result[name] = "done"
+                    if isinstance(task, Dataset):
+                        record_dataset(task, root)
                     if rc != 0:
                         say(f"[grid] warning: {name} exited with code {rc} after writing its last evaluation")
                     drop(freed_by(task))
@@ -692,6 +755,8 @@ class GridJob:
                 time.sleep(1.0)
             if not task_done(self.task, self.root):
                 raise RuntimeError(f"{name} failed (exit code {rc}); {log_tail(log_file)}")
+        if isinstance(self.task, Dataset):
+            record_dataset(self.task, self.root)
         drop_done(freed_by(self.task), self.root, self.every, self.keep_checkpoints)
         return "done"
 

@@ -7,6 +7,14 @@ results/reference/, with a verdict; the paper's aggregates, each with a head-to-
 and budget, both algorithms' means and their difference, e.g. DR.Q against our MR.Q); learning curves
 against the reference points. Nothing here is typed by hand: every number comes from a CSV.
 
+Every input is a committed file (`--root` reads a checkout elsewhere): the runs' eval.csv and
+config.json, each scale's datasets.json (the facts of the datasets the launcher collected; the data
+itself is git-ignored), results/reference/ and the authors' per-seed curves in
+results/reference/curves/ (reproduce.authors_curves). An output is written only when its bytes
+change, and the outputs carry no date, commit or machine, so a fresh clone regenerates them byte for
+byte. Where the authors ship per-seed curves of an algorithm and env we ran (MR.Q, DR.Q), our run is
+placed among their seeds at every step both evaluated, with a verdict at the scale's budget.
+
 Offline runs (grids whose scale names datasets) are reported with their return and, when eval.csv
 has it, the D4RL normalised score. A run on a dataset collected by the launcher from our own runs is
 never compared ("not comparable (self-collected dataset)"); a run on an external D4RL/Minari copy is
@@ -25,18 +33,15 @@ import csv
 import json
 import math
 import os
-import platform
 import re
 import sys
 import textwrap
-import time
 import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from envs import runs as run_contract
-from envs.runs import git_info, write_atomic
 from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, Aggregate, Paper, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
@@ -44,6 +49,8 @@ RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
 SCALE_TITLES = {"full": "full (`make reproduce`: the papers' budgets and seeds)",
                 "quick": "quick (`make reproduce-quick`: a REDUCED grid, fewer envs, seeds and steps)"}
 BOOTSTRAP = 10_000  # resamples for every CI
+DATASET_FACTS = "datasets.json"  # <run root>/datasets.json: reproduce.launch.DATASET_FACTS
+CURVES_DIR = os.path.join("results", "reference", "curves")  # reproduce.authors_curves writes it
 REFERENCE_HEADER = ["paper", "algo", "env", "budget", "statistic", "mean", "spread", "spread_kind", "seeds", "source"]
 SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_mean", "ours_lo", "ours_hi", "seeds",
                   "reference_env", "reference_mean", "reference_lo", "reference_hi", "reference_source", "verdict"]
@@ -51,6 +58,31 @@ SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_
 
 def versions() -> dict:
     return run_contract.versions(extra=("rliable", "matplotlib"))
+
+
+def write_if_changed(path: str, data: str | bytes) -> bool:
+    """Write (atomically) only when the bytes differ from the file's: True if written."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(data)
+    os.replace(f"{path}.tmp", path)
+    return True
+
+
+def save_figure(fig, path: str, written: list | None = None) -> None:
+    """PNG bytes without metadata that varies (no Software version, no date), written only if changed."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    if write_if_changed(path, buf.getvalue()) and written is not None:
+        written.append(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +334,8 @@ def fmt_budget(b: int) -> str:
     return f"{b // 1_000_000}M" if b % 1_000_000 == 0 else (f"{b / 1e6:g}M" if b >= 1_000_000 else f"{b // 1000}k")
 
 
-def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tuple[list[dict], list[dict]]:
+def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict,
+                 repo_root: str = ROOT) -> tuple[list[dict], list[dict]]:
     """One row per reference row whose env belongs to this scale's grid; then our own rows at the
     scale's budgets (our statistics even where no reference exists)."""
     grid = paper.scales[scale]
@@ -323,7 +356,7 @@ def compare_rows(scale: str, paper: Paper, refs: list[dict], runs: dict) -> tupl
         if interval:
             row["reference_lo"], row["reference_hi"] = interval
         run = runs.get((ref["algo"], env))
-        if not os.path.exists(os.path.join(ROOT, "algos", f"{ref['algo']}.py")):
+        if not os.path.exists(os.path.join(repo_root, "algos", f"{ref['algo']}.py")):
             row["verdict"] = f"no run: there is no algos/{ref['algo']}.py in this repo"
         elif run is None:
             row["verdict"] = "no run yet"
@@ -426,14 +459,23 @@ def dataset_line(ds, root: str | None = None) -> str:
     return f"- `{ds.name}`: {src}, evaluated on {ds.env}"
 
 
-def ogbench_note(ds, root: str | None) -> str:
-    """The generated file's own record (its JSON metadata, key fujimoto_jax): episodes and oracle ('' before
-    it is generated)."""
-    path = os.path.join(root or "", "datasets", "ogbench", f"{ds.ogbench_file}.npz")
+def dataset_facts(root: str | None, key: str) -> dict | None:
+    """envs.collect's facts of a collected dataset, from the committed <root>/datasets.json that the launcher
+    writes (reproduce.launch.record_dataset; key: the dataset's file under the root), never from the
+    git-ignored data."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            facts = json.loads(str(f["fujimoto_jax"][()]))
+        with open(os.path.join(root or "", DATASET_FACTS)) as f:
+            facts = json.load(f)["datasets"][key]["facts"]
     except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
+def ogbench_note(ds, root: str | None) -> str:
+    """The generated file's own record (envs.collect's facts, via datasets.json): episodes and oracle ('' before
+    it is generated)."""
+    facts = dataset_facts(root, f"datasets/ogbench/{ds.ogbench_file}.npz")
+    if facts is None:
         return ""
     oracles = facts.get("oracles")
     parts = ([f"oracle {', '.join(map(str, oracles.values()))}"] if isinstance(oracles, dict) else []) + [
@@ -442,12 +484,11 @@ def ogbench_note(ds, root: str | None) -> str:
 
 
 def behaviour_note(ds, root: str | None) -> str:
-    """What the data's behaviour returned, from the facts envs.collect wrote into the dataset's metadata ('' before
-    it is collected): each source policy's evaluation return and the mean return of the collected episodes."""
-    try:
-        with open(os.path.join(root or "", "datasets", ds.minari_id, "data", "metadata.json")) as f:
-            facts = json.loads(json.load(f).get("fujimoto_jax") or "{}")
-    except (OSError, ValueError, TypeError, AttributeError):
+    """What the data's behaviour returned, from the facts envs.collect wrote into the dataset's metadata (copied
+    into datasets.json; '' before it is collected): each source policy's evaluation return and the mean return
+    of the collected episodes."""
+    facts = dataset_facts(root, f"datasets/{ds.minari_id}/data/metadata.json")
+    if facts is None:
         return ""
     policies = [f"{p['algo']} step {p['step']:,} returned {p['return']:.1f}" for p in facts.get("policies", [])]
     eps = f" (epsilon {facts['eval_eps']})" if facts.get("eval_eps") is not None else ""
@@ -455,6 +496,161 @@ def behaviour_note(ds, root: str | None) -> str:
         [f"its episodes: mean return {facts['mean_episode_return']:.1f}"]
         if facts.get("mean_episode_return") is not None else [])
     return f"; behaviour data: {'; '.join(parts)}" if parts else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' own per-seed curves (results/reference/curves/, from their shipped result files)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class AuthorsCurves:
+    algo: str
+    env: str
+    steps: np.ndarray  # (T,) evaluation steps every seed has
+    returns: np.ndarray  # (seeds, T)
+    repo: str  # github.com/<owner>/<name>
+    commit: str
+    shipped: str  # the file (or folder) in that repo
+    path: str  # our tidy CSV, relative to the repo root
+
+    @property
+    def seeds(self) -> int:
+        return self.returns.shape[0]
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo.removeprefix('github.com/')}@{self.commit}"
+
+    @property
+    def source(self) -> str:
+        return f"{self.repo} @ {self.commit} {self.shipped} ({self.seeds} seeds), as {self.path}"
+
+    @property
+    def every(self) -> int:
+        return int(np.diff(self.steps).min()) if len(self.steps) > 1 else 0
+
+
+def load_authors_curves(ref_root: str = ROOT) -> dict[tuple[str, str], AuthorsCurves]:
+    """(algo, env) -> the authors' curves, from index.csv and the tidy CSVs it names ({} without an index)."""
+    folder = os.path.join(ref_root, CURVES_DIR)
+    try:
+        with open(os.path.join(folder, "index.csv"), newline="") as f:
+            index = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    out = {}
+    for entry in index:
+        by: dict[str, dict[int, dict[int, float]]] = {}
+        with open(os.path.join(folder, entry["file"]), newline="") as f:
+            for row in csv.DictReader(f):
+                by.setdefault(row["env"], {}).setdefault(int(row["seed"]), {})[int(row["step"])] = float(row["return"])
+        for env, seeds in sorted(by.items()):
+            steps = sorted(set.intersection(*(set(v) for v in seeds.values())))
+            returns = np.array([[seeds[s][t] for t in steps] for s in sorted(seeds)], dtype=np.float64)
+            out[(entry["source_algo"], env)] = AuthorsCurves(
+                entry["source_algo"], env, np.array(steps, dtype=np.int64), returns, entry["repo"], entry["commit"],
+                entry["shipped"], os.path.join(CURVES_DIR, entry["file"]).replace(os.sep, "/"))
+    return out
+
+
+def among_seeds(ours: np.ndarray, theirs: np.ndarray) -> str:
+    """Where each of our seeds' returns falls among the authors' seeds' returns at one step: rank 1 = the highest
+    of the authors' seeds and ours (ties count for us)."""
+    n = len(theirs)
+    ranks = [1 + int((theirs > v).sum()) for v in ours]
+    kinds = ["below" if v < theirs.min() else "above" if v > theirs.max() else "within" for v in ours]
+    words = {"below": f"below all {n} of the authors' seeds", "above": f"above all {n} of the authors' seeds",
+             "within": "within the authors' seeds"}
+    if len(set(kinds)) == 1:
+        k = kinds[0]
+        if k == "within":
+            return f"{words[k]} ({'rank' if len(ranks) == 1 else 'ranks'} {', '.join(map(str, ranks))} of {n + 1})"
+        return words[k] + (f" (all {len(ours)} of ours)" if len(ours) > 1 else "")
+    return "; ".join(f"seed {i}: {words[k]} (rank {r} of {n + 1})" for i, (k, r) in enumerate(zip(kinds, ranks)))
+
+
+def curve_comparison(run: RunData, curves: AuthorsCurves, budgets) -> dict:
+    """Our run against the authors' seeds at every step both evaluated, and a verdict at each budget the run
+    reached."""
+    points = []
+    for t in sorted(set(run.steps.tolist()) & set(curves.steps.tolist())):
+        ours, theirs = run.returns[:, run.steps == t][:, 0], curves.returns[:, curves.steps == t][:, 0]
+        points.append({"step": t, "ours": ours.tolist(), "authors_mean": float(theirs.mean()),
+                       "authors_min": float(theirs.min()), "authors_max": float(theirs.max()),
+                       "ranks": [1 + int((theirs > v).sum()) for v in ours], "reading": among_seeds(ours, theirs)})
+    at = {p["step"]: p for p in points}
+    shared = ", ".join(fmt_budget(p["step"]) for p in points) or "none"
+    verdicts = []
+    for b in budgets:
+        if b not in set(run.steps.tolist()):
+            continue
+        if b in at:
+            verdicts.append({"budget": b, "verdict": at[b]["reading"]})
+        else:
+            every = f"theirs every {fmt_budget(curves.every)}" if curves.every else "theirs at one step"
+            verdicts.append({"budget": b, "verdict": f"no authors' evaluation at {fmt_budget(b)} ({every}); "
+                                                     f"steps both evaluated: {shared}"})
+    return {"algo": run.algo, "env": run.env, "seeds": run.seeds, "authors_seeds": curves.seeds,
+            "source": curves.source, "points": points, "at_budget": verdicts}
+
+
+def other_versions(paper: Paper, scale: str, runs: dict, curves: dict) -> list[AuthorsCurves]:
+    """The authors' curves of the paper's own algorithm on another version of an env we ran (TD3's -v1)."""
+    grid = paper.scales[scale]
+    ran = {env_base(e) for e in grid.envs if (paper.id, e) in runs}
+    return [c for (a, e), c in sorted(curves.items()) if a == paper.id and env_base(e) in ran
+            and (a, e) not in {(paper.id, x) for x in grid.envs}]
+
+
+def curves_section(scale: str, paper: Paper, runs: dict, curves: dict) -> tuple[list[str], list[dict], list[dict]]:
+    """SUMMARY.md lines, summary.csv rows and summary.json entries of the paper's own algorithm against its
+    authors' curves, at this scale."""
+    grid = paper.scales[scale]
+    md, rows, entries = [], [], []
+    for env in grid.envs:
+        run, c = runs.get((paper.id, env)), curves.get((paper.id, env))
+        if run is None or c is None or not len(run.steps):
+            continue
+        comp = curve_comparison(run, c, grid.budgets_for(env))
+        entries.append({"scale": scale, "paper": paper.id, **comp})
+        if not md:
+            md += [f"Against the authors' own runs: our {paper.id} run's return per seed at every step that the "
+                   "authors' shipped per-seed curves also have, beside their seeds' mean [min, max] and our rank "
+                   f"among them (1 = highest). Curves: `{c.path}` (`python -m reproduce.authors_curves`, from "
+                   f"{c.repo} @ {c.commit} `{c.shipped}`).", "",
+                   "| algo | env | step | ours (per seed) | authors' mean [min, max] | rank | reading |",
+                   "|---|---|---|---|---|---|---|"]
+        for p in comp["points"]:
+            md.append(f"| {paper.id} | {env} | {fmt_budget(p['step'])} | {', '.join(fmt(v) for v in p['ours'])} | "
+                      f"{fmt_ci(p['authors_mean'], p['authors_min'], p['authors_max'])} ({c.seeds} seeds) | "
+                      f"{', '.join(map(str, p['ranks']))} of {c.seeds + 1} | {p['reading']} |")
+            rows.append(curve_row(scale, paper.id, env, p["step"], p["ours"], p, c, p["reading"]))
+        for v in comp["at_budget"]:
+            if v["budget"] not in {p["step"] for p in comp["points"]}:
+                ours = run.returns[:, run.steps == v["budget"]][:, 0].tolist()
+                rows.append(curve_row(scale, paper.id, env, v["budget"], ours, None, c, v["verdict"]))
+        entries[-1]["summary_md_verdicts"] = [f"{fmt_budget(v['budget'])}: {v['verdict']}" for v in comp["at_budget"]]
+    if md:
+        md += [""] + [f"Verdict at the {scale} budget, {e['algo']} on {e['env']} at {v}."
+                      for e in entries for v in e["summary_md_verdicts"]] + [""]
+    for e in entries:
+        e.pop("summary_md_verdicts")
+    apart = other_versions(paper, scale, runs, curves)
+    if apart:
+        c = apart[0]
+        md += [f"The authors' shipped curves of {paper.id} (`{c.path}`, {c.repo} @ {c.commit} `{c.shipped}`, "
+               f"{c.seeds} seeds) are on {', '.join(sorted({x.env for x in apart}))}: another version of the envs "
+               "we ran, so they are not compared.", ""]
+    return md, rows, entries
+
+
+def curve_row(scale, algo, env, step, ours, point, c: AuthorsCurves, verdict_text) -> dict:
+    return {"scale": scale, "paper": algo, "algo": algo, "env": env, "budget": step,
+            "statistic": "return_among_authors_seeds", "ours_mean": float(np.mean(ours)),
+            "ours_lo": float(np.min(ours)), "ours_hi": float(np.max(ours)), "seeds": len(ours), "reference_env": env,
+            "reference_mean": point["authors_mean"] if point else None,
+            "reference_lo": point["authors_min"] if point else None,
+            "reference_hi": point["authors_max"] if point else None,
+            "reference_source": c.source, "verdict": verdict_text}
 
 
 def aggregate_rows(scale: str, paper: Paper, agg: Aggregate, refs: list[dict], runs: dict) -> list[dict]:
@@ -603,7 +799,8 @@ def head_to_head_rows(scale: str, paper: Paper, agg: Aggregate, refs_by_paper: d
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
-def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> bool:
+def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict, curves: dict | None = None,
+         repo_root: str = ROOT, written: list | None = None) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -628,6 +825,20 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
             (g.baseline, runs.get((g.baseline, g.baseline_env(env))),
              f" on {g.baseline_env(env)}" if g.baseline_env(env) != env else "") for g in paper.aggregates
             if env in g.envs and g.baseline not in grid.algos]
+        xmax = max(int(runs[(a, env)].steps.max()) for a in grid.algos if (a, env) in runs)
+        for algo, run, where in shown:  # the authors' seeds first, under our curves
+            c = (curves or {}).get((algo, run.env)) if run is not None and not success else None
+            if c is None or not len(run.steps):
+                continue
+            keep = c.steps <= xmax  # clipped to our x-range: never drawn towards a step we did not reach
+            st, m = c.steps[keep], c.returns[:, keep]
+            label = f"{algo}{where}: authors' runs ({c.seeds} seeds, {c.label})"
+            if len(st) == 1:  # one shared step (DR.Q's file: 0 and every 25k): their min-max as a bar
+                ax.errorbar(st, m.mean(0), yerr=[m.mean(0) - m.min(0), m.max(0) - m.mean(0)], fmt="_",
+                            color=colours[algo], alpha=0.35, lw=4, capsize=0, label=label)
+            elif len(st):
+                ax.fill_between(st, m.min(0), m.max(0), color=colours[algo], alpha=0.12, lw=0, label=label)
+                ax.plot(st, m.mean(0), color=colours[algo], lw=0.6, alpha=0.8)
         for algo, run, where in shown:
             if run is None or not len(run.steps) or (success and run.success is None):
                 continue
@@ -635,7 +846,6 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
             boot = m[rng.integers(0, m.shape[0], (BOOTSTRAP, m.shape[0]))].mean(1)  # (reps, T)
             ax.plot(run.steps, m.mean(0), color=colours[algo], label=f"{algo}{where} (ours, {run.seeds} seeds)")
             ax.fill_between(run.steps, *np.percentile(boot, [2.5, 97.5], axis=0), color=colours[algo], alpha=0.2)
-        xmax = max(int(runs[(a, env)].steps.max()) for a in grid.algos if (a, env) in runs)
         beyond = {}
         for ref in refs:
             if env_base(ref["env"]) != env_base(env) or ref["statistic"] not in plotted \
@@ -661,17 +871,18 @@ def plot(path: str, scale: str, paper: Paper, refs: list[dict], runs: dict) -> b
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+        ax.legend(uniq.values(), uniq.keys(), fontsize=6,  # below the note on reference points beyond
+                  **({"loc": "best", "bbox_to_anchor": (0, 0, 1, 0.93)} if beyond else {}))
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
     fig.suptitle(textwrap.fill(f"{paper.title}, {scale} scale: ours (mean, 95% bootstrap CI over seeds) vs "
                                "reference points (95% CI)", 90), fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.text(0.99, 0.005, f"python -m reproduce.summarize, commit {(git_info()['commit'] or '?')[:10]}; "
-             f"runs: {os.path.relpath(next(iter(runs.values())).run_dir, ROOT).rsplit(os.sep, 2)[0]}",
+    fig.text(0.99, 0.005, "python -m reproduce.summarize; runs: "
+             f"{os.path.relpath(next(iter(runs.values())).run_dir, repo_root).rsplit(os.sep, 2)[0]}",
              ha="right", va="bottom", fontsize=6, color="grey")
-    fig.savefig(path, dpi=110, metadata={"Software": "fujimoto-jax reproduce.summarize"})
+    save_figure(fig, path, written)
     plt.close(fig)
     return True
 
@@ -722,7 +933,7 @@ def ope_section(grid, curves: dict) -> list[str]:
     return md + [""]
 
 
-def ope_plot(path: str, scale: str, paper: Paper, curves: dict) -> bool:
+def ope_plot(path: str, scale: str, paper: Paper, curves: dict, written: list | None = None) -> bool:
     try:
         import matplotlib
     except ImportError:
@@ -747,7 +958,7 @@ def ope_plot(path: str, scale: str, paper: Paper, curves: dict) -> bool:
                  fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": "fujimoto-jax reproduce.summarize"})
+    save_figure(fig, path, written)
     plt.close(fig)
     return True
 
@@ -755,7 +966,7 @@ def ope_plot(path: str, scale: str, paper: Paper, curves: dict) -> bool:
 # ---------------------------------------------------------------------------------------------
 # SUMMARY.md
 # ---------------------------------------------------------------------------------------------
-def runs_table(runs: dict, root: str) -> list[str]:
+def runs_table(runs: dict, root: str, repo_root: str = ROOT) -> list[str]:
     lines = ["| run | seeds | steps evaluated | command | commit | jax / gymnasium / mujoco | machine | wall |",
              "|---|---|---|---|---|---|---|---|"]
     for (algo, env), run in sorted(runs.items()):
@@ -776,7 +987,7 @@ def runs_table(runs: dict, root: str) -> list[str]:
         cmd = c.get("command", "?").replace("|", "\\|")
         cmd = re.sub(r"\S*/(algos/\S+\.py)", r"\1", re.sub(r"--results-dir \S+", "--results-dir ...", cmd))
         cmd = re.sub(r"d4rl:\S*/", "d4rl:.../", cmd)  # the --d4rl-dir of that machine
-        lines.append(f"| {os.path.relpath(run.run_dir, ROOT)} | {run.seeds} | {int(run.steps.max()):,} | `{cmd}`"
+        lines.append(f"| {os.path.relpath(run.run_dir, repo_root)} | {run.seeds} | {int(run.steps.max()):,} | `{cmd}`"
                      + (f" (resumed {resumed}x)" if resumed else "")
                      + f" | {commit} | {v.get('jax')} / {v.get('gymnasium')} / {v.get('mujoco')} | "
                      f"{mach.get('platform', '?')}, {mach.get('cpu_count', '?')} CPUs, "
@@ -784,24 +995,30 @@ def runs_table(runs: dict, root: str) -> list[str]:
     return lines
 
 
-def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str | None = None,
-              out_csv: str | None = None, plots_dir: str | None = None, ref_root: str = ROOT) -> list[dict]:
-    roots = roots or RUN_ROOTS
-    results = os.path.join(ROOT, "results")
+def summarize(grid_dir: str | None = None, roots: dict | None = None, out_md: str | None = None,
+              out_csv: str | None = None, plots_dir: str | None = None, ref_root: str | None = None,
+              root: str | None = None, written: list | None = None) -> list[dict]:
+    """Every output under `root` (default: this checkout) unless given; `written` collects the files whose
+    bytes changed."""
+    root = root or ROOT
+    grid_dir = grid_dir or os.path.join(root, "reproduce", "grids")
+    roots = roots or {scale: os.path.join(root, os.path.relpath(r, ROOT)) for scale, r in RUN_ROOTS.items()}
+    ref_root = ref_root or root
+    results = os.path.join(root, "results")
     out_md = out_md or os.path.join(results, "SUMMARY.md")
     out_csv = out_csv or os.path.join(results, "summary.csv")
     plots_dir = plots_dir or os.path.join(results, "plots")
+    written = [] if written is None else written
     papers = load_papers(grid_dir)
     refs = {p.id: load_reference(os.path.join(ref_root, p.reference)) for p in papers}
-    git = git_info()
+    curves = load_authors_curves(ref_root)
     md = ["# Reproduction summary", "",
-          f"Generated by `python -m reproduce.summarize` (run by `make reproduce` and `make reproduce-quick`) "
-          f"on {time.strftime('%Y-%m-%d')}, repo commit {(git['commit'] or '?')[:10]}"
-          f"{' (dirty)' if git['dirty'] else ''}; do not edit by hand. The runs' own provenance (command, "
-          "commit, versions, machine) is in the runs table of each scale and in each run's config.json; "
-          "each scale's launches are in its launches.json.", "",
-          f"Summary computed with {', '.join(f'{k} {v}' for k, v in versions().items() if k in ('python', 'numpy', 'rliable', 'matplotlib'))} "
-          f"on {platform.platform()}.", "",
+          "Generated by `python -m reproduce.summarize` (run by `make summary`, `make reproduce` and `make "
+          "reproduce-quick`) from committed files only: each run's eval.csv and config.json, each scale's "
+          "datasets.json, results/reference/ and its curves/; do not edit by hand. It carries no date, commit or "
+          "machine, so a clone regenerates it byte for byte; results/summary.json names the versions that computed "
+          "it. The runs' own provenance (command, commit, versions, machine) is in the runs table of each scale and "
+          "in each run's config.json; each scale's launches are in its launches.json.", "",
           "How to read it:",
           "- **ours** = the statistic the reference reports, computed the same way from our eval.csv: mean over "
           f"seeds [95% percentile bootstrap CI over seeds, {BOOTSTRAP:,} resamples].",
@@ -822,9 +1039,12 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
           "per seed, the share of evaluation episodes that end in success) and are compared as the papers report "
           "them, the mean of the last 3 evaluations (800k, 900k, 1M), when the dataset has the official 1,000 "
           "episodes.",
-          "- `results/summary.csv` holds the same comparison rows; `results/summary.json` says which command, "
-          "commit, versions and machine generated both.", ""]
-    all_rows = []
+          "- **against the authors' own runs**: where the authors ship per-seed curves of an algorithm and env we "
+          "ran (results/reference/curves/), our seeds' returns are placed among theirs at every step both "
+          "evaluated: rank 1 = the highest of their seeds and ours.",
+          "- `results/summary.csv` holds the same comparison rows; `results/summary.json` the command and versions "
+          "that generated them, and the comparisons with the authors' curves in full.", ""]
+    all_rows, curve_entries, repo_root = [], [], root
     for scale in ("full", "quick"):
         root = roots.get(scale)
         runs = load_runs(root) if root else {}
@@ -839,12 +1059,12 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                    "that the paper's numbers are reproduced. With 2-3 seeds a percentile bootstrap CI is much "
                    "too narrow (it cannot see beyond the seeds it has): read those CIs as the spread of the "
                    "seeds, not as a 95% interval.", ""]
-        md += ["### Runs", ""] + runs_table(runs, root) + [""]
+        md += ["### Runs", ""] + runs_table(runs, root, repo_root) + [""]
         for paper in papers:
             if scale not in paper.scales:
                 continue
             grid = paper.scales[scale]
-            rows, ours = compare_rows(scale, paper, refs[paper.id], runs)
+            rows, ours = compare_rows(scale, paper, refs[paper.id], runs, repo_root)
             all_rows += rows
             offline = any(e in paper.datasets for e in grid.envs)
             unit = "gradient steps" if offline and not set(grid.algos) <= set(ONLINE_DATA_ALGOS) else "steps"
@@ -855,7 +1075,7 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                              for bs, es in group_budgets(grid.env_budgets).items())
                    + "; evaluation "
                    f"every {grid.eval_freq:,} {unit}, {grid.eval_episodes} episodes. Grid: "
-                   f"`{os.path.relpath(paper.path, ROOT)}`; references: `{paper.reference}`. A run shared with "
+                   f"`{os.path.relpath(paper.path, repo_root)}`; references: `{paper.reference}`. A run shared with "
                    "another paper's grid may have more seeds or steps; the seeds column says how many were used."
                    + (f" {grid.note}" if grid.note else ""), ""]
             if offline:
@@ -952,23 +1172,30 @@ def summarize(grid_dir: str = GRID_DIR, roots: dict | None = None, out_md: str |
                                   f"{fmt_norm(ref['mean']) + ' (' + ref['source'] + ')' if ref else '—'} | "
                                   f"{a.get('verdict', 'no reference at this budget')} |")
                     md.append("")
+            if not ope:
+                curve_md, curve_rows, entries = curves_section(scale, paper, runs, curves)
+                md += curve_md
+                all_rows += curve_rows
+                curve_entries += entries
             png = os.path.join(plots_dir, scale, f"{paper.id}.png")
             if ope:
                 md += ope_section(grid, ope)
-                if ope_plot(png, scale, paper, ope):
+                if ope_plot(png, scale, paper, ope, written):
                     md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
-            elif plot(png, scale, paper, refs[paper.id], runs):
+            elif plot(png, scale, paper, refs[paper.id], runs, curves, repo_root, written):
                 md += [f"![{paper.id} {scale}]({os.path.relpath(png, os.path.dirname(out_md))})", ""]
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
-    provenance = {"command": "python -m reproduce.summarize", "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "git": git, "versions": versions(), "machine": platform.platform(),
-                  "outputs": [os.path.relpath(p, ROOT) for p in (out_md, out_csv)],
-                  "runs": {scale: os.path.relpath(root, ROOT) for scale, root in roots.items()},
-                  "note": "the runs' own provenance is in each run's config.json"}
+    provenance = {"command": "python -m reproduce.summarize", "versions": versions(),
+                  "outputs": [os.path.relpath(p, repo_root) for p in (out_md, out_csv)],
+                  "runs": {scale: os.path.relpath(root, repo_root) for scale, root in roots.items()},
+                  "note": "no date, commit or machine: the outputs depend only on committed files and these versions; "
+                          "the runs' own provenance is in each run's config.json",
+                  "authors_curves": curve_entries}
     out_json = os.path.splitext(out_csv)[0] + ".json"
     for path, text in ((out_md, "\n".join(md) + "\n"), (out_csv, _csv(all_rows)),
                        (out_json, json.dumps(provenance, indent=2) + "\n")):
-        write_atomic(path, text)
+        if write_if_changed(path, text):
+            written.append(path)
     return all_rows
 
 
@@ -984,12 +1211,20 @@ def _csv(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid-dir", default=GRID_DIR)
-    p.add_argument("--out", default=None, help="markdown output (default results/SUMMARY.md)")
+    p.add_argument("--grid-dir", default=GRID_DIR, help="default <root>/reproduce/grids")
+    p.add_argument("--out", default=None, help="markdown output (default <root>/results/SUMMARY.md)")
+    p.add_argument("--root", default=ROOT, help="the checkout whose committed files are read and whose results/ is "
+                                                "written (default: this one)")
     a = p.parse_args(argv)
-    rows = summarize(a.grid_dir, out_md=a.out)
+    if not os.path.isdir(os.path.join(a.root, "results")):
+        print(f"summarize: --root {a.root} has no results/ folder", file=sys.stderr)
+        return 2
+    written: list[str] = []
+    grid_dir = a.grid_dir if a.grid_dir != GRID_DIR else None
+    rows = summarize(grid_dir, out_md=a.out, root=a.root, written=written)
     print(f"[summary] {len(rows)} comparison rows -> {a.out or 'results/SUMMARY.md'}, results/summary.csv, "
-          "results/plots/")
+          f"results/plots/; {len(written)} file(s) changed"
+          + (f": {', '.join(os.path.relpath(w, a.root) for w in written)}" if written else ""))
     return 0
 
 

@@ -471,14 +471,17 @@ def test_ddqn_checkpoint_behavioural_recipe_and_discrete_bcq(tmp_path, capsys):
 
 
 def test_summary_lists_the_behaviour_of_a_collected_buffer(tmp_path):
-    """reproduce/summarize.py: a collected dataset's line says what its behaviour returned (from its metadata)."""
-    from reproduce import grid, summarize
+    """reproduce/summarize.py: a collected dataset's line says what its behaviour returned (from the committed copy
+    of its metadata, which the launcher writes to datasets.json)."""
+    from reproduce import grid, launch, summarize
     ds = grid.Dataset("b", "minatar:breakout", "behavioural", "ddqn/minatar:breakout", steps=50, scale="quick")
     assert "behaviour data" not in summarize.dataset_line(ds, str(tmp_path))  # not collected yet
     folder = tmp_path / "datasets" / ds.minari_id / "data"
     folder.mkdir(parents=True)
     facts = {"policies": [{"algo": "ddqn", "step": 30000, "return": 4.31}], "eval_eps": 0.0, "mean_episode_return": 2.5}
     (folder / "metadata.json").write_text(json.dumps({"fujimoto_jax": json.dumps(facts)}))
+    assert "behaviour data" not in summarize.dataset_line(ds, str(tmp_path))  # the git-ignored file alone: not read
+    launch.record_dataset(ds, str(tmp_path))
     assert summarize.dataset_line(ds, str(tmp_path)).endswith(
         "; behaviour data: its source policy: ddqn step 30,000 returned 4.3 (epsilon 0.0); its episodes: "
         "mean return 2.5")

@@ -436,7 +436,8 @@ def test_summary_on_synthetic_runs(tmp_path):
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     provenance = json.loads((out / "summary.json").read_text())
-    assert provenance["command"] == "python -m reproduce.summarize" and "commit" in provenance["git"]
+    assert provenance["command"] == "python -m reproduce.summarize" and "matplotlib" in provenance["versions"]
+    assert not {"git", "generated", "machine"} & set(provenance)  # nothing that changes with the clone or the day
     text = (out / "SUMMARY.md").read_text()
     assert "REDUCED grid" in text and "![t quick](plots/quick/t.png)" in text and (out / "plots/quick/t.png").exists()
     # aggregate: td7/td3 = 3 on A and 2 on B for every seed -> IQM = mean = 2.5, gain = 150% (reference 200: below)
@@ -677,6 +678,10 @@ def test_launcher_collects_a_dataset_after_its_source_then_trains_on_it(tmp_path
         < log.index("start td3_bc/pend")
     assert not launch.has_checkpoint(os.path.join(root, "td3", "Pendulum-v1"))
     assert os.path.exists(os.path.join(root, "logs", "collect__pend.log"))
+    # the collected dataset's facts, copied into the committed datasets.json when the collection completed
+    recorded = json.loads(open_text(root, "datasets.json"))["datasets"]
+    entry = recorded["datasets/fujimoto-jax-quick/pendulum/pend-v0/data/metadata.json"]
+    assert entry["dataset"] == "pend" and entry["facts"]["policies"][0]["algo"] == "td3"
     args = json.loads(open_text(root, "td3_bc", "pend", "config.json"))["args"]
     assert (args["dataset"], args["env_id"]) == ("minari:fujimoto-jax-quick/pendulum/pend-v0", "Pendulum-v1")
     with open(os.path.join(root, "td3_bc", "pend", "eval.csv")) as f:
