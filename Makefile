@@ -111,7 +111,8 @@ reproduce: setup
 reproduce-quick: setup
 	$(BIN)/python -m reproduce.launch --scale quick --jobs $(JOBS) $(ARGS)
 
-# Regenerate results/SUMMARY.md, results/summary.csv and results/plots/ from the runs on disk.
+# Regenerate results/SUMMARY.md, results/summary.csv and results/plots/ from the committed runs (eval.csv, config.json,
+# datasets.json) and results/reference/; a file is rewritten only when its bytes change, so a clone stays clean.
 summary: setup
 	$(BIN)/python -m reproduce.summarize
 
