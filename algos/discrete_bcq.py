@@ -93,7 +93,7 @@ class Args(runs.RunArgs):
     dataset: str = ""
     """offline data with Discrete actions: minari:<dataset id> or d4rl:<path to .hdf5> (make one with
     python -m envs.collect --recipe behavioural)"""
-    env_id: str = ""
+    env_id: runs.UnsetStr = ""
     """env of the evaluations (dqn-atari:<Game>, minatar:<game>, CartPole-v1, ...); default: the dataset's own"""
     seed: int = 0
     """seed of the first agent; agent i uses seed + i (its eval env uses seed + i + 100)"""

@@ -152,7 +152,7 @@ class Args(runs.RunArgs):
     # Experiment (the run folder's flags come from runs.RunArgs)
     dataset: str = ""
     """offline data: ogbench:<single-task name or .npz>, minari:<dataset id> or d4rl:<path to .hdf5>"""
-    env_id: str = ""
+    env_id: runs.UnsetStr = ""
     """env of the evaluations: a gymnasium id (Hopper-v4) or ogbench:<...>; default: the dataset's own env"""
     max_transitions: int = 0
     """small data: keep the first N transitions of the dataset (stored order) and drop trajectories of <= 10

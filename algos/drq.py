@@ -33,6 +33,7 @@ Memory per seed: MR.Q's (see algos/mrq.py's header; `--buffer-size` caps the slo
 slot for the forget weight's write count.
 
 Deviations and notes:
+- MinAtar (`minatar:`) is refused in one line: the pixel encoder is built for 84x84 frames and the papers never ran it.
 - InfoNCE masking: per sample, each step's loss weighted by the not-done flags before it, the form
   docs/facts.md#drq-training-step gives (the paper's text was not available). The authors' code multiplies a [B] loss by a [B, 1] mask, which broadcasts to
   B x B: after the first step the term is mean(loss) x mean(mask). `--original-infonce-mask`
@@ -183,6 +184,9 @@ def resolve_presets(args: Args) -> Args:
 
 
 def check_args(args: Args) -> None:
+    if args.env_id.startswith("minatar:"):  # before any env or folder: its conv stack shrinks 10x10 to nothing
+        raise runs.UserError(f"drq.py does not run MinAtar ({args.env_id}): DR.Q's pixel encoder is built for 84x84 "
+                             "frames and the papers never ran MinAtar; use algos/ddqn.py or algos/discrete_bcq.py")
     runs.check_args(args, counts=("max_episode_steps", "buffer_size", "batch_size", "target_update_freq", "enc_horizon",
                                   "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim", "value_hdim", "policy_hdim",
                                   "num_bins"),

@@ -29,6 +29,7 @@ slots (500 episodes of 500 steps + their final observations) x 21,210 B = 10.6 G
 x ~7.1 kB = 7.1 GB. `--buffer-size` caps the slots (an episode takes its length + 1).
 
 Deviations and notes:
+- MinAtar (`minatar:`) is refused in one line: the pixel encoder is built for 84x84 frames and the papers never ran it.
 - Multi-step return: the textbook form (reward i weighted by the product of the earlier not-done
   flags). The authors' current code weights each reward by its own not-done flag, which drops the
   reward of a terminal transition; `--original-terminal-reward` reproduces that
@@ -205,6 +206,9 @@ def resolve_presets(args: Args) -> Args:
 
 
 def check_args(args: Args) -> None:
+    if args.env_id.startswith("minatar:"):  # before any env or folder: its conv stack shrinks 10x10 to nothing
+        raise runs.UserError(f"mrq.py does not run MinAtar ({args.env_id}): MR.Q's pixel encoder is built for 84x84 "
+                             "frames and the papers never ran MinAtar; use algos/ddqn.py or algos/discrete_bcq.py")
     runs.check_args(args, counts=("max_episode_steps", "buffer_size", "batch_size", "target_update_freq", "enc_horizon",
                                   "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim", "value_hdim", "policy_hdim",
                                   "num_bins"),

@@ -112,11 +112,11 @@ class Args(runs.RunArgs):
     dataset: str = ""
     """offline data with start states: minari:<dataset id> or d4rl:<path> (make one with python -m envs.collect
     --recipe sr-dice --checkpoint <the target policy's run>)"""
-    policy: str = ""
+    policy: runs.UnsetStr = ""
     """run folder of the evaluated policy (td3/td7/ddpg, or ddqn on dqn-atari:); default: the dataset's source"""
-    policy_seed: int = -1
+    policy_seed: runs.UnsetInt = -1
     """which seed of that run is evaluated (its seed value); default: the dataset's, else the run's first"""
-    env_id: str = ""
+    env_id: runs.UnsetStr = ""
     """env of the ground truth; default: the dataset's own"""
     seed: int = 0
     """seed of the first estimator; estimator i uses seed + i"""

@@ -63,7 +63,7 @@ class Args(runs.RunArgs):
     dataset: str = ""
     """offline data: minari:<dataset id>, d4rl:<path to .hdf5> or ogbench:<single-task name or .npz> (make one
     with python -m envs.collect)"""
-    env_id: str = ""
+    env_id: runs.UnsetStr = ""
     """env of the evaluations: a gymnasium id (Hopper-v4) or an ogbench: id; default: a Minari or OGBench
     dataset's own env"""
     max_transitions: int = 0

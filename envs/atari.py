@@ -27,7 +27,7 @@ import difflib
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import UserError
+from envs.errors import UserError
 
 PREFIX = "atari:"
 DQN_PREFIX = "dqn-atari:"

@@ -65,7 +65,7 @@ import numpy as np
 
 from envs import offline, ogbench_data, runs
 from envs.gym import Evaluator, SeedEnvs, _scale_action
-from envs.runs import UserError
+from envs.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert", "imperfect", "behavioural", "sr-dice",
@@ -82,14 +82,14 @@ class Args:
     checkpoint: tuple[str, ...] = ()
     """run folder(s) with a checkpoint (--save-model): one for medium/expert/medium-replay/imperfect/behavioural/
     sr-dice, medium then expert for medium-expert"""
-    env_id: str = ""
+    env_id: runs.UnsetStr = ""
     """env to collect on; default: the checkpoint's (required for random and the ogbench recipes:
     ogbench:<env>-<play|noisy>-singletask-task<k>-v0)"""
     steps: Optional[int] = None
     """transitions to collect (per policy for medium-expert; medium-replay takes the whole buffer); unset: 1M as
     D4RL's datasets and the discrete BCQ paper's buffers (behavioural), 100k for imperfect as the BCQ paper's,
     sr-dice 50k (continuous) or 1M (discrete) as the SR-DICE code's"""
-    dataset_id: str = ""
+    dataset_id: runs.UnsetStr = ""
     """Minari id, namespace/env/name-vN; default fujimoto-jax/<env>/<recipe>-v0"""
     d4rl_out: str = ""
     """write a D4RL-format .hdf5 file at this path instead of a Minari dataset (read with --dataset d4rl:PATH)"""
@@ -97,7 +97,7 @@ class Args:
     """seed of the collection envs (env i of --num-envs gets seed + i) and of the noise"""
     num_envs: int = 8
     """envs stepped together (one policy call for all of them)"""
-    policy_seed: int = -1
+    policy_seed: runs.UnsetInt = -1
     """which seed of a multi-seed run acts (its seed value); default the run's first"""
     noise: float = 0.1
     """std of the Gaussian action noise of medium/expert/medium-expert, in units of max_action"""
@@ -130,7 +130,7 @@ class Args:
     episodes: Optional[int] = None
     """ogbench recipes: training episodes of 1,001 steps (the val file gets a tenth, at least 1); unset: 1000, as
     OGBench's datasets"""
-    out: str = ""
+    out: runs.UnsetStr = ""
     """ogbench recipes: the training file, <name>.npz (the val file is <name>-val.npz beside it); default
     $OGBENCH_DATA_DIR (else ~/.ogbench/data)/<env>-<play|noisy>-v0.npz, where --dataset ogbench:<id> looks"""
 

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from envs.runs import UserError
+from envs.errors import UserError
 
 
 class SeedDevices:

@@ -25,7 +25,7 @@ import os
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import UserError
+from envs.errors import UserError
 
 PREFIXES = ("dmc:", "dmc-pixels:")
 ACTION_REPEAT = 2

@@ -22,6 +22,10 @@ results/bench/envs_step_cpu.md (``benchmarks/envs_step.py``).
 from __future__ import annotations
 
 import difflib
+import importlib
+import os
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -29,7 +33,7 @@ from typing import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import Diverged, SpaceError, UserError
+from envs.errors import Diverged, SpaceError, UserError
 from envs.workers import check_workers, pool_for
 
 
@@ -63,7 +67,8 @@ def _make_suite_env(env_id: str, **kwargs) -> gym.Env:
 
 
 def _check_gym_id(env_id: str):
-    """A UserError for an id that is neither prefixed (dmc:, atari:, ...) nor registered with gymnasium."""
+    """A UserError for an id that is neither prefixed (dmc:, atari:, ...) nor registered with gymnasium, or
+    registered but not makeable here (a moved v2/v3 MuJoCo id, a missing extra)."""
     if env_id.startswith("ogbench:"):  # checked by name only (no import): antmaze & co. are refused here
         from envs.ogbench import parse_id
         parse_id(env_id)
@@ -75,9 +80,36 @@ def _check_gym_id(env_id: str):
     if ":" in env_id.split("/")[0] and env_id not in gym.registry:
         raise UserError(f"Unknown env id prefix in {env_id!r}; env ids are: {SUITE_PREFIXES}.")
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.6)
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=10, cutoff=0.6)
+        close = [i for i in close if _why_not(i) is None][:5]  # ids that can be made (not Hopper-v3: moved)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `gymnasium.pprint_registry()`."
         raise UserError(f"Unknown env id {env_id!r}.{hint} Other suites: {SUITE_PREFIXES}.")
+    entry = gym.registry[env_id].entry_point
+    if getattr(entry, "__name__", "") == "_raise_mujoco_py_error":  # gymnasium's stub for the v2/v3 MuJoCo ids
+        name = gym.registry[env_id].name
+        now = [i for i in gym.registry if gym.registry[i].name == name and _why_not(i) is None]
+        raise UserError(f"{env_id!r} has moved: gymnasium's MuJoCo v2/v3 envs need mujoco-py and now live in "
+                        f"gymnasium-robotics; use {' or '.join(sorted(now)) or 'a -v4 or -v5 id'} (this project's "
+                        "defaults and results use -v4).")
+    why = _why_not(env_id)
+    if why is not None:
+        raise UserError(f"{env_id!r} cannot be made here: {why}")
+
+
+def _why_not(env_id: str) -> str | None:
+    """Why a registered gymnasium id cannot be made here, else None: gymnasium's stub of a moved id (an
+    entry point that raises, e.g. _raise_mujoco_py_error) or an entry point whose module does not import
+    (a missing extra such as box2d). The first line of the error says which."""
+    entry = gym.registry[env_id].entry_point
+    try:
+        if callable(entry):
+            if getattr(entry, "__name__", "").startswith("_raise_"):
+                entry()
+            return None
+        importlib.import_module(str(entry).split(":")[0])
+    except Exception as e:
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return None
 
 
 def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **kwargs) -> gym.Env:
@@ -106,6 +138,56 @@ def make_env(env_id: str, discrete_ok: bool = False, pixels_ok: bool = False, **
         raise SpaceError(f"{env_id}: the observation space must be a 1-D Box, got {obs}"
                         + (f" ({what} observations need an algorithm that takes them, e.g. MR.Q)." if is_pixels else "."))
     return env
+
+
+GL_BACKENDS = ("egl", "osmesa")  # tried in this order when MUJOCO_GL is unset (then glfw, with a display)
+
+
+def _gl_probe(backend: str) -> str | None:
+    """Why MuJoCo cannot render with MUJOCO_GL=backend here, else None. Tried in a subprocess: a failed GL
+    context can abort the process or poison its OpenGL state."""
+    code = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"1\"/></worldbody>"
+            "</mujoco>'); r = mujoco.Renderer(m, 8, 8); r.update_scene(mujoco.MjData(m)); r.render()")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MUJOCO_GL": backend},
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return None if done.returncode == 0 else (lines[-1][:120] if lines else f"exit status {done.returncode}")
+
+
+def _is_mujoco(env_id: str) -> bool:
+    if env_id.startswith(("dmc:", "dmc-pixels:", "ogbench:")):
+        return True
+    spec = gym.registry.get(env_id)
+    return spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith("gymnasium.envs.mujoco")
+
+
+def _gl_for_video(env_id: str) -> None:
+    """Before recording a MuJoCo env: keep a MUJOCO_GL that renders, or pick the first of egl, osmesa (glfw
+    with a display) that does when it is unset; else one UserError line naming MUJOCO_GL."""
+    if not _is_mujoco(env_id):
+        return
+    given = os.environ.get("MUJOCO_GL")
+    if given:
+        why = _gl_probe(given)
+        if why is None:
+            return
+        raise UserError(f"--capture-video: MuJoCo cannot render with MUJOCO_GL={given} here ({why}); unset it to "
+                        "try egl and osmesa, or install one (apt-get install libegl1 libegl-mesa0, or libosmesa6) and "
+                        "set MUJOCO_GL=egl or MUJOCO_GL=osmesa")
+    tried = []
+    for backend in GL_BACKENDS + (("glfw",) if os.environ.get("DISPLAY") else ()):
+        why = _gl_probe(backend)
+        if why is None:
+            os.environ["MUJOCO_GL"] = backend
+            print(f"--capture-video: MUJOCO_GL was unset; rendering with MUJOCO_GL={backend}")
+            return
+        tried.append(f"{backend}: {why}")
+    raise UserError(f"--capture-video: MuJoCo cannot render here with MUJOCO_GL unset (tried {'; '.join(tried)}); "
+                    "install one (apt-get install libegl1 libegl-mesa0, or libosmesa6) and set MUJOCO_GL=egl or "
+                    "MUJOCO_GL=osmesa")
 
 
 @dataclass
@@ -353,6 +435,8 @@ class Evaluator(_Spaces):
                 env_kwargs=env_kwargs))
             super().__init__(*self._pool.spaces)
             return
+        if video_dir:
+            _gl_for_video(env_id)
         self.envs = [make_env(env_id, discrete_ok, pixels_ok, **(env_kwargs or {}),
                               **({"render_mode": "rgb_array"} if video_dir and i == 0 else {}))
                      for i in range(len(self.eval_seeds))]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs import offline
-from envs.runs import UserError
+from envs.errors import UserError
 
 
 @dataclass

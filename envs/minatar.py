@@ -25,7 +25,7 @@ import difflib
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import UserError
+from envs.errors import UserError
 
 PREFIX = "minatar:"
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")

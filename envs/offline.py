@@ -62,6 +62,7 @@ dataset, unchanged.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ from typing import Optional
 
 import numpy as np
 
-from envs.runs import UserError, require, versions
+from envs.errors import UserError, require
 
 # D4RL reference returns (d4rl/infos.py REF_MIN_SCORE / REF_MAX_SCORE), the same for -v0/-v1/-v2
 # of each locomotion task; keyed by the gymnasium env family. See docs/facts.md#d4rl-normalised-scores.
@@ -654,7 +655,7 @@ def _load_ogbench(spec: str, source: _OGBenchSource, oid, env) -> Transitions:
             "trajectories": len(ends), "goal_transitions": int(terminated.sum()),
             "val_transitions": len(val["rewards"]), "val_trajectories": int(np.sum(val["terminals"])),
             "timeouts": "trajectory ends bootstrap (1 - OGBench's masks)", "collect": facts or None,
-            "ogbench_version": versions(("ogbench",))["ogbench"]}
+            "ogbench_version": importlib.metadata.version("ogbench")}
     return Transitions(train["observations"], train["actions"], train["rewards"].astype(np.float32),
                        train["next_observations"], terminated, info=info,
                        start_obs=train["observations"][np.r_[0, ends[:-1] + 1]])

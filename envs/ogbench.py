@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import UserError, require
+from envs.errors import UserError, require
 
 PREFIX = "ogbench:"
 # The manipulation envs whose data OGBench's packaged oracles generate (ogbench.manipspace.oracles).

@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 
 from envs import ogbench, runs
-from envs.runs import UserError
+from envs.errors import UserError
 
 RECIPES = {"ogbench-play": "play", "ogbench-noisy": "noisy"}
 EPISODE_STEPS = 1001  # commands.sh: --max_episode_steps=1001 for every manipulation dataset

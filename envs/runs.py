@@ -1,11 +1,13 @@
 """The run contract, written once: everything an algorithm file does around its algorithm.
 
-* **Errors.** ``UserError`` is a mistake of the user's (a bad flag value, an unknown env, a bad
+* **Errors.** ``UserError`` (defined in envs/errors.py, below the adapters, and re-exported here) is a
+  mistake of the user's (a bad flag value, an unknown env, a bad
   checkpoint, a missing extra, a diverged run); ``cli`` prints it as one line ``error: ...`` and
   exits with status 2. Every check runs before ``Run.start`` creates the folder, so a refused run
   leaves none behind. Internal errors keep their traceback. Ctrl-C prints how to resume.
 * **Checks.** ``check_args`` validates the flags every algorithm shares and the ranges it names.
-* **The run folder** (``Run``): config.json (args, versions, git commit, machine), eval.csv
+* **The run folder** (``Run``): config.json (args, versions, machine, and under ``git`` the algorithm file
+  that ran: its sha256, the commit of the repository holding it and whether it equals the file there), eval.csv
   (rewritten atomically at each evaluation), train_episodes.csv and any extra CSV (appended,
   flushed at each evaluation), TensorBoard / W&B, the progress bar, and ``--resume``.
 * **Checkpoints** (``Run.save``, ``Checkpoint``): no pickle. Arrays go in ``.npz`` files, host
@@ -35,15 +37,24 @@ import subprocess
 import sys
 import time
 import zipfile
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import jax
 import numpy as np
+import tyro.conf
+
+from envs.errors import Diverged, SpaceError, UserError, require  # noqa: F401 (re-exported)
 
 EVAL_HEADER = ["algo", "env", "seed", "step", "return", "time_s"]
 EPISODE_HEADER = ["algo", "env", "seed", "step", "episode_return", "episode_length"]
 FORMAT = "fujimoto-jax checkpoint 1"
 CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old")  # .old survives a crash between the two renames of a save
+
+
+# A flag whose help text says in words what its unset value ('' or -1) means: tyro shows "(optional)" there,
+# not a "(default: '')" or "(default: -1)" that contradicts the words (tests/test_rough_edges.py).
+UnsetStr = Annotated[str, tyro.conf.arg(help_behavior_hint="(optional)")]
+UnsetInt = Annotated[int, tyro.conf.arg(help_behavior_hint="(optional)")]
 
 
 @dataclasses.dataclass
@@ -86,34 +97,14 @@ class RunArgs:
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors
+# Errors (UserError, SpaceError, Diverged and require live in envs/errors.py, below every adapter)
 # ---------------------------------------------------------------------------------------------
-class UserError(ValueError):
-    """A mistake in the user's input: printed as one line, exit status 2, no traceback."""
-
-
-class SpaceError(UserError, TypeError):
-    """An env whose action or observation space this algorithm cannot take."""
-
-
-class Diverged(UserError, FloatingPointError):
-    """A non-finite loss or action: the run stops, what was written before stays."""
-
-
 class RunComplete(Exception):
     """--resume of a run that has nothing left to do."""
 
 
 _RUN_FLAGS = {f.name for f in dataclasses.fields(RunArgs)} | {"total_timesteps"}  # not the learner's shape
 _ACTIVE: list["Run"] = []
-
-
-def require(module: str, flag: str, extra: str):
-    """Import an optional dependency or fail with the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"{flag} needs {module.split('.')[0]}: pip install -e '.[{extra}]'") from None
 
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository's root
@@ -272,10 +263,11 @@ def versions(extra: tuple = ()) -> dict:
     return out
 
 
-def git_info() -> dict:
-    """The project's commit, and whether tracked code differs from it. Changes under results/
-    (``make summary`` rewrites tracked files there) do not make a run dirty."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def git_info(where: Optional[str] = None) -> dict:
+    """The commit of the repository holding the folder ``where`` (default: this project's), and whether
+    tracked code differs from it. Changes under results/ (``make summary`` rewrites tracked files there)
+    do not make a run dirty."""
+    here = where or os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
@@ -285,6 +277,49 @@ def git_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"commit": None, "dirty": None}
+
+
+def algo_provenance(path: str) -> dict:
+    """What ran: the algorithm file ``path``, its sha256, the commit of the repository that contains it
+    (not necessarily this project: a copy elsewhere is described by its own repository, or by none) and
+    ``algo_matches_commit``: whether its bytes equal the file at that commit (None outside a repository).
+    When the file is not in this project, ``envs`` holds the project's commit (the plumbing it imported)."""
+    import hashlib
+
+    path = os.path.realpath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    folder = os.path.dirname(path)
+    out = {**git_info(folder), "algo_file": path, "algo_sha256": hashlib.sha256(data).hexdigest(),
+           "algo_matches_commit": None}
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True,
+                             timeout=10)
+        top = os.path.realpath(top.stdout.strip()) if top.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        top = None
+    if out["commit"] is None or top is None:
+        out["commit"] = out["dirty"] = None
+        out["note"] = f"{path} is in no git repository: no commit to compare it with; algo_sha256 identifies it"
+    else:
+        rel = os.path.relpath(path, top).replace(os.sep, "/")
+        try:
+            shown = subprocess.run(["git", "show", f"{out['commit']}:{rel}"], cwd=top, capture_output=True, timeout=10)
+            out["algo_matches_commit"] = shown.returncode == 0 and shown.stdout == data
+            if shown.returncode != 0:
+                out["note"] = f"{rel} is not in commit {out['commit'][:10]} of {top}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if top != os.path.realpath(PROJECT):
+        out["envs"] = git_info()
+    return out
+
+
+def _algo_file(Args) -> Optional[str]:
+    """The file that defines ``Args`` (the algorithm file that runs, ``__main__`` included), if any."""
+    module = sys.modules.get(getattr(Args, "__module__", ""), None)
+    path = getattr(module, "__file__", None)
+    return path if path and os.path.isfile(path) else None
 
 
 def take_seed(tree, index: int, copies: int = 1):
@@ -539,6 +574,8 @@ class Run:
     def __init__(self, algo: str, args, Args, eval_header=EVAL_HEADER, csvs: Optional[dict] = None):
         self.algo, self.eval_header, self.csv_headers = algo, eval_header, {"train_episodes": EPISODE_HEADER,
                                                                             **(csvs or {})}
+        self.algo_file = _algo_file(Args)
+        self.git = None  # provenance, read once by start
         self.checkpoint: Optional[Checkpoint] = None
         process = ""
         if getattr(args, "distributed", False):  # this process's block of seeds, in its own folder
@@ -630,6 +667,7 @@ class Run:
             write_atomic(path, buf.getvalue())
             self.files[name] = open(path, "a", newline="")
             self.writers[name] = csv.writer(self.files[name])
+        self.git = algo_provenance(self.algo_file) if self.algo_file else git_info()
         self._write_config(info)
         if tb_module:
             self.tb = tb_module.SummaryWriter(os.path.join(self.dir, "tb"))
@@ -653,10 +691,10 @@ class Run:
                 config = json.load(f)
             config["args"] = dataclasses.asdict(self.args)  # a longer --total-timesteps
             config.setdefault("resumed", []).append({"step": self.checkpoint.step, "at": _now(), "command": command,
-                                                     "versions": versions(), "git": git_info()})
+                                                     "versions": versions(), "git": self.git})
         else:
             config = {"algo": self.algo, "args": dataclasses.asdict(self.args), "versions": versions(),
-                      "git": git_info(), "command": command, "cwd": os.getcwd(),
+                      "git": self.git, "command": command, "cwd": os.getcwd(),
                       "machine": {"platform": platform.platform(), "processor": platform.machine(),
                                   "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()],
                                   "seed_devices": self.devices.describe(), "process": [jax.process_index(),
@@ -690,7 +728,7 @@ class Run:
     def print(self, text: str) -> None:
         text = f"[{self.algo} {self.args.env_id}] {text}"
         if self.progress is not None:
-            self.progress.console.print(text, markup=False, highlight=False)
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)  # never wrapped
         else:
             print(text)
 
@@ -790,7 +828,7 @@ class Run:
         meta = {"format": FORMAT, "algo": self.algo, "args": dataclasses.asdict(self.args), "step": int(step),
                 "complete": bool(step >= self.args.total_timesteps if complete is None else complete),
                 "saves": self._saves, "saved_at": _now(), "elapsed_s": self.elapsed(), "versions": versions(),
-                "git": git_info(), "trees": {}, "files": {}}
+                "git": self.git or git_info(), "trees": {}, "files": {}}
         arrays, meta["sliced"] = {}, {}
         n, cap = np.shape(jax.tree_util.tree_leaves(ring)[0])[:2] if ring is not None else (None, None)
         filled = min(int(np.max(written)), cap) if ring is not None else None
@@ -856,11 +894,16 @@ def evaluate_saved(algo: str, args, Args, policy_from: Callable, evaluator_kwarg
     saved = ckpt.make_args(Args)
     seeds = [saved.seed + i for i in range(saved.num_seeds)]
     video_dir = os.path.join(args.checkpoint, "videos") if args.capture_video else None
-    evaluator = Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
-                          **(evaluator_kwargs(saved) if evaluator_kwargs else {}))
-    returns = evaluator(policy_from(saved, evaluator, ckpt))
-    successes = evaluator.successes  # NaN where the env reports no success (only OGBench's do)
-    evaluator.close()
+    existed = video_dir is not None and os.path.isdir(video_dir)
+    try:
+        evaluator = Evaluator(saved.env_id, [s + 100 for s in seeds], args.eval_episodes, video_dir=video_dir,
+                              **(evaluator_kwargs(saved) if evaluator_kwargs else {}))
+        returns = evaluator(policy_from(saved, evaluator, ckpt))
+        successes = evaluator.successes  # NaN where the env reports no success (only OGBench's do)
+        evaluator.close()
+    finally:  # a recording that failed leaves no empty videos/ folder behind
+        if video_dir and not existed and os.path.isdir(video_dir) and not os.listdir(video_dir):
+            os.rmdir(video_dir)
     t = ckpt.host.get("t")
     step = {str(s): int(x) for s, x in zip(seeds, t)} if isinstance(t, np.ndarray) else ckpt.step  # seeds apart (TD7)
     write_eval_report(args.checkpoint, int(np.max(t)) if isinstance(t, np.ndarray) else ckpt.step, {

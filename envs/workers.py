@@ -23,9 +23,11 @@ repeated here, so any W gives the serial results bit for bit (tests/test_paralle
   every worker's reply before raising, so the pipes stay in step. A worker that dies (killed,
   crashed in C) is a ``RuntimeError`` naming its seeds and exit code.
 * No pickle: every message is a JSON header plus the raw bytes of its numpy arrays (``encode`` /
-  ``decode``; arrays, numbers, strings, lists, tuples, dicts, ``EnvStep``, Box/Discrete spaces, and
-  exceptions as type name + message, rebuilt only as a known type), sent with ``send_bytes``. The
-  process start passes a pipe and a name; what to build comes as the first message. Arrays travel
+  ``decode``; arrays, numbers, strings, lists, tuples, dicts, a dataclass's fields (``EnvStep``, which
+  arrives as a namespace of them), Box/Discrete spaces, and exceptions as type name + message, rebuilt
+  only as a known type), sent with ``send_bytes``. The process start passes a pipe, a name and the class
+  to build (``SeedEnvs`` or ``Evaluator``, by reference, as multiprocessing starts any process: this module
+  imports nothing of ``envs.gym``, which sits above it); its arguments come as the first message. Arrays travel
   copied over pipes, without shared memory (round trips: results/bench/envs_step_cpu.md).
 """
 
@@ -37,13 +39,14 @@ import multiprocessing
 import operator
 import signal
 import traceback
+import types
 import weakref
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 
-from envs.runs import Diverged, SpaceError, UserError
+from envs.errors import Diverged, SpaceError, UserError
 
 
 def check_workers(workers, num: int) -> int:
@@ -107,10 +110,8 @@ def encode(obj) -> bytes:
             return {"Discrete": [int(x.n), int(x.start)]}
         if isinstance(x, gym.spaces.Box):
             return {"Box": [enc(x.low), enc(x.high), x.dtype.str]}
-        from envs.gym import EnvStep
-
-        if isinstance(x, EnvStep):
-            return {"EnvStep": enc({f.name: getattr(x, f.name) for f in dataclasses.fields(x)})}
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):  # EnvStep
+            return {"fields": enc({f.name: getattr(x, f.name) for f in dataclasses.fields(x)})}
         if isinstance(x, BaseException):
             message = x.args[0] if len(x.args) == 1 and isinstance(x.args[0], str) else str(x)
             return {"error": [type(x).__name__, message, list(getattr(x, "__notes__", []))]}
@@ -144,10 +145,8 @@ def decode(data: bytes):
             return gym.spaces.Discrete(v[0], start=v[1])
         if kind == "Box":
             return gym.spaces.Box(dec(v[0]), dec(v[1]), dtype=np.dtype(v[2]))
-        if kind == "EnvStep":
-            from envs.gym import EnvStep
-
-            return EnvStep(**dec(v))
+        if kind == "fields":
+            return types.SimpleNamespace(**dec(v))
         if kind == "error":
             name, message, notes = v
             err = _ERRORS[name](message) if name in _ERRORS else RuntimeError(f"{name}: {message}")
@@ -187,17 +186,15 @@ def _with_note(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
-def _serve(conn, where: str):
-    """A worker's life: read what to build (the first message), build it, report its spaces, then run
-    calls until told to stop."""
-    from envs import gym as env_gym
-
+def _serve(conn, where: str, factory):
+    """A worker's life: read the arguments of ``factory`` (the first message), build it, report its
+    spaces, then run calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        factory, kwargs, env_id, spec = _recv(conn)
+        kwargs, env_id, spec = _recv(conn)
         if spec is not None and env_id not in gym.registry:
             gym.registry[env_id] = gym.envs.registration.EnvSpec.from_json(spec)
-        obj = {"SeedEnvs": env_gym.SeedEnvs, "Evaluator": env_gym.Evaluator}[factory](**kwargs)
+        obj = factory(**kwargs)
         reply = ("ok", obj.space_args)
     except BaseException as e:
         _send(conn, ("err", _with_note(e, where)))
@@ -246,7 +243,7 @@ class WorkerPool:
     says which seeds, for errors). Construction waits until every worker has built its envs and
     raises the first worker's error, if any, after ending them all."""
 
-    def __init__(self, factory: str, kwargs: Sequence[dict], env_id: str, names: Sequence[str]):
+    def __init__(self, factory: type, kwargs: Sequence[dict], env_id: str, names: Sequence[str]):
         ctx = mp_context()
         spec = _spec_json(env_id)
         self.names, self.conns, self.procs = list(names), [], []
@@ -255,10 +252,11 @@ class WorkerPool:
         try:
             for kw, name in zip(kwargs, self.names):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(child, name), daemon=True, name=f"env-worker {name}")
+                proc = ctx.Process(target=_serve, args=(child, name, factory), daemon=True,
+                                   name=f"env-worker {name}")
                 proc.start()
                 child.close()
-                _send(parent, (factory, kw, env_id, spec))
+                _send(parent, (kw, env_id, spec))
                 self.conns.append(parent)
                 self.procs.append(proc)
             self.spaces = self._gather(range(len(self.conns)))[0]
@@ -314,7 +312,7 @@ def pool_for(cls, env_id: str, seeds: Sequence[Any], workers: int, kwargs_of) ->
     ``kwargs_of(block)`` gives the constructor arguments of a block (a slice of the seed indices)."""
     bl = blocks(len(seeds), workers)
     names = [f"{k} (seeds {seeds[b.start]}..{seeds[b.stop - 1]})" for k, b in enumerate(bl)]
-    return WorkerPool(cls.__name__, [kwargs_of(b) for b in bl], env_id, names), bl
+    return WorkerPool(cls, [kwargs_of(b) for b in bl], env_id, names), bl
 
 
 __all__ = ["WorkerPool", "blocks", "check_workers", "decode", "encode", "mp_context", "pool_for"]
