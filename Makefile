@@ -45,9 +45,10 @@ train: setup
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially; a group of tests sharing a module fixture stays on
 # one worker; the longest files first; JAX's compilation cache on from the start): 563 tests in 966 s on 2 CPU
 # cores in a fresh clone (1,020 s with the install), 530 s with a warm cache (2026-12-06; 378 tests took 980-1,084
-# s on 2026-12-02, and the machine's CPU time per run varies during the day).
+# s on 2026-12-02, and the machine's CPU time per run varies during the day). It installs the docs packages
+# too: tests/test_docs_site.py builds the site in strict mode.
 TEST_WORKERS ?= 2
-test: setup
+test: setup setup-docs
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
@@ -113,8 +114,10 @@ reproduce-quick: setup
 
 # Regenerate results/SUMMARY.md, results/summary.csv and results/plots/ from the committed runs (eval.csv, config.json,
 # datasets.json) and results/reference/; a file is rewritten only when its bytes change, so a clone stays clean.
+# Then the generated blocks of docs/algos/*.md (curves, quick-grid rows) from them: docs/pages.py.
 summary: setup
 	$(BIN)/python -m reproduce.summarize
+	$(BIN)/python docs/pages.py
 
 # The documentation site (mkdocs.yml, docs/, docs/hooks.py) in strict mode: a broken link, a missing anchor or a page
 # left out of the nav fails. The docs extra at the exact versions of requirements-docs.lock; the site goes to site/.

@@ -186,7 +186,8 @@ def resolve_presets(args: Args) -> Args:
 def check_args(args: Args) -> None:
     if args.env_id.startswith("minatar:"):  # before any env or folder: its conv stack shrinks 10x10 to nothing
         raise runs.UserError(f"drq.py does not run MinAtar ({args.env_id}): DR.Q's pixel encoder is built for 84x84 "
-                             "frames and the papers never ran MinAtar; use algos/ddqn.py or algos/discrete_bcq.py")
+                             "frames and the papers never ran MinAtar; use algos/ddqn.py (online) or "
+                             "algos/discrete_bcq.py (offline)")
     runs.check_args(args, counts=("max_episode_steps", "buffer_size", "batch_size", "target_update_freq", "enc_horizon",
                                   "q_horizon", "zs_dim", "za_dim", "zsa_dim", "enc_hdim", "value_hdim", "policy_hdim",
                                   "num_bins"),

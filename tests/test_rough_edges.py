@@ -248,6 +248,26 @@ def test_capture_video_without_a_working_gl_backend_fails_in_one_line(hopper_che
     assert not (hopper_checkpoint / "videos").exists()
 
 
+def test_gl_picker_takes_the_first_backend_that_renders(monkeypatch, capsys):
+    """MUJOCO_GL unset: egl is tried first; when only osmesa renders, osmesa is set and said. A MuJoCo env only."""
+    from envs import gym as env_gym
+
+    tried = []
+    monkeypatch.setenv("MUJOCO_GL", "")  # recorded, so the value the picker sets is undone after the test
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(env_gym, "_gl_probe",
+                        lambda backend: tried.append(backend) or (None if backend == "osmesa" else "no EGL"))
+    env_gym._gl_for_video("Pendulum-v1")  # classic control: no GL backend needed, nothing probed
+    assert tried == [] and "MUJOCO_GL" not in os.environ
+    env_gym._gl_for_video("Hopper-v4")
+    assert tried == ["egl", "osmesa"] and os.environ["MUJOCO_GL"] == "osmesa"
+    assert "rendering with MUJOCO_GL=osmesa" in capsys.readouterr().out
+    tried.clear()
+    env_gym._gl_for_video("Hopper-v4")  # now set and working: kept, probed once
+    assert tried == ["osmesa"] and os.environ["MUJOCO_GL"] == "osmesa"
+
+
 def test_capture_video_cli_with_mujoco_gl_unset(hopper_checkpoint):
     """As a user on a headless machine: a backend that renders is picked (a video is written), or one line."""
     proc = _cli(os.path.join("algos", "td3.py"), "--eval-only", "--checkpoint", str(hopper_checkpoint),

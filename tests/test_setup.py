@@ -47,7 +47,10 @@ def test_lock_pins_setuptools_that_meets_the_build_requirement():
 
 
 def test_license_is_an_spdx_string():
-    assert isinstance(_pyproject()["project"]["license"], str)
+    from packaging.licenses import canonicalize_license_expression
+
+    license = _pyproject()["project"]["license"]
+    assert isinstance(license, str) and canonicalize_license_expression(license) == license
 
 
 def test_building_the_project_prints_no_deprecation(tmp_path):
