@@ -52,7 +52,7 @@ test: setup setup-docs
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 # Tests marked @pytest.mark.slow, kept out of `make test` to hold it under 15 minutes (TD7's, DDPG's, MR.Q's, DR.Q's, TD3+LAP's and BCQ's learning tests, SR-DICE's Atari pipeline, TD7's 4-device sharding,
-# DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, DriftQL's learning test, the launcher
+# DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, TD7's offline resume, DriftQL's learning test, the launcher
 # generating OGBench data and training DriftQL and TD3+BC on it; the learning tests of td3_sem, td3_bc_sparse and
 # td3_ot: 197 s together on 2 CPU cores, 2026-12-06).
 # 17 tests in 912 s on 2 CPU cores (2026-12-06, a fresh clone). `make parity`: 87 tests in 202 s there (cold cache);

@@ -1,4 +1,8 @@
-"""mkdocs hook: serve the repository files that the pages link to outside docs/.
+"""mkdocs hook: the home page from README.md, and the repository files the pages link to outside docs/.
+
+The site's home page, index.md, is README.md: on_files generates it with README's repo-root-relative links
+rewritten to docs-relative ones (`docs/algos/td3.md` -> `algos/td3.md`, `algos/td3.py` -> `../algos/td3.py`),
+so there is no hand-kept copy. A link to README.md or to docs/ from any page leads to the home page.
 
 The pages link to repository files with repo-relative paths that are right on a code host
 (`../results/parity.md` from docs/parity.md, `../../algos/td3.py` from docs/algos/td3.md). mkdocs
@@ -14,11 +18,15 @@ A link to a file that does not exist is left as it is, so mkdocs reports it and 
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
 
 PREFIX = "_repo"
+README = "README.md"  # repository path of the home page's source
+HOME = "index.md"
+log = logging.getLogger("mkdocs.hooks.home")
 
 # A fenced code block, an inline code span, an inline link or image `[text](target "title")`, or a
 # reference definition `[id]: target`.
@@ -62,6 +70,19 @@ def _rewrite(markdown: str, fn) -> str:
     return _TOKEN.sub(sub, markdown)
 
 
+def home_markdown(readme: str, docs_rel: str = "docs") -> str:
+    """README.md's text as the home page docs/index.md: every relative link made relative to docs/."""
+
+    def fn(target: str) -> str:
+        path, tail = _split(target)
+        if not path:
+            return target
+        resolved = posixpath.normpath(path)
+        return posixpath.relpath(resolved, docs_rel) + tail
+
+    return _rewrite(readme, fn)
+
+
 def _split(target: str) -> tuple[str, str]:
     path = relative_path(target) or ""
     return path, target[len(path):]
@@ -95,19 +116,31 @@ _state: dict[str, _Repo] = {}
 
 
 def on_files(files, config):
+    from mkdocs.exceptions import PluginError
     from mkdocs.structure.files import File, InclusionLevel
 
     repo = _state["repo"] = _Repo(config)
-    todo = [(f.src_uri, f.abs_src_path) for f in files.documentation_pages()]
+    if files.get_file_from_path(HOME) is not None:
+        raise PluginError(f"{repo.docs_rel}/{HOME} exists, but the home page is generated from {README}: delete it")
+    try:
+        with open(os.path.join(repo.root, README), encoding="utf-8") as fh:
+            readme = fh.read()
+    except OSError as e:
+        raise PluginError(f"the home page is generated from {README}, which cannot be read: {e}") from None
+    for target in links(readme):  # named as written in README.md; mkdocs names them as on the home page
+        path = relative_path(target)
+        resolved = path and repo.resolve(README, path)
+        if resolved and resolved != repo.docs_rel and not os.path.isfile(os.path.join(repo.root, resolved)):
+            log.warning(f"{README} (the home page) links to '{target}', which is no file of the repository")
+    files.append(File.generated(config, HOME, content=home_markdown(readme, repo.docs_rel)))
+    todo = [(f.src_uri, f.content_string) for f in files.documentation_pages()]
     while todo:
-        src_uri, abs_path = todo.pop()
-        with open(abs_path, encoding="utf-8") as fh:
-            text = fh.read()
+        src_uri, text = todo.pop()
         here = repo.repo_path(src_uri)
         for target in links(text):
             path = relative_path(target)
             resolved = path and repo.resolve(here, path)
-            if not resolved or not repo.outside_docs(resolved) or resolved in repo.served:
+            if not resolved or not repo.outside_docs(resolved) or resolved in repo.served or resolved == README:
                 continue
             abs_target = os.path.join(repo.root, resolved)
             if not os.path.isfile(abs_target):
@@ -118,8 +151,14 @@ def on_files(files, config):
             new = File.generated(config, uri, abs_src_path=abs_target, inclusion=InclusionLevel.NOT_IN_NAV)
             files.append(new)
             if new.is_documentation_page():
-                todo.append((uri, abs_target))
+                todo.append((uri, new.content_string))
     return files
+
+
+def on_serve(server, config, builder):
+    """`mkdocs serve` rebuilds when README.md, the home page's source, changes."""
+    server.watch(os.path.join(os.path.dirname(os.path.realpath(config["docs_dir"])), README))
+    return server
 
 
 def on_page_markdown(markdown, page, config, files):
@@ -136,8 +175,10 @@ def on_page_markdown(markdown, page, config, files):
             return target
         if resolved in repo.served:
             new_uri = repo.served[resolved]
+        elif resolved in (README, repo.docs_rel):  # README and the docs folder: the home page
+            new_uri = HOME
         elif not repo.outside_docs(resolved):
-            new_uri = resolved[len(repo.docs_rel) + 1:] if resolved != repo.docs_rel else ""
+            new_uri = resolved[len(repo.docs_rel) + 1:]
         else:
             return target  # a missing file: mkdocs reports the link as it was written
         return posixpath.relpath(new_uri, page_dir or ".") + tail

@@ -12,7 +12,7 @@ Each page is hand-written except its blocks between `<!-- generated: NAME -->` a
 Usage:
     python docs/pages.py            # rewrite the blocks (a page missing for an algos/*.py file is created)
     python docs/pages.py --check    # exit 1 naming every stale block, missing page or page without a file
-    python docs/pages.py td3 td7    # only these pages
+    python docs/pages.py td3 td7    # only these pages (a name without an algos/<name>.py: exit 2)
 
 Output depends only on the files above (sorted, no timestamps), so it is the same on every machine.
 """
@@ -26,7 +26,11 @@ import glob
 import os
 import re
 import sys
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = "docs/algos"
@@ -58,6 +62,11 @@ def algo_names(root: str = ROOT) -> list[str]:
 
 def page_names(root: str = ROOT) -> list[str]:
     return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(root, PAGES, "*.md")))
+
+
+def _count(n, noun: str) -> str:
+    """'1 seed', '5 seeds' ('? seeds' when n is unknown); noun's last word takes the plural."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _fence(text: str, info: str = "text") -> str:
@@ -143,7 +152,7 @@ def bench_block(root: str, name: str) -> str:
                 shown = rows[:BENCH_ROWS]
                 part += table[:2] + shown
                 if len(rows) > len(shown):
-                    part += ["", f"({len(rows) - len(shown)} more rows in the file.)"]
+                    part += ["", f"({_count(len(rows) - len(shown), 'more row')} in the file.)"]
                 part.append("")
         parts.append("\n".join(part).rstrip() + "\n")
     if not parts:
@@ -227,9 +236,10 @@ def curves_block(root: str, name: str) -> str:
     parts = []
     for grid, quick in _quick_grids(root, name):
         png = f"results/plots/quick/{grid}.png"
+        budgets = quick.get("budgets", [])
         what = (f"`reproduce/grids/{grid}.toml`, `[scale.quick]`: {', '.join(quick.get('algos', []))} on "
-                f"{', '.join(quick.get('envs', []))}, {quick.get('seeds', '?')} seeds, budget "
-                f"{', '.join(f'{b:,}' for b in quick.get('budgets', []))}")
+                f"{', '.join(quick.get('envs', []))}, {_count(quick.get('seeds', '?'), 'seed')}, "
+                f"{'budget' if len(budgets) == 1 else 'budgets'} {', '.join(f'{b:,}' for b in budgets)}")
         if os.path.exists(os.path.join(root, png)):
             parts.append(f"![{grid} quick grid]({UP}/{png})\n\n*{what}.*\n")
         else:
@@ -329,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(os.path.join(args.root, "algos")):
             raise UserError(f"--root {args.root} has no algos/ folder")
         unknown = sorted(set(args.names) - set(algo_names(args.root)))
-        if unknown and not args.check:
+        if unknown:
             raise UserError(f"no algos/<name>.py for: {', '.join(unknown)}")
         if args.check:
             problems = stale(args.root, args.names or None)
@@ -338,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 print(f"{len(problems)} stale; run: python docs/pages.py", file=sys.stderr)
                 return 1
-            print(f"{len(args.names) or len(algo_names(args.root))} pages up to date")
+            print(f"{_count(len(args.names) or len(algo_names(args.root)), 'page')} up to date")
             return 0
         for rel in write(args.root, args.names or None):
             print(f"wrote {rel}")

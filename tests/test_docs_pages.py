@@ -2,11 +2,13 @@
 
 import ast
 import glob
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -139,6 +141,38 @@ def test_generated_blocks_pick_the_right_sources():
     assert "results/plots/quick/lap_pal_td3.png" in curves and "results/plots/quick/td3.png" not in curves
 
 
+def test_counts_are_singular_or_plural(tmp_path):
+    grids = tmp_path / "reproduce" / "grids"
+    grids.mkdir(parents=True)
+    (grids / "one.toml").write_text('[scale.quick]\nalgos = ["td3"]\nenvs = ["Hopper-v4"]\nseeds = 1\n'
+                                    'budgets = [15_000]\n')
+    (grids / "two.toml").write_text('[scale.quick]\nalgos = ["td3"]\nenvs = ["Hopper-v4"]\nseeds = 2\n'
+                                    'budgets = [5_000, 10_000]\n')
+    curves = pages.curves_block(str(tmp_path), "td3")
+    assert "Hopper-v4, 1 seed, budget 15,000;" in curves and "Hopper-v4, 2 seeds, budgets 5,000, 10,000;" in curves
+    bench = tmp_path / "results" / "bench"
+    bench.mkdir(parents=True)
+    table = "| algo | x |\n|---|---|\n" + "".join(f"| td3 | {i} |\n" for i in range(pages.BENCH_ROWS + 1))
+    (bench / "td3_cpu.md").write_text("# TD3 speed\n\n" + table)
+    (tmp_path / "algos").mkdir()
+    (tmp_path / "algos" / "td3.py").write_text('"""TD3."""\n')
+    assert "(1 more row in the file.)" in pages.bench_block(str(tmp_path), "td3")
+
+
+def test_tomli_stands_in_for_tomllib_before_python_3_11(monkeypatch):
+    fake = types.ModuleType("tomli")
+    monkeypatch.setitem(sys.modules, "tomli", fake)
+    monkeypatch.setattr(sys, "version_info", (3, 10, 14, "final", 0))
+    spec = importlib.util.spec_from_file_location("pages_py310", os.path.join(ROOT, "docs", "pages.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.dont_write_bytecode = True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = False
+    assert module.tomllib is fake
+
+
 def test_every_flag_on_a_page_exists():
     flags = program_flags()
     bad = []
@@ -159,7 +193,8 @@ def test_a_renamed_flag_is_caught():
 
 
 @pytest.mark.parametrize("argv, message", [(["--bogus"], "unrecognized arguments"),
-                                           (["no_such_algo"], "no algos/<name>.py for: no_such_algo")])
+                                           (["no_such_algo"], "no algos/<name>.py for: no_such_algo"),
+                                           (["--check", "td3", "no_such_algo"], "no algos/<name>.py for: no_such_algo")])
 def test_bad_input_is_one_line_and_status_2(argv, message):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "pages.py"), *argv], capture_output=True,
                        text=True, timeout=120)
