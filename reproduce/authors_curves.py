@@ -26,7 +26,7 @@ import os
 import re
 import sys
 
-from reproduce.grid import ROOT
+from reproduce.grid import ROOT, write_if_changed
 
 OUT_DIR = os.path.join(ROOT, "results", "reference", "curves")
 AUTHORS_DIR = os.path.join(os.path.dirname(ROOT), "shared", "authors")
@@ -96,7 +96,10 @@ def parse_td3_folder(folder: str, algo: str = "td3") -> list[tuple]:
             m = re.fullmatch(r"TD3_(.+-v\d+)_(\d+)\.npy", name)
             if not m:
                 continue
-            values = np.load(os.path.join(folder, sub, name), allow_pickle=False).ravel()
+            try:
+                values = np.load(os.path.join(folder, sub, name), allow_pickle=False).ravel()
+            except (ValueError, OSError, EOFError) as e:  # EOFError: a file cut short
+                raise CurveError(f"{sub}/{name}: {e}") from None
             rows += [(algo, m[1], int(m[2]), i * TD3_EVAL_FREQ, f"{float(v):.5f}") for i, v in enumerate(values)]
     return rows
 
@@ -109,24 +112,10 @@ def tidy_csv(rows: list[tuple]) -> str:
     return buf.getvalue()
 
 
-def write_if_changed(path: str, text: str) -> bool:
-    data = text.encode()
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return False
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
-    return True
-
-
 def convert(authors_dir: str, out_dir: str = OUT_DIR) -> dict[str, int]:
-    """Write every tidy CSV and index.csv; {csv name: rows}."""
-    counts, index = {}, []
+    """Write every tidy CSV and index.csv, once every source has read; {csv name: rows}. A source that does not
+    read or an output that cannot be written is a CurveError naming the file."""
+    counts, index, outputs = {}, [], {}
     for name, algo, repo, commit, shipped, note in SOURCES:
         path = os.path.join(authors_dir, *shipped.split("/"))
         if not os.path.exists(path):
@@ -137,18 +126,23 @@ def convert(authors_dir: str, out_dir: str = OUT_DIR) -> dict[str, int]:
             else:
                 with open(path) as f:
                     rows = (parse_mrq if algo == "mrq" else parse_drq)(f.read(), algo)
-        except (CurveError, ValueError) as e:
+        except (ValueError, OSError) as e:  # CurveError is a ValueError
             raise CurveError(f"{path}: {e}") from None
         if not rows:
             raise CurveError(f"{path}: no Gym rows")
-        write_if_changed(os.path.join(out_dir, name), tidy_csv(rows))
+        outputs[name] = tidy_csv(rows)
         counts[name] = len(rows)
         index.append([name, algo, repo, commit, shipped, len({r[2] for r in rows}), note])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(INDEX_HEADER)
     w.writerows(index)
-    write_if_changed(os.path.join(out_dir, "index.csv"), buf.getvalue())
+    outputs["index.csv"] = buf.getvalue()
+    for name, text in outputs.items():  # only once every source has read
+        try:
+            write_if_changed(os.path.join(out_dir, name), text)
+        except OSError as e:
+            raise CurveError(f"cannot write {os.path.join(out_dir, name)}: {e}") from None
     return counts
 
 
@@ -160,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = convert(a.authors_dir, a.out)
     except CurveError as e:
-        print(f"authors_curves: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     for name, n in counts.items():
         print(f"[authors_curves] {n:,} rows -> {os.path.join(a.out, name)}")

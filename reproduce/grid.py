@@ -501,3 +501,23 @@ def own_sources(papers: list[Paper], runs: list[Run], algos: list[str] | None = 
                           papers=tuple(dict.fromkeys(old.papers + run.papers)))
         out[name] = run
     return list(out.values())
+
+
+def write_if_changed(path: str, data: str | bytes) -> bool:
+    """Write `data` (text as UTF-8) atomically, and only when its bytes differ from the file's: True if written.
+    The generated outputs under results/ (reproduce.summarize, reproduce.authors_curves) go through it, so an
+    unchanged output keeps its bytes and mtime. Bytes, so PNGs too: envs.runs.write_atomic writes text only."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f"{path}.tmp", path)
+    return True

@@ -48,7 +48,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from envs.runs import write_atomic
+from envs.runs import UserError, write_atomic
 from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, SCALES, Dataset, Run, expand, load_papers
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
@@ -252,9 +252,31 @@ def read_dataset_facts(ds: Dataset, root: str) -> dict | None:
         return None
 
 
+MEND_RECORD = ("it holds the collected datasets' facts: restore it (it is committed), or delete it and launch "
+               "again to record the facts of the datasets still on disk")
+
+
+def read_datasets_record(root: str) -> dict:
+    """<root>/datasets.json as {key: {"dataset", "facts"}} ({} when there is none yet); a file that cannot be read
+    or is not such a record is a UserError naming it, never taken for an empty one."""
+    path = os.path.join(root, DATASET_FACTS)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {e}); {MEND_RECORD}") from None
+    datasets = record.get("datasets") if isinstance(record, dict) else None
+    if not isinstance(datasets, dict) or not all(isinstance(v, dict) for v in datasets.values()):
+        raise UserError(f"{path} has no \"datasets\" object of entries; {MEND_RECORD}")
+    return datasets
+
+
 def record_dataset(ds: Dataset, root: str) -> bool:
     """Copy a collected dataset's facts into <root>/datasets.json, which is committed with the runs (the data
-    itself is not), so the summary reads them on any clone. Written only when they changed; True if written."""
+    itself is not), so the summary reads them on any clone. Written only when they changed; True if written.
+    A datasets.json that does not read is left as it is (UserError), not replaced by this one entry."""
     if not ds.collected or (facts := read_dataset_facts(ds, root)) is None:
         return False
     import fcntl
@@ -262,21 +284,15 @@ def record_dataset(ds: Dataset, root: str) -> bool:
     lock = os.open(root, os.O_RDONLY)  # cluster jobs may finish collections at once: one writer at a time
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = os.path.join(root, DATASET_FACTS)
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            record = {}
+        datasets = read_datasets_record(root)
         entry = {"dataset": ds.name, "facts": facts}
-        datasets = record.get("datasets", {})
         if datasets.get(dataset_facts_key(ds)) == entry:
             return False
         datasets[dataset_facts_key(ds)] = entry
         record = {"note": "envs.collect's facts (fujimoto_jax) of each collected dataset, keyed by its file under this "
                           "folder (git-ignored datasets/); written by reproduce.launch when a collection completes",
                   "datasets": dict(sorted(datasets.items()))}
-        write_atomic(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+        write_atomic(os.path.join(root, DATASET_FACTS), json.dumps(record, indent=1, sort_keys=False) + "\n")
         return True
     finally:
         os.close(lock)
@@ -1010,16 +1026,16 @@ def main(argv: list[str] | None = None) -> int:
         result = launch(a.scale, a.root, a.grid_dir, a.jobs, a.papers, a.algos, a.envs, a.keep_checkpoints,
                         a.dry_run, argv=[sys.executable, "-m", "reproduce.launch"] + (argv or sys.argv[1:]),
                         d4rl_dir=a.d4rl_dir, cluster=cluster)
+        if not a.dry_run and not a.no_summary and (cluster is None or cluster.wait):
+            from reproduce import summarize
+            if a.root:  # a custom results folder gets its own summary, beside it
+                summarize.summarize(a.grid_dir, {a.scale: a.root}, os.path.join(a.root, "SUMMARY.md"),
+                                    os.path.join(a.root, "summary.csv"), os.path.join(a.root, "plots"))
+            elif summarize.main(["--grid-dir", a.grid_dir]):
+                return 2  # it said why, in one line
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not a.dry_run and not a.no_summary and (cluster is None or cluster.wait):
-        from reproduce import summarize
-        if a.root:  # a custom results folder gets its own summary, beside it
-            summarize.summarize(a.grid_dir, {a.scale: a.root}, os.path.join(a.root, "SUMMARY.md"),
-                                os.path.join(a.root, "summary.csv"), os.path.join(a.root, "plots"))
-        else:
-            summarize.main(["--grid-dir", a.grid_dir])
     return 1 if any(v in ("failed", "conflict") for v in result.values()) else 0
 
 

@@ -42,14 +42,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from envs import runs as run_contract
-from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, Aggregate, Paper, load_papers
+from reproduce.grid import GRID_DIR, ONLINE_DATA_ALGOS, ROOT, Aggregate, Paper, load_papers, write_if_changed
+from reproduce.launch import dataset_facts_key, read_datasets_record
 
 RUN_ROOTS = {"full": os.path.join(ROOT, "results", "runs", "reproduce"),
              "quick": os.path.join(ROOT, "results", "runs", "reproduce-quick")}
 SCALE_TITLES = {"full": "full (`make reproduce`: the papers' budgets and seeds)",
                 "quick": "quick (`make reproduce-quick`: a REDUCED grid, fewer envs, seeds and steps)"}
 BOOTSTRAP = 10_000  # resamples for every CI
-DATASET_FACTS = "datasets.json"  # <run root>/datasets.json: reproduce.launch.DATASET_FACTS
 CURVES_DIR = os.path.join("results", "reference", "curves")  # reproduce.authors_curves writes it
 REFERENCE_HEADER = ["paper", "algo", "env", "budget", "statistic", "mean", "spread", "spread_kind", "seeds", "source"]
 SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_mean", "ours_lo", "ours_hi", "seeds",
@@ -58,22 +58,6 @@ SUMMARY_HEADER = ["scale", "paper", "algo", "env", "budget", "statistic", "ours_
 
 def versions() -> dict:
     return run_contract.versions(extra=("rliable", "matplotlib"))
-
-
-def write_if_changed(path: str, data: str | bytes) -> bool:
-    """Write (atomically) only when the bytes differ from the file's: True if written."""
-    data = data.encode() if isinstance(data, str) else data
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return False
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(f"{path}.tmp", "wb") as f:
-        f.write(data)
-    os.replace(f"{path}.tmp", path)
-    return True
 
 
 def save_figure(fig, path: str, written: list | None = None) -> None:
@@ -459,22 +443,21 @@ def dataset_line(ds, root: str | None = None) -> str:
     return f"- `{ds.name}`: {src}, evaluated on {ds.env}"
 
 
-def dataset_facts(root: str | None, key: str) -> dict | None:
+def dataset_facts(root: str | None, ds) -> dict | None:
     """envs.collect's facts of a collected dataset, from the committed <root>/datasets.json that the launcher
-    writes (reproduce.launch.record_dataset; key: the dataset's file under the root), never from the
-    git-ignored data."""
-    try:
-        with open(os.path.join(root or "", DATASET_FACTS)) as f:
-            facts = json.load(f)["datasets"][key]["facts"]
-    except (OSError, KeyError, ValueError, TypeError):
+    writes (reproduce.launch.record_dataset), never from the git-ignored data; None before it is collected (or
+    without a run root).
+    A datasets.json that does not read is a UserError (one line), not a summary without its facts."""
+    if root is None:
         return None
+    facts = read_datasets_record(root).get(dataset_facts_key(ds), {}).get("facts")
     return facts if isinstance(facts, dict) else None
 
 
 def ogbench_note(ds, root: str | None) -> str:
     """The generated file's own record (envs.collect's facts, via datasets.json): episodes and oracle ('' before
     it is generated)."""
-    facts = dataset_facts(root, f"datasets/ogbench/{ds.ogbench_file}.npz")
+    facts = dataset_facts(root, ds)
     if facts is None:
         return ""
     oracles = facts.get("oracles")
@@ -487,7 +470,7 @@ def behaviour_note(ds, root: str | None) -> str:
     """What the data's behaviour returned, from the facts envs.collect wrote into the dataset's metadata (copied
     into datasets.json; '' before it is collected): each source policy's evaluation return and the mean return
     of the collected episodes."""
-    facts = dataset_facts(root, f"datasets/{ds.minari_id}/data/metadata.json")
+    facts = dataset_facts(root, ds)
     if facts is None:
         return ""
     policies = [f"{p['algo']} step {p['step']:,} returned {p['return']:.1f}" for p in facts.get("policies", [])]
@@ -1217,11 +1200,15 @@ def main(argv: list[str] | None = None) -> int:
                                                 "written (default: this one)")
     a = p.parse_args(argv)
     if not os.path.isdir(os.path.join(a.root, "results")):
-        print(f"summarize: --root {a.root} has no results/ folder", file=sys.stderr)
+        print(f"error: --root {a.root} has no results/ folder", file=sys.stderr)
         return 2
     written: list[str] = []
     grid_dir = a.grid_dir if a.grid_dir != GRID_DIR else None
-    rows = summarize(grid_dir, out_md=a.out, root=a.root, written=written)
+    try:
+        rows = summarize(grid_dir, out_md=a.out, root=a.root, written=written)
+    except (ValueError, FileNotFoundError) as e:  # as reproduce.launch: a grid file, a datasets.json that does not read
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"[summary] {len(rows)} comparison rows -> {a.out or 'results/SUMMARY.md'}, results/summary.csv, "
           f"results/plots/; {len(written)} file(s) changed"
           + (f": {', '.join(os.path.relpath(w, a.root) for w in written)}" if written else ""))

@@ -12,8 +12,9 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 
+from envs.errors import UserError
 from reproduce import authors_curves, grid, launch, summarize
-from tests.test_reproduce import fake_run, write_grid
+from tests.test_reproduce import fake_run, offline_grid, write_grid
 
 MRQ_TEXT = """--------------------
 Env: Gym-Hopper-v4
@@ -84,7 +85,39 @@ def test_converter_writes_tidy_csvs_and_their_sources(tmp_path, capsys):
     capsys.readouterr()
     assert authors_curves.main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gym_results.txt does not exist" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "gym_results.txt does not exist" in err
+
+
+def test_converter_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    """A shipped file that cannot be read (an OSError, a cut .npy) or an output folder that cannot be written:
+    one line `error: ...` naming it, exit 2, and no output half-written."""
+    authors = tmp_path / "authors"
+    (authors / "MRQ" / "results").mkdir(parents=True)
+    (authors / "MRQ" / "results" / "gym_results.txt").write_text(MRQ_TEXT)
+    (authors / "DR.Q" / "results" / "drq.csv").mkdir(parents=True)  # a folder where a file should be
+    (authors / "TD3" / "learning_curves" / "Hopper").mkdir(parents=True)
+    out = tmp_path / "curves"
+
+    def fails(*where):
+        capsys.readouterr()
+        assert authors_curves.main([str(authors), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and all(w in err for w in where), err
+        assert not out.exists() or not any(out.iterdir())
+
+    fails(os.path.join("DR.Q", "results", "drq.csv"), "Is a directory")
+    (authors / "DR.Q" / "results" / "drq.csv").rmdir()
+    (authors / "DR.Q" / "results" / "drq.csv").write_text(DRQ_TEXT)
+    (authors / "TD3" / "learning_curves" / "Hopper" / "TD3_Hopper-v1_0.npy").write_bytes(b"")  # cut short
+    fails(os.path.join("TD3", "learning_curves") + ": Hopper/TD3_Hopper-v1_0.npy: ")
+    np.save(authors / "TD3" / "learning_curves" / "Hopper" / "TD3_Hopper-v1_0.npy", np.array([1.0]))
+    out.write_text("a file, not a folder")
+    capsys.readouterr()
+    assert authors_curves.main([str(authors), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot write {out}") and out.read_text().startswith("a file")
+    out.unlink()
+    assert authors_curves.main([str(authors), "--out", str(out)]) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +203,6 @@ def test_summary_places_our_runs_among_the_authors_curves(tmp_path):
 # Dataset facts: written by the launcher into the committed datasets.json, read from there only
 # ---------------------------------------------------------------------------------------------
 def test_launcher_records_dataset_facts_that_the_summary_reads(tmp_path):
-    assert launch.DATASET_FACTS == summarize.DATASET_FACTS
     ds = grid.Dataset("pend", "Pendulum-v1", recipe="medium", source="td3/Pendulum-v1", steps=100, scale="quick")
     root = str(tmp_path / "runs")
     assert not launch.record_dataset(ds, root)  # not collected: nothing to record
@@ -190,12 +222,88 @@ def test_launcher_records_dataset_facts_that_the_summary_reads(tmp_path):
                           cwd=grid.ROOT).returncode == 1  # committed, unlike datasets/
 
 
+def collected_offline_grid(tmp_path):
+    """offline_grid's TD3 -> pend -> TD3+BC: the source run done, the dataset collected (its facts on disk), the
+    TD3+BC run to do (so a launch records the dataset's facts before it starts anything)."""
+    d = str(offline_grid(tmp_path, '["pend"]', online_algos='["td3"]'))
+    (tmp_path / "g" / "off7.toml").unlink()
+    root = str(tmp_path / "runs")
+    fake_run(root, "td3", "Pendulum-v1", [[0, 1, 2]] * 2, [0, 200, 400], eval_freq=200, eval_episodes=1,
+             learning_starts=100)
+    (run,) = [r for r in grid.expand(grid.load_papers(d), "quick") if r.dataset]
+    meta = os.path.join(launch.minari_dir(run.dataset, root), "data", "metadata.json")
+    os.makedirs(os.path.dirname(meta))
+    with open(meta, "w") as f:
+        json.dump({"fujimoto_jax": json.dumps({"policies": [{"algo": "td3", "step": 400, "return": -150.0}]})}, f)
+    return d, root, run.dataset
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"note": "x", "datasets": {"a": {"dataset": "b", "facts": {}}', "cannot read .*datasets.json \\(JSONDecodeError"),
+    ('["datasets"]', 'datasets.json has no "datasets" object of entries'),
+    ('{"datasets": {"a": 1}}', 'datasets.json has no "datasets" object of entries')])
+def test_a_datasets_record_that_does_not_read_stops_the_launch_and_stays(tmp_path, capsys, text, match):
+    """A corrupt datasets.json is not replaced by the one entry being recorded (the other datasets' facts would
+    be lost): record_dataset, the launcher and the summary stop with one line naming it, and it keeps its bytes."""
+    d, root, ds = collected_offline_grid(tmp_path)
+    path = os.path.join(root, "datasets.json")
+    with open(path, "w") as f:
+        f.write(text)
+    with pytest.raises(UserError, match=match):
+        launch.record_dataset(ds, root)
+    planned = launch.launch("quick", root, d, dry_run=True, out=io.StringIO())
+    assert (planned["collect:pend"], planned["td3_bc/pend"]) == ("done", "todo")
+    capsys.readouterr()
+    assert launch.main(["--scale", "quick", "--grid-dir", d, "--root", root]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}" if "object" in match else f"error: cannot read {path}")
+    assert "restore it (it is committed), or delete it and launch again" in err
+    assert "start td3_bc/pend" not in out and not os.path.exists(os.path.join(root, "td3_bc"))  # nothing ran
+    with open(path) as f:
+        assert f.read() == text and not os.path.exists(path + ".tmp")
+    with pytest.raises(UserError, match=match):  # the summary does not print the dataset without its facts
+        summarize.summarize(d, {"quick": root}, str(tmp_path / "S.md"), str(tmp_path / "s.csv"), str(tmp_path / "p"))
+    checkout = tmp_path / "checkout"  # summarize's command line: the same, in one line
+    shutil.copytree(root, checkout / "results" / "runs" / "reproduce-quick")  # its td3 run, its datasets.json
+    assert summarize.main(["--root", str(checkout), "--grid-dir", d]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "reproduce-quick/datasets.json" in err
+    assert not (tmp_path / "S.md").exists() and not (checkout / "results" / "SUMMARY.md").exists()
+    # deleted, the facts of the dataset on disk are recorded anew (as the next launch does first)
+    os.remove(path)
+    assert launch.record_dataset(ds, root)
+    assert "td3 step 400 returned -150.0" in summarize.dataset_line(ds, root)
+
+
+def test_an_unreadable_datasets_record_is_one_line_too(tmp_path):
+    _, root, ds = collected_offline_grid(tmp_path)
+    os.makedirs(os.path.join(root, "datasets.json"))  # not a file: an OSError, not an empty record
+    with pytest.raises(UserError, match="cannot read .*datasets.json \\(IsADirectoryError"):
+        launch.record_dataset(ds, root)
+    assert os.path.isdir(os.path.join(root, "datasets.json"))
+
+
+def test_the_summary_reads_the_facts_under_the_launchers_key(tmp_path):
+    """One key for both sides (launch.dataset_facts_key), OGBench files included."""
+    og = grid.Dataset("cube", "ogbench:cube-single-play-singletask-task1-v0", recipe="ogbench-play", episodes=10,
+                      scale="quick")
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "datasets.json").write_text(json.dumps({"datasets": {launch.dataset_facts_key(og): {
+        "dataset": "cube", "facts": {"oracles": {"0": "cube-oracle"}, "episodes": 10, "seed": 3}}}}))
+    assert launch.dataset_facts_key(og) == f"datasets/ogbench/{og.ogbench_file}.npz"
+    assert summarize.ogbench_note(og, str(root)) == "; its metadata: oracle cube-oracle, episodes 10, seed 3"
+    assert summarize.ogbench_note(og, None) == ""  # no run root: no facts
+
+
 def test_writes_only_changed_bytes(tmp_path):
+    assert summarize.write_if_changed is grid.write_if_changed is authors_curves.write_if_changed  # one definition
     path = str(tmp_path / "a" / "f.txt")
-    assert summarize.write_if_changed(path, "x\n")
+    assert grid.write_if_changed(path, "x\n")
     mtime = os.stat(path).st_mtime_ns
-    assert not summarize.write_if_changed(path, b"x\n") and os.stat(path).st_mtime_ns == mtime
-    assert summarize.write_if_changed(path, "y\n") and open(path).read() == "y\n"
+    assert not grid.write_if_changed(path, b"x\n") and os.stat(path).st_mtime_ns == mtime
+    assert grid.write_if_changed(path, "y\n") and open(path).read() == "y\n"
+    assert os.listdir(tmp_path / "a") == ["f.txt"]  # no .tmp left behind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,4 +338,4 @@ def test_summary_on_a_clone_rewrites_nothing(tmp_path):
 def test_summarize_root_must_be_a_checkout(tmp_path, capsys):
     assert summarize.main(["--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "has no results/ folder" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "has no results/ folder" in err
