@@ -43,10 +43,10 @@ train: setup
 	$(BIN)/python algos/td7.py --env-id Hopper-v4 $(ARGS)
 
 # Two pytest-xdist workers (TEST_WORKERS=0 runs serially; a group of tests sharing a module fixture stays on
-# one worker; the longest files first; JAX's compilation cache on from the start): 563 tests in 966 s on 2 CPU
-# cores in a fresh clone (1,020 s with the install), 530 s with a warm cache (2026-12-06; 378 tests took 980-1,084
-# s on 2026-12-02, and the machine's CPU time per run varies during the day). It installs the docs packages
-# too: tests/test_docs_site.py builds the site in strict mode.
+# one worker; the longest files first; JAX's compilation cache on from the start): 617 tests in 1,030 s on 2 CPU
+# cores in a fresh clone (1,082 s with the install), 585 s with a warm cache (2026-12-06; 563 tests took 966 s in a
+# fresh clone that morning; most of a cold run is XLA compiling each algorithm's update, which the cache keeps). It
+# installs the docs packages too: tests/test_docs_site.py builds the site in strict mode.
 TEST_WORKERS ?= 2
 test: setup setup-docs
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
@@ -55,8 +55,8 @@ test: setup setup-docs
 # DR.Q's Atari and MR.Q's DMC-pixels smoke runs, MR.Q's killed-run resume, TD7's offline resume, DriftQL's learning test, the launcher
 # generating OGBench data and training DriftQL and TD3+BC on it; the learning tests of td3_sem, td3_bc_sparse and
 # td3_ot: 197 s together on 2 CPU cores, 2026-12-06).
-# 17 tests in 912 s on 2 CPU cores (2026-12-06, a fresh clone). `make parity`: 87 tests in 202 s there (cold cache);
-# that fresh clone's .ci/run took 35m53s in all (make test 1,020 s with the install).
+# 17 tests in 907 s on 2 CPU cores (2026-12-06, a fresh clone). `make parity`: 87 tests in 203 s there (cold cache);
+# that fresh clone's .ci/run took 36m54s in all (make test 1,082 s with the install, make docs 1 s).
 test-slow: setup
 	JAX_PLATFORMS=$(TEST_JAX_PLATFORMS) $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 

@@ -223,7 +223,7 @@ def _summary_table(root: str, name: str) -> list[str]:
         env = r.get("env", "")
         if r.get("reference_env") and r["reference_env"] != env:
             env += f" / {r['reference_env']}"
-        stat = (r.get("statistic") or "").replace("_", " ")
+        stat = (r.get("statistic") or "").replace("_", " ").replace("authors seeds", "the authors' seeds")
         out.append(f"| {env} | {_fmt(r.get('budget') or '')} | {stat} | {ours} | {r.get('seeds', '')} | {ref} | "
                    f"{(r.get('verdict') or '').replace('|', '/')} |")
     if not out:
